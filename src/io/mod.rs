@@ -1,0 +1,3 @@
+//! Reading and writing volumes on disk.
+
+pub mod nifti;

@@ -1,0 +1,353 @@
+//! Organ label maps: masks and, in world millimetres, each organ's centre of mass, six edge points
+//! and bounding box, as `method.md` defines them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use glam::DVec3;
+use serde::{Deserialize, Serialize};
+
+use crate::error::VolumeError;
+use crate::intensity::HuWindow;
+use crate::io::nifti::{NiftiVolume, read_label_volume};
+use crate::volume::Volume;
+
+/// World coordinates closer than this (mm) count as equal when picking edge points, so that
+/// the same organ stored in another voxel order yields the same points.
+const TIE_MM: f64 = 1e-3;
+
+/// A label map read from disk, with the organ names its data set gives.
+#[derive(Debug, Clone)]
+pub struct LabelMap {
+    pub path: PathBuf,
+    pub volume: Volume<u16>,
+    pub names: BTreeMap<u16, String>,
+}
+
+impl LabelMap {
+    /// Reads a label map and the names in a `labels.json` beside it, if any.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, VolumeError> {
+        let path = path.as_ref();
+        let volume = read_label_volume(path)?;
+        let names = DatasetSidecar::find_for(path)
+            .map(|s| s.labels)
+            .unwrap_or_default();
+        Ok(Self {
+            path: path.to_owned(),
+            volume,
+            names,
+        })
+    }
+
+    /// A label map from a NIfTI volume already read as f32; every voxel must be a whole number
+    /// from 0 to 65535.
+    pub fn from_nifti(nifti: NiftiVolume) -> Result<Self, VolumeError> {
+        let path = nifti.info.path;
+        let bad = nifti
+            .volume
+            .data()
+            .iter()
+            .position(|&v| !(v.fract() == 0.0 && (0.0..=65535.0).contains(&v)));
+        if let Some(index) = bad {
+            return Err(VolumeError::NotALabelMap {
+                detail: format!(
+                    "voxel {:?} holds {}, not a whole number from 0 to 65535",
+                    nifti.volume.voxel_of(index),
+                    nifti.volume.data()[index]
+                ),
+                path,
+            });
+        }
+        let volume = nifti.volume.map(|&v| v as u16);
+        let names = DatasetSidecar::find_for(&path)
+            .map(|s| s.labels)
+            .unwrap_or_default();
+        Ok(Self {
+            path,
+            volume,
+            names,
+        })
+    }
+
+    pub fn name_of(&self, label: u16) -> String {
+        self.names
+            .get(&label)
+            .cloned()
+            .unwrap_or_else(|| format!("label {label}"))
+    }
+
+    /// The label value of an organ name.
+    pub fn label_of(&self, name: &str) -> Option<u16> {
+        self.names
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))
+            .map(|(&l, _)| l)
+    }
+
+    pub fn organs(&self) -> Vec<OrganStats> {
+        organ_stats(&self.volume)
+    }
+}
+
+/// A data set's `labels.json`: organ names and, for pre-windowed scans, the HU window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DatasetSidecar {
+    pub labels: BTreeMap<u16, String>,
+    pub hu_window: Option<HuWindow>,
+}
+
+#[derive(Deserialize)]
+struct SidecarFile {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    intensity: Option<SidecarIntensity>,
+}
+
+#[derive(Deserialize)]
+struct SidecarIntensity {
+    hu_window: Option<[f32; 2]>,
+}
+
+impl DatasetSidecar {
+    pub const FILE_NAME: &'static str = "labels.json";
+
+    /// Parses a `labels.json` text: `{"labels": {"1": "spleen", …}, "intensity": {"hu_window":
+    /// [lo, hi]}}`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let file: SidecarFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut labels = BTreeMap::new();
+        for (key, name) in file.labels {
+            let label: u16 = key
+                .trim()
+                .parse()
+                .map_err(|_| format!("label key {key:?} is not a number from 0 to 65535"))?;
+            labels.insert(label, name);
+        }
+        let hu_window = file
+            .intensity
+            .and_then(|i| i.hu_window)
+            .filter(|[lo, hi]| lo.is_finite() && hi.is_finite() && lo < hi)
+            .map(|[lower, upper]| HuWindow { lower, upper });
+        Ok(Self { labels, hu_window })
+    }
+
+    /// The sidecar in the same folder as `path`, if there is a readable one.
+    pub fn find_for(path: &Path) -> Option<Self> {
+        let file = path.parent()?.join(Self::FILE_NAME);
+        let text = std::fs::read_to_string(file).ok()?;
+        Self::parse(&text).ok()
+    }
+}
+
+/// For each world axis (x, y, z), the organ voxel with the smallest and with the largest
+/// coordinate; ties go to the voxel nearest the centre of mass in the other two axes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EdgePoints {
+    pub min: [DVec3; 3],
+    pub max: [DVec3; 3],
+}
+
+impl EdgePoints {
+    /// The six points: min x, max x, min y, max y, min z, max z.
+    pub fn points(&self) -> [DVec3; 6] {
+        [
+            self.min[0],
+            self.max[0],
+            self.min[1],
+            self.max[1],
+            self.min[2],
+            self.max[2],
+        ]
+    }
+}
+
+/// One organ of a label map, in world millimetres.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OrganStats {
+    pub label: u16,
+    pub voxels: usize,
+    /// Volume in millilitres.
+    pub volume_ml: f64,
+    /// Centre of mass of the organ's voxel centres.
+    pub centre: DVec3,
+    pub edges: EdgePoints,
+    /// The world box of the organ's voxel centres (spanned by the edge points).
+    pub bbox: crate::geometry::WorldBox,
+}
+
+/// A mask of one label: 1 inside, 0 outside.
+pub fn organ_mask(labels: &Volume<u16>, label: u16) -> Volume<u8> {
+    labels.map(|&l| u8::from(l == label))
+}
+
+#[derive(Clone, Copy)]
+struct Accumulator {
+    voxels: usize,
+    index_sum: DVec3,
+    min: DVec3,
+    max: DVec3,
+}
+
+#[derive(Clone, Copy)]
+struct Candidate {
+    point: DVec3,
+    off_axis_d2: f64,
+}
+
+/// Every organ (label > 0) of a label map, ordered by label.
+pub fn organ_stats(labels: &Volume<u16>) -> Vec<OrganStats> {
+    let max_label = labels.data().iter().copied().max().unwrap_or(0) as usize;
+    if max_label == 0 {
+        return Vec::new();
+    }
+    let empty = Accumulator {
+        voxels: 0,
+        index_sum: DVec3::ZERO,
+        min: DVec3::INFINITY,
+        max: DVec3::NEG_INFINITY,
+    };
+    let mut acc = vec![empty; max_label + 1];
+    for_each_labelled_voxel(labels, |label, index, world| {
+        let a = &mut acc[label];
+        a.voxels += 1;
+        a.index_sum += index;
+        a.min = a.min.min(world);
+        a.max = a.max.max(world);
+    });
+
+    let affine = labels.affine();
+    let centres: Vec<DVec3> = acc
+        .iter()
+        .map(|a| affine.to_world(a.index_sum / a.voxels.max(1) as f64))
+        .collect();
+    let none = Candidate {
+        point: DVec3::NAN,
+        off_axis_d2: f64::INFINITY,
+    };
+    let mut lows = vec![[none; 3]; max_label + 1];
+    let mut highs = vec![[none; 3]; max_label + 1];
+    for_each_labelled_voxel(labels, |label, _, world| {
+        let a = &acc[label];
+        let centre = centres[label];
+        for axis in 0..3 {
+            let at_min = world[axis] <= a.min[axis] + TIE_MM;
+            let at_max = world[axis] >= a.max[axis] - TIE_MM;
+            if !(at_min || at_max) {
+                continue;
+            }
+            let mut off = world - centre;
+            off[axis] = 0.0;
+            let candidate = Candidate {
+                point: world,
+                off_axis_d2: off.length_squared(),
+            };
+            if at_min && better(&candidate, &lows[label][axis]) {
+                lows[label][axis] = candidate;
+            }
+            if at_max && better(&candidate, &highs[label][axis]) {
+                highs[label][axis] = candidate;
+            }
+        }
+    });
+
+    let voxel_ml = affine.linear().determinant().abs() / 1000.0;
+    acc.iter()
+        .enumerate()
+        .skip(1)
+        .filter(|(_, a)| a.voxels > 0)
+        .map(|(label, a)| {
+            let edges = EdgePoints {
+                min: lows[label].map(|c| c.point),
+                max: highs[label].map(|c| c.point),
+            };
+            OrganStats {
+                label: label as u16,
+                voxels: a.voxels,
+                volume_ml: a.voxels as f64 * voxel_ml,
+                centre: centres[label],
+                edges,
+                bbox: crate::geometry::WorldBox::new(a.min, a.max),
+            }
+        })
+        .collect()
+}
+
+/// Whether `new` beats `old` as an edge point: nearer the centre off-axis, then (for an exact
+/// tie, which symmetric organs produce) the smaller world coordinate, x before y before z.
+fn better(new: &Candidate, old: &Candidate) -> bool {
+    let tolerance = 1e-6 * (1.0 + old.off_axis_d2.min(new.off_axis_d2));
+    if new.off_axis_d2 < old.off_axis_d2 - tolerance {
+        return true;
+    }
+    if new.off_axis_d2 > old.off_axis_d2 + tolerance {
+        return false;
+    }
+    for axis in 0..3 {
+        let d = new.point[axis] - old.point[axis];
+        if d.abs() > TIE_MM {
+            return d < 0.0;
+        }
+    }
+    false
+}
+
+/// Calls `f(label, voxel index, world point)` for every voxel with a label > 0.
+fn for_each_labelled_voxel(labels: &Volume<u16>, mut f: impl FnMut(usize, DVec3, DVec3)) {
+    let [nx, ny, nz] = labels.shape();
+    let affine = labels.affine();
+    let data = labels.data();
+    let step_i = affine.axis_step(0);
+    for k in 0..nz {
+        for j in 0..ny {
+            let row = &data[nx * (j + ny * k)..nx * (j + 1 + ny * k)];
+            let row_origin = affine.to_world(DVec3::new(0.0, j as f64, k as f64));
+            for (i, &label) in row.iter().enumerate() {
+                if label == 0 {
+                    continue;
+                }
+                let index = DVec3::new(i as f64, j as f64, k as f64);
+                f(label as usize, index, row_origin + step_i * i as f64);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::Affine;
+
+    #[test]
+    fn centre_edges_and_box_of_a_block() {
+        let affine = Affine::from_spacing(DVec3::new(1.0, 2.0, 3.0), DVec3::ZERO).unwrap();
+        // A 3×3×3 block of label 5 at voxels 2..5, plus one voxel sticking out along +i.
+        let labels = Volume::from_fn([10, 10, 10], affine, |i, j, k| {
+            let block = (2..5).contains(&i) && (2..5).contains(&j) && (2..5).contains(&k);
+            u16::from(block || (i == 5 && j == 3 && k == 3)) * 5
+        })
+        .unwrap();
+        let organs = organ_stats(&labels);
+        assert_eq!(organs.len(), 1);
+        let o = organs[0];
+        assert_eq!(o.label, 5);
+        assert_eq!(o.voxels, 28);
+        assert!((o.volume_ml - 28.0 * 6.0 / 1000.0).abs() < 1e-12);
+        // The min-x edge: the face voxel nearest the centre in y and z, i.e. (2, 3, 3).
+        assert_eq!(o.edges.min[0], DVec3::new(2.0, 6.0, 9.0));
+        assert_eq!(o.edges.max[0], DVec3::new(5.0, 6.0, 9.0));
+        assert_eq!(o.bbox.min, DVec3::new(2.0, 4.0, 6.0));
+        assert_eq!(o.bbox.max, DVec3::new(5.0, 8.0, 12.0));
+    }
+
+    #[test]
+    fn sidecar_parses_labels_and_window() {
+        let s = DatasetSidecar::parse(
+            r#"{"labels": {"1": "spleen", "6": "liver"}, "intensity": {"hu_window": [-125, 275]}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.labels.get(&6).map(String::as_str), Some("liver"));
+        assert_eq!(s.hu_window, Some(HuWindow::MODEL));
+        assert!(DatasetSidecar::parse(r#"{"labels": {"x": "a"}}"#).is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! A synthetic abdominal CT with organ labels, for demos and tests that must run without real
+//! data. Organs sit where anatomy puts them (RAS: the liver on the patient's right, +x), so
+//! code that flips an axis fails on the phantom as it would on a real scan.
+
+use glam::DVec3;
+
+use crate::error::GeometryError;
+use crate::geometry::Affine;
+use crate::volume::Volume;
+
+/// One organ: an axis-aligned ellipsoid (centre and radii in mm) with its HU and BTCV label.
+#[derive(Debug, Clone, Copy)]
+pub struct PhantomOrgan {
+    pub name: &'static str,
+    pub label: u16,
+    pub centre: DVec3,
+    pub radii: DVec3,
+    pub hu: f32,
+}
+
+/// Organs in world RAS mm about the body centre; labels as in BTCV's `labels.json`.
+pub const ORGANS: [PhantomOrgan; 6] = [
+    PhantomOrgan { name: "liver", label: 6, centre: DVec3::new(70.0, 0.0, 40.0), radii: DVec3::new(65.0, 60.0, 60.0), hu: 60.0 },
+    PhantomOrgan { name: "spleen", label: 1, centre: DVec3::new(-85.0, -30.0, 45.0), radii: DVec3::new(30.0, 40.0, 45.0), hu: 50.0 },
+    PhantomOrgan { name: "kidney_right", label: 2, centre: DVec3::new(65.0, -55.0, -40.0), radii: DVec3::new(25.0, 25.0, 45.0), hu: 30.0 },
+    PhantomOrgan { name: "kidney_left", label: 3, centre: DVec3::new(-65.0, -55.0, -30.0), radii: DVec3::new(25.0, 25.0, 45.0), hu: 30.0 },
+    PhantomOrgan { name: "aorta", label: 8, centre: DVec3::new(-15.0, -40.0, 0.0), radii: DVec3::new(12.0, 12.0, 200.0), hu: 200.0 },
+    PhantomOrgan { name: "inferior_vena_cava", label: 9, centre: DVec3::new(20.0, -35.0, 0.0), radii: DVec3::new(11.0, 11.0, 200.0), hu: 120.0 },
+];
+
+/// Body ellipse radii (x, y) in mm; the body runs the whole length of the scan.
+const BODY_RADII: [f64; 2] = [160.0, 115.0];
+
+/// A phantom scan (HU) and its label map on the grid of `shape` voxels under `affine`, with the
+/// body centred on world point `centre` and scaled by `scale`.
+pub fn phantom(
+    shape: [usize; 3],
+    affine: Affine,
+    centre: DVec3,
+    scale: f64,
+) -> Result<(Volume<f32>, Volume<u16>), GeometryError> {
+    let classify = |i: usize, j: usize, k: usize| -> (f32, u16) {
+        let p = (affine.to_world(DVec3::new(i as f64, j as f64, k as f64)) - centre) / scale;
+        let in_body = (p.x / BODY_RADII[0]).powi(2) + (p.y / BODY_RADII[1]).powi(2) <= 1.0;
+        if !in_body {
+            return (-1000.0, 0);
+        }
+        // The spine: bone behind the aorta, unlabelled.
+        if (p.x / 20.0).powi(2) + ((p.y + 80.0) / 20.0).powi(2) <= 1.0 {
+            return (700.0, 0);
+        }
+        for organ in &ORGANS {
+            let d = (p - organ.centre) / organ.radii;
+            if d.length_squared() <= 1.0 {
+                return (organ.hu, organ.label);
+            }
+        }
+        // Subcutaneous fat in the outer ring, soft tissue inside.
+        let r = (p.x / (BODY_RADII[0] - 15.0)).powi(2) + (p.y / (BODY_RADII[1] - 15.0)).powi(2);
+        (if r > 1.0 { -100.0 } else { 20.0 }, 0)
+    };
+    let scan = Volume::from_fn(shape, affine, |i, j, k| classify(i, j, k).0)?;
+    let labels = Volume::from_fn(shape, affine, |i, j, k| classify(i, j, k).1)?;
+    Ok((scan, labels))
+}
+
+/// The standard demo phantom: 128×96×80 voxels of 3×3×4 mm in BTCV's L,P,S voxel order.
+pub fn demo_phantom() -> Result<(Volume<f32>, Volume<u16>), GeometryError> {
+    let shape = [128, 96, 80];
+    let spacing = DVec3::new(3.0, 3.0, 4.0);
+    // Voxel axes point to the patient's left and posterior, as BTCV's do.
+    let linear = glam::DMat3::from_diagonal(DVec3::new(-spacing.x, -spacing.y, spacing.z));
+    let half_extent = DVec3::new(-spacing.x, -spacing.y, spacing.z)
+        * DVec3::new(shape[0] as f64 - 1.0, shape[1] as f64 - 1.0, shape[2] as f64 - 1.0)
+        * 0.5;
+    let affine = Affine::new(linear, -half_extent)?;
+    phantom(shape, affine, DVec3::ZERO, 1.0)
+}
+
+/// The labels of the phantom's organs, as a `labels.json` text.
+pub fn labels_json() -> String {
+    let entries: Vec<String> = ORGANS
+        .iter()
+        .map(|o| format!("  \"{}\": \"{}\"", o.label, o.name))
+        .collect();
+    format!("{{\n \"labels\": {{\n{}\n }}\n}}\n", entries.join(",\n"))
+}

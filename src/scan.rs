@@ -1,0 +1,79 @@
+//! A CT scan in Hounsfield units, however its file stores intensities.
+
+use std::path::Path;
+
+use crate::error::VolumeError;
+use crate::intensity::{HuWindow, Intensity};
+use crate::io::nifti::{NiftiInfo, NiftiVolume, read_nifti};
+use crate::labels::DatasetSidecar;
+use crate::volume::Volume;
+
+/// A CT volume whose voxels are HU.
+#[derive(Debug, Clone)]
+pub struct Scan {
+    /// Voxel values in HU.
+    pub volume: Volume<f32>,
+    pub info: NiftiInfo,
+    /// How the stored values were turned into HU.
+    pub intensity: Intensity,
+    /// Smallest and largest stored value (after the file's own slope and intercept).
+    pub stored_range: (f32, f32),
+}
+
+impl Scan {
+    /// Reads a NIfTI CT scan and converts it to HU.
+    ///
+    /// Stored values are HU unless a `labels.json` beside the file declares an `intensity` window
+    /// (as `../shared/data/btcv` does), or the file is unscaled `uint8`, which cannot hold HU
+    /// (air is −1000) and so is taken as the model's window stored as 0…255.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, VolumeError> {
+        Ok(Self::from_nifti(read_nifti(path)?))
+    }
+
+    /// A scan from a NIfTI volume already read.
+    pub fn from_nifti(nifti: NiftiVolume) -> Self {
+        let sidecar = DatasetSidecar::find_for(&nifti.info.path);
+        let intensity = detect_intensity(&nifti.info, sidecar.as_ref());
+        let mut volume = nifti.volume;
+        let stored_range = volume.value_range();
+        if intensity != Intensity::Hounsfield {
+            for v in volume.data_mut() {
+                *v = intensity.to_hu(*v);
+            }
+        }
+        Self {
+            volume,
+            info: nifti.info,
+            intensity,
+            stored_range,
+        }
+    }
+
+    /// The range of HU values.
+    pub fn hu_range(&self) -> (f32, f32) {
+        (
+            self.intensity.to_hu(self.stored_range.0),
+            self.intensity.to_hu(self.stored_range.1),
+        )
+    }
+
+    /// The scan as the model sees it: HU through `window`, in [0, 1].
+    pub fn windowed(&self, window: HuWindow) -> Volume<f32> {
+        self.volume.map(|&hu| window.to_unit(hu))
+    }
+}
+
+fn detect_intensity(info: &NiftiInfo, sidecar: Option<&DatasetSidecar>) -> Intensity {
+    if let Some(window) = sidecar.and_then(|s| s.hu_window) {
+        let max_value = match info.datatype {
+            "uint8" => 255.0,
+            "uint16" => 65535.0,
+            _ => 1.0,
+        };
+        return Intensity::PreWindowed { window, max_value };
+    }
+    if info.datatype == "uint8" && info.is_unscaled_integer() {
+        return Intensity::PRE_WINDOWED_U8;
+    }
+    Intensity::Hounsfield
+}
