@@ -686,15 +686,21 @@ fn write_array<T: NiftiElement, D: ndarray::Dimension + ndarray::RemoveAxis>(
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| write_err("the path has no file name".to_owned()))?;
-    let (stem, extension) = if let Some(stem) = name.strip_suffix(".nii.gz") {
-        (stem, "nii.gz")
-    } else if let Some(stem) = name.strip_suffix(".nii") {
-        (stem, "nii")
+    let extension = if name.ends_with(".nii.gz") {
+        "nii.gz"
+    } else if name.ends_with(".nii") {
+        "nii"
     } else {
         return Err(write_err("the file name must end in .nii or .nii.gz".to_owned()));
     };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let partial = dir.join(format!(".{stem}.partial-{}.{extension}", std::process::id()));
+    // The nifti writer rewrites extensions, so the partial name has no other dots.
+    static PARTIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let serial = PARTIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let partial = dir.join(format!(
+        ".ape-partial-{}-{serial}.{extension}",
+        std::process::id()
+    ));
 
     let header = header_for(affine, intent);
     let result = nifti::writer::WriterOptions::new(&partial)

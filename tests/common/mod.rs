@@ -1,0 +1,84 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// `../shared/data` beside the repository, where the real scans live.
+///
+/// Returns `None` (and says so) when it is missing, so that the tests pass on a fresh clone
+/// without it; under CI (`CI=true`) a missing folder fails the test instead.
+pub fn shared_data(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("APE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    if dir.join("btcv").is_dir() {
+        return Some(dir);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(
+        !ci,
+        "{test}: {} is missing, and under CI the real-data tests must run",
+        dir.display()
+    );
+    eprintln!("SKIPPED {test}: {} not found (set APE_SHARED_DATA)", dir.display());
+    None
+}
+
+/// The 20 BTCV case numbers in `../shared/data/btcv`.
+pub const BTCV_CASES: [&str; 20] = [
+    "02", "03", "05", "07", "08", "09", "11", "12", "14", "18", "19", "20", "21", "22", "24",
+    "25", "26", "27", "28", "29",
+];
+
+/// The bytes of a file, gunzipped when it is gzip-compressed.
+pub fn read_plain(path: &Path) -> Vec<u8> {
+    let raw = std::fs::read(path).unwrap();
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    } else {
+        raw
+    }
+}
+
+/// Writes bytes, gzip-compressed when the name ends in `.gz`.
+pub fn write_plain(path: &Path, bytes: &[u8]) {
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        std::fs::write(path, enc.finish().unwrap()).unwrap();
+    } else {
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+/// Byte offsets of NIfTI-1 header fields.
+pub mod field {
+    pub const DIM: usize = 40;
+    pub const DATATYPE: usize = 70;
+    pub const BITPIX: usize = 72;
+    pub const PIXDIM: usize = 76;
+    pub const VOX_OFFSET: usize = 108;
+    pub const SCL_SLOPE: usize = 112;
+    pub const QFORM_CODE: usize = 252;
+    pub const SFORM_CODE: usize = 254;
+    pub const SROW_X: usize = 280;
+    pub const MAGIC: usize = 344;
+}
+
+/// Overwrites little-endian bytes of a (plain) NIfTI image in memory.
+pub fn patch(bytes: &mut [u8], offset: usize, value: &[u8]) {
+    bytes[offset..offset + value.len()].copy_from_slice(value);
+}
+
+pub fn i16s(values: &[i16]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+pub fn f32s(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
