@@ -26,7 +26,8 @@ impl Affine {
         let finite = linear.to_cols_array().iter().all(|v| v.is_finite()) && origin.is_finite();
         // Relative to the product of column lengths, so that tiny voxels are not "singular".
         let scale = linear.x_axis.length() * linear.y_axis.length() * linear.z_axis.length();
-        if !finite || !(det.abs() > 1e-9 * scale) || scale == 0.0 {
+        let well_conditioned = det.abs() > 1e-9 * scale && scale > 0.0;
+        if !finite || !well_conditioned {
             return Err(GeometryError::SingularAffine(format!(
                 "columns {:?} {:?} {:?}, origin {:?}",
                 linear.x_axis.to_array(),

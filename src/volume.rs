@@ -128,7 +128,7 @@ impl<T> Volume<T> {
     pub fn nearest_voxel(&self, world: DVec3) -> Option<[usize; 3]> {
         let v = self.world_to_voxel(world).round();
         let inside = (0..3).all(|a| v[a] >= 0.0 && v[a] <= (self.shape[a] - 1) as f64);
-        inside.then(|| [v.x as usize, v.y as usize, v.z as usize])
+        inside.then_some([v.x as usize, v.y as usize, v.z as usize])
     }
 
     /// The world box covered by the grid: the outer faces of its corner voxels.
@@ -168,7 +168,7 @@ impl<T> Volume<T> {
             // A voxel is touched when its extent [v-0.5, v+0.5] meets [lo, hi].
             let first = (lo - 0.5).ceil().max(0.0);
             let last = (hi + 0.5).floor().min(n - 1.0);
-            if !(first <= last) {
+            if first.is_nan() || last.is_nan() || first > last {
                 return None;
             }
             ranges[axis] = first as usize..last as usize + 1;

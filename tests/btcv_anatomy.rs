@@ -2,6 +2,8 @@
 //! +y anterior, +z superior). Each comparison fails if its axis is flipped anywhere on the path
 //! from file to world point.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 mod common;
 
 use ape::labels::LabelMap;

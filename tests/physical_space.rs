@@ -1,5 +1,7 @@
 //! World coordinates survive any voxel order, any oblique affine, resampling and cropping.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
 mod common;
 
 use ape::io::nifti::{read_label_volume, read_nifti, write_nifti};
