@@ -11,14 +11,20 @@
 //! - [`intensity`]: Hounsfield units and the model's HU window.
 //! - [`scan`]: a CT scan in HU, however its file stores intensities.
 //! - [`labels`]: organ label maps, their centres, edge points and boxes.
+//! - [`model`]: the APE network in burn, model files, the compute backend.
+//! - [`embed`]: whole-scan inference, tiled without seams, to an [`ApeMap`](ape_map::ApeMap).
 //! - [`phantom`]: a synthetic abdominal CT with labels, for demos and tests.
 //! - [`summary`]: what `ape info` reports about a file.
 
+pub mod ape_map;
+pub mod cache;
+pub mod embed;
 pub mod error;
 pub mod geometry;
 pub mod intensity;
 pub mod io;
 pub mod labels;
+pub mod model;
 pub mod phantom;
 pub mod resample;
 pub mod scan;

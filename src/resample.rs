@@ -65,28 +65,60 @@ pub fn resample_nearest_to_spacing<T: Copy + Send + Sync>(
     resample_nearest_onto(src, shape, affine, fill)
 }
 
-/// Resample an image onto any grid (any orientation) by trilinear interpolation. Points
-/// farther than half a voxel outside the source grid get `fill`.
-pub fn resample_linear_onto(
-    src: &Volume<f32>,
+/// Voxel values that can be interpolated linearly: intensities and embeddings.
+pub trait Interpolate: Copy + Send + Sync {
+    fn lerp(a: Self, b: Self, t: f32) -> Self;
+}
+
+impl Interpolate for f32 {
+    #[inline]
+    fn lerp(a: f32, b: f32, t: f32) -> f32 {
+        a + (b - a) * t
+    }
+}
+
+impl<const N: usize> Interpolate for [f32; N] {
+    #[inline]
+    fn lerp(a: Self, b: Self, t: f32) -> Self {
+        std::array::from_fn(|c| a[c] + (b[c] - a[c]) * t)
+    }
+}
+
+/// Trilinear value at a continuous voxel index, edges clamped; `None` farther than half a voxel
+/// outside the grid.
+pub fn sample_linear<T: Interpolate>(volume: &Volume<T>, voxel: DVec3) -> Option<T> {
+    let [nx, ny, nz] = volume.shape();
+    let upper = DVec3::new(nx as f64 - 0.5, ny as f64 - 0.5, nz as f64 - 0.5);
+    if !(voxel.cmpge(DVec3::splat(-0.5)).all() && voxel.cmple(upper).all()) {
+        return None;
+    }
+    Some(trilinear(volume.data(), [nx, ny, nz], voxel))
+}
+
+#[inline]
+fn trilinear<T: Interpolate>(data: &[T], [nx, ny, nz]: [usize; 3], c: DVec3) -> T {
+    let (x0, x1, fx) = axis_weights(c.x, nx);
+    let (y0, y1, fy) = axis_weights(c.y, ny);
+    let (z0, z1, fz) = axis_weights(c.z, nz);
+    let at = |i: usize, j: usize, k: usize| data[i + nx * (j + ny * k)];
+    let c00 = T::lerp(at(x0, y0, z0), at(x1, y0, z0), fx);
+    let c10 = T::lerp(at(x0, y1, z0), at(x1, y1, z0), fx);
+    let c01 = T::lerp(at(x0, y0, z1), at(x1, y0, z1), fx);
+    let c11 = T::lerp(at(x0, y1, z1), at(x1, y1, z1), fx);
+    T::lerp(T::lerp(c00, c10, fy), T::lerp(c01, c11, fy), fz)
+}
+
+/// Resample an image (or embedding map) onto any grid, any orientation, by trilinear
+/// interpolation. Points farther than half a voxel outside the source grid get `fill`.
+pub fn resample_linear_onto<T: Interpolate>(
+    src: &Volume<T>,
     shape: [usize; 3],
     affine: Affine,
-    fill: f32,
-) -> Result<Volume<f32>, GeometryError> {
-    let [nx, ny, nz] = src.shape();
+    fill: T,
+) -> Result<Volume<T>, GeometryError> {
+    let dims = src.shape();
     let data = src.data();
-    resample_with(src.affine(), src.shape(), shape, affine, fill, |c| {
-        let (x0, x1, fx) = axis_weights(c.x, nx);
-        let (y0, y1, fy) = axis_weights(c.y, ny);
-        let (z0, z1, fz) = axis_weights(c.z, nz);
-        let at = |i: usize, j: usize, k: usize| data[i + nx * (j + ny * k)];
-        let lerp = |a: f32, b: f32, t: f32| a + (b - a) * t;
-        let c00 = lerp(at(x0, y0, z0), at(x1, y0, z0), fx);
-        let c10 = lerp(at(x0, y1, z0), at(x1, y1, z0), fx);
-        let c01 = lerp(at(x0, y0, z1), at(x1, y0, z1), fx);
-        let c11 = lerp(at(x0, y1, z1), at(x1, y1, z1), fx);
-        lerp(lerp(c00, c10, fy), lerp(c01, c11, fy), fz)
-    })
+    resample_with(src.affine(), dims, shape, affine, fill, |c| trilinear(data, dims, c))
 }
 
 /// Resample a label map onto any grid by taking the nearest source voxel.

@@ -251,25 +251,50 @@ impl<T: Copy> Volume<T> {
     }
 
     /// The same voxels stored in the order closest to RAS (axis codes R, A, S), as nibabel's
-    /// `as_closest_canonical`: what slice views want.
+    /// `as_closest_canonical`: what slice views and the model want.
     pub fn to_closest_ras(&self) -> Result<Self, GeometryError> {
-        let codes = self.affine.axis_codes();
-        let mut order = [0usize; 3];
-        let mut flip = [false; 3];
-        for (axis, code) in codes.iter().enumerate() {
-            let (world, negative) = match code {
-                'R' => (0, false),
-                'L' => (0, true),
-                'A' => (1, false),
-                'P' => (1, true),
-                'S' => (2, false),
-                _ => (2, true),
-            };
-            order[world] = axis;
-            flip[world] = negative;
-        }
+        let (order, flip) = closest_ras_order(&self.affine);
         self.reordered(order, flip)
     }
+}
+
+/// The axis order and flips that make a grid's axis codes R, A, S (see [`Volume::reordered`]).
+pub fn closest_ras_order(affine: &Affine) -> ([usize; 3], [bool; 3]) {
+    let mut order = [0usize, 1, 2];
+    let mut flip = [false; 3];
+    for (axis, code) in affine.axis_codes().iter().enumerate() {
+        let (world, negative) = match code {
+            'R' => (0, false),
+            'L' => (0, true),
+            'A' => (1, false),
+            'P' => (1, true),
+            'S' => (2, false),
+            _ => (2, true),
+        };
+        order[world] = axis;
+        flip[world] = negative;
+    }
+    (order, flip)
+}
+
+/// The grid (shape and affine) of the same field of view stored in the order closest to RAS,
+/// without touching any voxel.
+pub fn closest_ras_grid(shape: [usize; 3], affine: &Affine) -> Result<([usize; 3], Affine), GeometryError> {
+    let (order, flip) = closest_ras_order(affine);
+    let new_shape = order.map(|a| shape[a]);
+    let mut start = glam::DVec3::ZERO;
+    let mut columns = [glam::DVec3::ZERO; 3];
+    for a in 0..3 {
+        let step = affine.axis_step(order[a]);
+        if flip[a] {
+            start[order[a]] = (shape[order[a]] - 1) as f64;
+            columns[a] = -step;
+        } else {
+            columns[a] = step;
+        }
+    }
+    let linear = glam::DMat3::from_cols(columns[0], columns[1], columns[2]);
+    Ok((new_shape, Affine::new(linear, affine.to_world(start))?))
 }
 
 impl Volume<f32> {

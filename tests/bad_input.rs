@@ -156,7 +156,7 @@ fn header_claiming_more_than_memory_allows_is_refused_before_allocating() {
     assert_names_file(&e, &path);
     // A lower limit applies to an otherwise valid file.
     let ok = valid_file(dir.path(), "small.nii");
-    let e = read_nifti_with(&ok, &ReadOptions { max_voxels: 100 }, Some).unwrap_err();
+    let e = read_nifti_with(&ok, &ReadOptions { max_voxels: 100, ..ReadOptions::default() }, Some).unwrap_err();
     assert!(matches!(e, VolumeError::TooLarge { voxels: 120, .. }), "{e}");
 }
 

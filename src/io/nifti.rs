@@ -25,12 +25,15 @@ pub struct ReadOptions {
     /// Refuse volumes with more voxels than this (before allocating). The default, 2^30 voxels,
     /// is 4 GiB as f32: a 1024×1024×1024 scan, far beyond any CT.
     pub max_voxels: u64,
+    /// Accept 5-D vector images (one time point, several channels), as APE maps are written.
+    pub allow_channels: bool,
 }
 
 impl Default for ReadOptions {
     fn default() -> Self {
         Self {
             max_voxels: 1 << 30,
+            allow_channels: false,
         }
     }
 }
@@ -65,6 +68,8 @@ pub struct NiftiInfo {
     pub transform: TransformSource,
     pub gzipped: bool,
     pub description: String,
+    /// Channels per voxel: 1, or more for a vector image.
+    pub channels: usize,
 }
 
 impl NiftiInfo {
@@ -85,6 +90,34 @@ pub struct NiftiVolume {
 pub fn read_nifti(path: impl AsRef<Path>) -> Result<NiftiVolume, VolumeError> {
     read_nifti_with(path.as_ref(), &ReadOptions::default(), |v| Some(v as f32))
         .map(|(info, volume)| NiftiVolume { info, volume })
+}
+
+/// Reads a vector image written by [`write_nifti_vector`] (or any 5-D NIfTI with one time point):
+/// one volume per channel.
+pub fn read_nifti_vector(path: impl AsRef<Path>) -> Result<Vec<Volume<f32>>, VolumeError> {
+    let path = path.as_ref();
+    let options = ReadOptions {
+        allow_channels: true,
+        ..ReadOptions::default()
+    };
+    let (info, stacked) = read_nifti_with(path, &options, |v| Some(v as f32))?;
+    // Channels are stacked along k by `read_nifti_with`; split them.
+    let [nx, ny, nk] = stacked.shape();
+    let channels = info.channels;
+    let header_nz = nk / channels.max(1);
+    let affine = *stacked.affine();
+    let data = stacked.into_data();
+    let plane = nx * ny * header_nz;
+    (0..channels)
+        .map(|c| {
+            Volume::new(data[c * plane..(c + 1) * plane].to_vec(), [nx, ny, header_nz], affine)
+                .map_err(|e| VolumeError::BadDimensions {
+                    path: path.to_owned(),
+                    dims: vec![nx as i64, ny as i64, header_nz as i64, channels as i64],
+                    detail: e.to_string(),
+                })
+        })
+        .collect()
 }
 
 /// Reads a label map: integer voxels from 0 to 65535.
@@ -222,7 +255,8 @@ pub fn read_nifti_with<T>(
             ],
         }
     })?;
-    let volume = Volume::new(data, layout.shape, affine).map_err(|e| VolumeError::BadDimensions {
+    let shape = [layout.shape[0], layout.shape[1], layout.shape[2] * layout.channels];
+    let volume = Volume::new(data, shape, affine).map_err(|e| VolumeError::BadDimensions {
         path: path.to_owned(),
         dims: layout.shape.iter().map(|&n| n as i64).collect(),
         detail: e.to_string(),
@@ -234,6 +268,7 @@ pub fn read_nifti_with<T>(
         scl_inter: header.scl_inter,
         transform: transform_source(&header),
         gzipped,
+        channels: layout.channels,
         description: String::from_utf8_lossy(&header.descrip)
             .trim_end_matches('\0')
             .trim()
@@ -245,6 +280,7 @@ pub fn read_nifti_with<T>(
 /// The facts about the voxel block that a checked header yields.
 struct Layout {
     shape: [usize; 3],
+    channels: usize,
     voxels: u64,
     datatype: NiftiType,
     vox_offset: u64,
@@ -320,7 +356,9 @@ fn check_header(
             detail: format!("a {ndim}-D image of {used:?} voxels"),
         });
     }
-    if used[3..].iter().any(|&d| d > 1) {
+    let vector = options.allow_channels && ndim == 5 && used[3] == 1;
+    let channels = if vector { used[4] as usize } else { 1 };
+    if !vector && used[3..].iter().any(|&d| d > 1) {
         return Err(VolumeError::NotThreeD {
             path: path.to_owned(),
             detail: format!(
@@ -336,7 +374,7 @@ fn check_header(
             detail: format!("a single slice ({}×{}×{} voxels)", shape[0], shape[1], shape[2]),
         });
     }
-    let voxels = shape.iter().map(|&n| n as u64).product::<u64>();
+    let voxels = shape.iter().map(|&n| n as u64).product::<u64>() * channels as u64;
 
     let datatype = header
         .data_type()
@@ -383,6 +421,7 @@ fn check_header(
     }
     Ok(Layout {
         shape,
+        channels,
         voxels,
         datatype,
         vox_offset: vox_offset as u64,

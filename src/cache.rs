@@ -1,0 +1,78 @@
+//! An on-disk cache of APE maps keyed by the scan file's content and the model, so that a scan
+//! is embedded once.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::ape_map::ApeMap;
+
+#[derive(Debug, Clone)]
+pub struct MapCache {
+    dir: PathBuf,
+}
+
+impl MapCache {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// `$APE_CACHE_DIR`, else `$XDG_CACHE_HOME/ape/maps`, else `~/.cache/ape/maps`.
+    pub fn default_location() -> Self {
+        let dir = std::env::var_os("APE_CACHE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("ape/maps")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ape/maps")))
+            .unwrap_or_else(|| std::env::temp_dir().join("ape-maps"));
+        Self::new(dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path_of(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join(format!("{:032x}-{:032x}.apemap", key.scan, key.model))
+    }
+
+    /// The cached map, if there is a readable one.
+    pub fn get(&self, key: &CacheKey) -> Option<ApeMap> {
+        let bytes = std::fs::read(self.path_of(key)).ok()?;
+        ApeMap::from_bytes(&bytes)
+    }
+
+    /// Stores a map; a failure only costs a recomputation later, so it is returned, not fatal.
+    pub fn put(&self, key: &CacheKey, map: &ApeMap) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.path_of(key);
+        let partial = path.with_extension(format!("partial-{}", std::process::id()));
+        std::fs::write(&partial, map.to_bytes())?;
+        std::fs::rename(&partial, &path)
+    }
+}
+
+/// What a cached map depends on: the scan file's bytes and the model's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheKey {
+    pub scan: u128,
+    pub model: u128,
+}
+
+/// A 128-bit hash (XXH3) of a file's content, streamed.
+pub fn file_hash(path: &Path) -> std::io::Result<u128> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.digest128())
+}
+
+/// A 128-bit hash of bytes in memory.
+pub fn bytes_hash(bytes: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(bytes)
+}

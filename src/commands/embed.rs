@@ -1,0 +1,99 @@
+//! `ape embed SCAN -o MAP.nii.gz`: the APE map of a scan, as a 3-channel NIfTI.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use ape::cache::{CacheKey, MapCache, file_hash};
+use ape::embed::{EmbedOptions, embed_scan};
+use ape::model::backend::{BackendChoice, select};
+use ape::scan::Scan;
+
+use super::model::load_model;
+
+#[derive(Debug, clap::Args)]
+pub struct EmbedArgs {
+    /// The CT scan (NIfTI).
+    scan: PathBuf,
+    /// Where to write the map (.nii or .nii.gz): 3 channels, with an affine that puts it on top
+    /// of the scan in 3D Slicer.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Write the map on the scan's own voxel grid instead of at 1/4 of the model's resolution.
+    #[arg(long)]
+    full_res: bool,
+    /// Where the network runs: auto (wgpu on a hardware GPU, else CPU), wgpu or cpu.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+    /// A model file instead of the bundled model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Recompute even if the map is cached.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
+    let total = Instant::now();
+    let compute = select(args.backend)?;
+    let model = load_model(args.model.as_deref(), &compute.device)?;
+    println!("backend     {}", compute.description);
+    println!("model       {}", model.meta.description);
+
+    let t = Instant::now();
+    let scan = Scan::read(&args.scan)?;
+    println!("load        {:>8.3} s  {}", t.elapsed().as_secs_f64(), args.scan.display());
+
+    let cache = MapCache::default_location();
+    let key = file_hash(&args.scan)
+        .ok()
+        .map(|scan| CacheKey { scan, model: model.id });
+    let cached = key
+        .filter(|_| !args.no_cache)
+        .and_then(|key| cache.get(&key));
+    let map = match cached {
+        Some(map) => {
+            println!("cache hit   {}", cache.dir().display());
+            map
+        }
+        None => {
+            let (map, times) = embed_scan(
+                &model,
+                &compute.device,
+                &scan.volume,
+                &EmbedOptions::default(),
+                &mut |_| {},
+            )?;
+            println!("preprocess  {:>8.3} s", times.preprocess.as_secs_f64());
+            println!(
+                "network     {:>8.3} s  ({} tile{})",
+                times.network.as_secs_f64(),
+                times.tiles,
+                if times.tiles == 1 { "" } else { "s" }
+            );
+            if let Some(Err(e)) = key.map(|key| cache.put(&key, &map)) {
+                eprintln!("warning: could not cache the map in {}: {e}", cache.dir().display());
+            }
+            map
+        }
+    };
+
+    let t = Instant::now();
+    let out = if args.full_res {
+        map.resampled_onto(scan.volume.shape(), *scan.volume.affine())?
+    } else {
+        map
+    };
+    drop(scan);
+    out.write_nifti(&args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    let [x, y, z] = out.shape();
+    println!(
+        "write       {:>8.3} s  {} ({x}×{y}×{z}×3)",
+        t.elapsed().as_secs_f64(),
+        args.output.display()
+    );
+    println!("total       {:>8.3} s", total.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}

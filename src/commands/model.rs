@@ -1,0 +1,64 @@
+//! `ape model-info` and `ape model-init`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use ape::intensity::HuWindow;
+use ape::model::backend::cpu;
+use ape::model::{ApeModel, ApeNetConfig, ModelMeta};
+use burn::tensor::Device;
+
+/// The bundled model, or the one in `path`.
+pub fn load_model(path: Option<&Path>, device: &Device) -> anyhow::Result<ApeModel> {
+    Ok(match path {
+        Some(path) => ApeModel::load(path, device)?,
+        None => ApeModel::bundled(device)?,
+    })
+}
+
+pub fn info(model: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let model = load_model(model.as_deref(), &cpu().device)?;
+    let net = &model.meta.net;
+    let patch = [96, 96, 64];
+    println!("model        {}", model.meta.description);
+    println!("trained      {}", if model.meta.trained { "yes" } else { "no" });
+    println!("widths       {:?}, {} convolutions per level", net.widths, net.convs_per_level);
+    println!(
+        "parameters   {} learnable (+{} batch-norm running statistics)",
+        net.parameter_count(),
+        model.parameters().saturating_sub(net.parameter_count())
+    );
+    println!(
+        "FLOPs        {:.2} G per 96×96×64 patch (forward)",
+        net.flops(patch) as f64 / 1e9
+    );
+    println!(
+        "receptive    ±{} voxels ({:.0} mm at {:.1} mm spacing)",
+        net.receptive_radius(),
+        net.receptive_radius() as f64 * model.meta.input_spacing_mm[0],
+        model.meta.input_spacing_mm[0]
+    );
+    let s = model.meta.input_spacing_mm;
+    println!("input        {:.2} × {:.2} × {:.2} mm voxels", s[0], s[1], s[2]);
+    println!(
+        "HU window    {} … {} HU → [0, 1]",
+        model.meta.hu_window.lower, model.meta.hu_window.upper
+    );
+    println!("output       {} channels at 1/4 resolution", net.out_channels);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a freshly initialised (untrained) model: the stand-in until trained weights exist.
+pub fn init(seed: u64, output: &Path) -> anyhow::Result<ExitCode> {
+    let meta = ModelMeta {
+        net: ApeNetConfig::new(),
+        input_spacing_mm: [2.0, 2.0, 3.0],
+        hu_window: HuWindow::MODEL,
+        description: format!("untrained stand-in: fixed-seed initialisation (seed {seed})"),
+        trained: false,
+    };
+    let model = ApeModel::initialised(meta, seed, &cpu().device);
+    model.save(output)?;
+    println!("wrote {} ({} parameters)", output.display(), model.parameters());
+    Ok(ExitCode::SUCCESS)
+}

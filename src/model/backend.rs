@@ -1,0 +1,101 @@
+//! Choosing where the network runs: wgpu on a real GPU, else burn's CPU backend (`flex`).
+
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+
+/// What the user asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackendChoice {
+    /// wgpu when it finds a hardware adapter; the CPU backend otherwise (also when the only
+    /// adapter is a software one such as Mesa's lavapipe, which is far slower than flex).
+    #[default]
+    Auto,
+    /// wgpu on whatever adapter it finds, software ones included.
+    Wgpu,
+    /// burn's `flex` CPU backend.
+    Cpu,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "wgpu" | "gpu" => Ok(Self::Wgpu),
+            "cpu" | "flex" => Ok(Self::Cpu),
+            other => Err(format!("unknown backend {other:?}: use auto, wgpu or cpu")),
+        }
+    }
+}
+
+/// A device the network can run on, and what it is, in words.
+#[derive(Debug, Clone)]
+pub struct ComputeDevice {
+    pub device: Device,
+    pub is_wgpu: bool,
+    /// E.g. "wgpu: NVIDIA H100 (Vulkan, discrete GPU)" or "cpu: burn flex".
+    pub description: String,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no wgpu adapter: {0}")]
+pub struct NoAdapter(pub String);
+
+/// wgpu's runtime can be set up once per process: keep what it found.
+fn wgpu_runtime() -> &'static Result<(Device, String, bool), String> {
+    static RUNTIME: OnceLock<Result<(Device, String, bool), String>> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        // Adapter discovery can panic deep in a driver; a missing GPU must not take ape down.
+        let attempt = std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup());
+        match attempt {
+            Ok(Ok((device, setup))) => {
+                let info = setup.adapter.get_info();
+                let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
+                let text = format!(
+                    "wgpu: {} ({:?}, {:?}{})",
+                    info.name,
+                    info.backend,
+                    info.device_type,
+                    if software { ", software" } else { "" }
+                );
+                Ok((device, text, software))
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the wgpu runtime panicked while looking for an adapter".to_owned()),
+        }
+    })
+}
+
+/// The CPU device.
+pub fn cpu() -> ComputeDevice {
+    ComputeDevice {
+        device: Device::flex(),
+        is_wgpu: false,
+        description: format!("cpu: burn flex ({} threads)", rayon::current_num_threads()),
+    }
+}
+
+/// The wgpu device, if an adapter exists.
+pub fn wgpu() -> Result<ComputeDevice, NoAdapter> {
+    match wgpu_runtime() {
+        Ok((device, description, _)) => Ok(ComputeDevice {
+            device: device.clone(),
+            is_wgpu: true,
+            description: description.clone(),
+        }),
+        Err(e) => Err(NoAdapter(e.clone())),
+    }
+}
+
+/// Resolves a choice to a device.
+pub fn select(choice: BackendChoice) -> Result<ComputeDevice, NoAdapter> {
+    match choice {
+        BackendChoice::Cpu => Ok(cpu()),
+        BackendChoice::Wgpu => wgpu(),
+        BackendChoice::Auto => match wgpu_runtime() {
+            Ok((_, _, false)) => wgpu(),
+            _ => Ok(cpu()),
+        },
+    }
+}

@@ -1,0 +1,16 @@
+//! The APE network in burn, generic over the device it runs on.
+//!
+//! - [`net`]: the network and its config.
+//! - [`norm`]: batch norm without affine parameters (the output layer).
+//! - [`resize`]: differentiable trilinear resizing and point sampling.
+//! - [`weights`]: model files, checked on load, and the bundled model.
+//! - [`backend`]: wgpu on a GPU, else the CPU backend.
+
+pub mod backend;
+pub mod net;
+pub mod norm;
+pub mod resize;
+pub mod weights;
+
+pub use net::{ApeNet, ApeNetConfig};
+pub use weights::{ApeModel, ModelError, ModelMeta};

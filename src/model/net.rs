@@ -1,0 +1,216 @@
+//! The APE network: a 4×4×4 stride-4 stem, a compact UNet at 1/4 resolution, and a batch norm
+//! without affine parameters before the 3-channel output (method.md).
+//!
+//! Widths default to 16, 32, 64 over three levels with two 3×3×3 convolutions each (about 0.5 M
+//! parameters): small enough to train on a 2-core CPU in hours, and a receptive field of about
+//! 20 cm at 2 mm voxels, enough to see where along the body a patch lies.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::conv::{Conv3d, Conv3dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig3d};
+use burn::tensor::{Device, Tensor, activation::relu};
+
+use super::norm::{PlainBatchNorm, PlainBatchNormConfig};
+
+#[derive(Config, Debug, PartialEq)]
+pub struct ApeNetConfig {
+    /// Channels at 1/4, 1/8, 1/16 … resolution; one level each.
+    #[config(default = "vec![16, 32, 64]")]
+    pub widths: Vec<usize>,
+    /// 3×3×3 convolutions per level, in the encoder and in the decoder.
+    #[config(default = 2)]
+    pub convs_per_level: usize,
+    /// Embedding dimension.
+    #[config(default = 3)]
+    pub out_channels: usize,
+}
+
+struct LayerCost {
+    params: usize,
+    flops: u64,
+}
+
+/// Convolution, batch norm, ReLU.
+#[derive(Module, Debug)]
+pub struct ConvBlock {
+    conv: Conv3d,
+    norm: BatchNorm,
+}
+
+impl ConvBlock {
+    fn new(input: usize, output: usize, kernel: usize, stride: usize, device: &Device) -> Self {
+        let padding = if stride == 1 { kernel / 2 } else { 0 };
+        Self {
+            conv: Conv3dConfig::new([input, output], [kernel; 3])
+                .with_stride([stride; 3])
+                .with_padding(PaddingConfig3d::Explicit(padding, padding, padding))
+                .with_bias(false)
+                .init(device),
+            norm: BatchNormConfig::new(output).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        relu(self.norm.forward(self.conv.forward(x)))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Level {
+    blocks: Vec<ConvBlock>,
+}
+
+impl Level {
+    fn forward(&self, x: Tensor<5>) -> Tensor<5> {
+        self.blocks.iter().fold(x, |x, b| b.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ApeNet {
+    stem: ConvBlock,
+    encoders: Vec<Level>,
+    /// Stride-2 2×2×2 convolutions into each deeper level.
+    downs: Vec<ConvBlock>,
+    /// 1×1×1 convolutions after nearest ×2 upsampling, into each shallower level.
+    ups: Vec<ConvBlock>,
+    decoders: Vec<Level>,
+    head: Conv3d,
+    out_norm: PlainBatchNorm,
+}
+
+impl ApeNetConfig {
+    /// Input sizes must be multiples of this, in voxels.
+    pub fn size_multiple(&self) -> usize {
+        4 << self.widths.len().saturating_sub(1)
+    }
+
+    /// How far (in input voxels) an output cell can see: the receptive-field radius, rounded up.
+    /// Tiles of sliding-window inference overlap by this much, so that they agree exactly with a
+    /// single pass.
+    pub fn receptive_radius(&self) -> usize {
+        let mut radius = 4; // the stem cell
+        for level in 0..self.widths.len() {
+            let jump = 4 << level;
+            let deeper = level + 1 < self.widths.len();
+            // Encoder and decoder convolutions (the deepest level has no decoder).
+            let convs = if deeper { 2 * self.convs_per_level } else { self.convs_per_level };
+            radius += convs * jump;
+            if deeper {
+                radius += 2 * jump; // the downsampling into, and the upsampling out of, level+1
+            }
+        }
+        radius
+    }
+
+    /// Parameters of the network, counted from the config.
+    pub fn parameter_count(&self) -> usize {
+        self.layers([16, 16, 16]).iter().map(|l| l.params).sum()
+    }
+
+    /// Multiply–adds ×2 (FLOPs) of one forward pass on an input of `size` voxels (x, y, z).
+    pub fn flops(&self, size: [usize; 3]) -> u64 {
+        self.layers(size).iter().map(|l| l.flops).sum()
+    }
+
+    /// Every convolution (and its batch norm) with its parameter count and FLOPs.
+    fn layers(&self, size: [usize; 3]) -> Vec<LayerCost> {
+        let w = &self.widths;
+        let n = self.convs_per_level;
+        let mut out = Vec::new();
+        let cells = |level: usize| -> u64 {
+            size.iter().map(|&s| (s / (4 << level)).max(1) as u64).product()
+        };
+        let conv = |cin: usize, cout: usize, k: usize, cells: u64, norm: bool| LayerCost {
+            params: cin * cout * k * k * k + if norm { 2 * cout } else { cout },
+            flops: 2 * (cin * cout * k * k * k) as u64 * cells,
+        };
+        out.push(conv(1, w[0], 4, cells(0), true));
+        for (level, &width) in w.iter().enumerate() {
+            if level > 0 {
+                out.push(conv(w[level - 1], width, 2, cells(level), true));
+            }
+            for _ in 0..n {
+                out.push(conv(width, width, 3, cells(level), true));
+            }
+        }
+        for level in (0..w.len() - 1).rev() {
+            out.push(conv(w[level + 1], w[level], 1, cells(level), true));
+            out.push(conv(2 * w[level], w[level], 3, cells(level), true));
+            for _ in 1..n {
+                out.push(conv(w[level], w[level], 3, cells(level), true));
+            }
+        }
+        out.push(conv(w[0], self.out_channels, 1, cells(0), false));
+        out
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.widths.is_empty() || self.widths.contains(&0) {
+            return Err(format!("widths {:?} must be non-empty and positive", self.widths));
+        }
+        if self.widths.len() > 5 || self.convs_per_level == 0 || self.convs_per_level > 8 {
+            return Err(format!(
+                "{} levels of {} convolutions is out of range",
+                self.widths.len(),
+                self.convs_per_level
+            ));
+        }
+        if self.out_channels == 0 {
+            return Err("out_channels must be positive".to_owned());
+        }
+        Ok(())
+    }
+
+    pub fn init(&self, device: &Device) -> ApeNet {
+        let w = &self.widths;
+        let n = self.convs_per_level;
+        let level = |width: usize, first_input: usize| Level {
+            blocks: (0..n)
+                .map(|i| ConvBlock::new(if i == 0 { first_input } else { width }, width, 3, 1, device))
+                .collect(),
+        };
+        ApeNet {
+            stem: ConvBlock::new(1, w[0], 4, 4, device),
+            encoders: w.iter().map(|&width| level(width, width)).collect(),
+            downs: w.windows(2).map(|p| ConvBlock::new(p[0], p[1], 2, 2, device)).collect(),
+            ups: w.windows(2).map(|p| ConvBlock::new(p[1], p[0], 1, 1, device)).collect(),
+            decoders: w[..w.len() - 1].iter().map(|&width| level(width, 2 * width)).collect(),
+            head: Conv3dConfig::new([w[0], self.out_channels], [1, 1, 1]).init(device),
+            out_norm: PlainBatchNormConfig::new(self.out_channels).init(device),
+        }
+    }
+}
+
+impl ApeNet {
+    /// - input: `[batch, 1, z, y, x]`, intensities in [0, 1]; sizes multiples of
+    ///   [`ApeNetConfig::size_multiple`]
+    /// - output: `[batch, out_channels, z/4, y/4, x/4]`, the APE map at 1/4 resolution
+    pub fn forward(&self, input: Tensor<5>) -> Tensor<5> {
+        let mut x = self.stem.forward(input); // [b, w0, z/4, y/4, x/4]
+        let mut skips = Vec::with_capacity(self.encoders.len());
+        for (depth, encoder) in self.encoders.iter().enumerate() {
+            if depth > 0 {
+                x = self.downs[depth - 1].forward(x); // [b, w_depth, …/2]
+            }
+            x = encoder.forward(x);
+            skips.push(x.clone());
+        }
+        skips.pop();
+        for (depth, decoder) in self.decoders.iter().enumerate().rev() {
+            let up = self.ups[depth].forward(upsample_nearest2(x)); // [b, w_depth, …×2]
+            let skip = skips.pop().unwrap_or_else(|| up.clone());
+            x = decoder.forward(Tensor::cat(vec![up, skip], 1));
+        }
+        self.out_norm.forward(self.head.forward(x))
+    }
+}
+
+/// Nearest-neighbour ×2 upsampling of the three spatial dimensions, from broadcasts and
+/// reshapes only, so that it differentiates on every backend.
+fn upsample_nearest2(x: Tensor<5>) -> Tensor<5> {
+    let [b, c, d, h, w] = x.dims();
+    let x: Tensor<8> = x.reshape([b, c, d, 1, h, 1, w, 1]);
+    x.expand([b, c, d, 2, h, 2, w, 2]).reshape([b, c, 2 * d, 2 * h, 2 * w])
+}
