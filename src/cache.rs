@@ -20,7 +20,9 @@ impl MapCache {
     pub fn default_location() -> Self {
         let dir = std::env::var_os("APE_CACHE_DIR")
             .map(PathBuf::from)
-            .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("ape/maps")))
+            .or_else(|| {
+                std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("ape/maps"))
+            })
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/ape/maps")))
             .unwrap_or_else(|| std::env::temp_dir().join("ape-maps"));
         Self::new(dir)
@@ -31,7 +33,8 @@ impl MapCache {
     }
 
     fn path_of(&self, key: &CacheKey) -> PathBuf {
-        self.dir.join(format!("{:032x}-{:032x}.apemap", key.scan, key.model))
+        self.dir
+            .join(format!("{:032x}-{:032x}.apemap", key.scan, key.model))
     }
 
     /// The cached map, if there is a readable one.

@@ -45,7 +45,9 @@ pub enum EmbedError {
     Geometry(#[from] GeometryError),
     #[error("the network's output could not be read back: {0}")]
     Readback(String),
-    #[error("max_tile {max_tile} leaves no tile core: it must exceed twice the overlap {overlap} by at least {multiple}")]
+    #[error(
+        "max_tile {max_tile} leaves no tile core: it must exceed twice the overlap {overlap} by at least {multiple}"
+    )]
     TileTooSmall {
         max_tile: usize,
         overlap: usize,
@@ -172,7 +174,8 @@ pub fn embed_input(
                     for j in core_lo[1]..core_hi[1] {
                         for i in core_lo[0]..core_hi[0] {
                             let src = i + out_cells[0] * (j + out_cells[1] * k);
-                            let (gi, gj, gk) = (i + tile[0].0 / 4, j + tile[1].0 / 4, k + tile[2].0 / 4);
+                            let (gi, gj, gk) =
+                                (i + tile[0].0 / 4, j + tile[1].0 / 4, k + tile[2].0 / 4);
                             let dst = gi + padded_cells[0] * (gj + padded_cells[1] * gk);
                             cells[dst] = std::array::from_fn(|c| values[c * plane + src]);
                         }
@@ -202,8 +205,24 @@ pub fn map_affine(input: &Affine) -> Result<Affine, GeometryError> {
     Affine::new(linear, input.to_world(DVec3::splat(1.5)))
 }
 
+/// The whole input zero-padded to the network's size multiple, as one tensor's data in
+/// `[1, 1, z, y, x]` order; returns the data and the padded (x, y, z) size.
+pub fn padded_input(model: &ApeModel, input: &ModelInput) -> (Vec<f32>, [usize; 3]) {
+    let multiple = model.meta.net.size_multiple();
+    let padded = input
+        .volume
+        .shape()
+        .map(|n| n.div_ceil(multiple) * multiple);
+    (extract_block(&input.volume, padded, [0; 3], padded), padded)
+}
+
 /// The voxels `[start, start + size)` of a volume zero-padded to `padded`.
-fn extract_block(volume: &Volume<f32>, padded: [usize; 3], start: [usize; 3], size: [usize; 3]) -> Vec<f32> {
+fn extract_block(
+    volume: &Volume<f32>,
+    padded: [usize; 3],
+    start: [usize; 3],
+    size: [usize; 3],
+) -> Vec<f32> {
     let shape = volume.shape();
     let data = volume.data();
     let mut out = vec![0.0f32; size.iter().product()];

@@ -29,7 +29,9 @@ pub enum VolumeError {
         found: u64,
     },
 
-    #[error("{path}: unsupported voxel datatype {name} (NIfTI code {code}); ape reads integer and real scalar voxels")]
+    #[error(
+        "{path}: unsupported voxel datatype {name} (NIfTI code {code}); ape reads integer and real scalar voxels"
+    )]
     UnsupportedDatatype {
         path: PathBuf,
         code: i16,
@@ -46,7 +48,9 @@ pub enum VolumeError {
     #[error("{path}: {detail}; ape needs one 3-D volume")]
     NotThreeD { path: PathBuf, detail: String },
 
-    #[error("{path}: the header claims {voxels} voxels ({bytes} bytes), over the limit of {limit} voxels")]
+    #[error(
+        "{path}: the header claims {voxels} voxels ({bytes} bytes), over the limit of {limit} voxels"
+    )]
     TooLarge {
         path: PathBuf,
         voxels: u64,
@@ -61,7 +65,9 @@ pub enum VolumeError {
         detail: String,
     },
 
-    #[error("{path}: the voxel-to-world transform ({source_name}) is singular or not finite: {detail}")]
+    #[error(
+        "{path}: the voxel-to-world transform ({source_name}) is singular or not finite: {detail}"
+    )]
     SingularAffine {
         path: PathBuf,
         source_name: &'static str,

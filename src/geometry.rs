@@ -278,7 +278,11 @@ mod tests {
         .unwrap();
         assert_eq!(a.axis_codes(), ['L', 'P', 'S']);
         let permuted = Affine::new(
-            DMat3::from_cols(DVec3::new(0.0, 0.0, -2.0), DVec3::X, DVec3::new(0.0, 1.0, 0.0)),
+            DMat3::from_cols(
+                DVec3::new(0.0, 0.0, -2.0),
+                DVec3::X,
+                DVec3::new(0.0, 1.0, 0.0),
+            ),
             DVec3::ZERO,
         )
         .unwrap();
@@ -321,6 +325,9 @@ mod tests {
         let a = WorldBox::new(DVec3::ZERO, DVec3::splat(2.0));
         let b = WorldBox::new(DVec3::new(1.0, 0.0, 0.0), DVec3::new(3.0, 2.0, 2.0));
         assert!((a.iou(&b) - 4.0 / 12.0).abs() < 1e-12);
-        assert_eq!(a.iou(&WorldBox::new(DVec3::splat(5.0), DVec3::splat(6.0))), 0.0);
+        assert_eq!(
+            a.iou(&WorldBox::new(DVec3::splat(5.0), DVec3::splat(6.0))),
+            0.0
+        );
     }
 }

@@ -14,6 +14,7 @@
 //! - [`model`]: the APE network in burn, model files, the compute backend.
 //! - [`embed`]: whole-scan inference, tiled without seams, to an [`ApeMap`](ape_map::ApeMap).
 //! - [`phantom`]: a synthetic abdominal CT with labels, for demos and tests.
+//! - [`retrieval`]: nearest-embedding retrieval, errors per axis, the body-box baseline.
 //! - [`summary`]: what `ape info` reports about a file.
 
 pub mod ape_map;
@@ -27,6 +28,7 @@ pub mod labels;
 pub mod model;
 pub mod phantom;
 pub mod resample;
+pub mod retrieval;
 pub mod scan;
 pub mod summary;
 pub mod volume;

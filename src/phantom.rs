@@ -20,12 +20,48 @@ pub struct PhantomOrgan {
 
 /// Organs in world RAS mm about the body centre; labels as in BTCV's `labels.json`.
 pub const ORGANS: [PhantomOrgan; 6] = [
-    PhantomOrgan { name: "liver", label: 6, centre: DVec3::new(70.0, 0.0, 40.0), radii: DVec3::new(65.0, 60.0, 60.0), hu: 60.0 },
-    PhantomOrgan { name: "spleen", label: 1, centre: DVec3::new(-85.0, -30.0, 45.0), radii: DVec3::new(30.0, 40.0, 45.0), hu: 50.0 },
-    PhantomOrgan { name: "kidney_right", label: 2, centre: DVec3::new(65.0, -55.0, -40.0), radii: DVec3::new(25.0, 25.0, 45.0), hu: 30.0 },
-    PhantomOrgan { name: "kidney_left", label: 3, centre: DVec3::new(-65.0, -55.0, -30.0), radii: DVec3::new(25.0, 25.0, 45.0), hu: 30.0 },
-    PhantomOrgan { name: "aorta", label: 8, centre: DVec3::new(-15.0, -40.0, 0.0), radii: DVec3::new(12.0, 12.0, 200.0), hu: 200.0 },
-    PhantomOrgan { name: "inferior_vena_cava", label: 9, centre: DVec3::new(20.0, -35.0, 0.0), radii: DVec3::new(11.0, 11.0, 200.0), hu: 120.0 },
+    PhantomOrgan {
+        name: "liver",
+        label: 6,
+        centre: DVec3::new(70.0, 0.0, 40.0),
+        radii: DVec3::new(65.0, 60.0, 60.0),
+        hu: 60.0,
+    },
+    PhantomOrgan {
+        name: "spleen",
+        label: 1,
+        centre: DVec3::new(-85.0, -30.0, 45.0),
+        radii: DVec3::new(30.0, 40.0, 45.0),
+        hu: 50.0,
+    },
+    PhantomOrgan {
+        name: "kidney_right",
+        label: 2,
+        centre: DVec3::new(65.0, -55.0, -40.0),
+        radii: DVec3::new(25.0, 25.0, 45.0),
+        hu: 30.0,
+    },
+    PhantomOrgan {
+        name: "kidney_left",
+        label: 3,
+        centre: DVec3::new(-65.0, -55.0, -30.0),
+        radii: DVec3::new(25.0, 25.0, 45.0),
+        hu: 30.0,
+    },
+    PhantomOrgan {
+        name: "aorta",
+        label: 8,
+        centre: DVec3::new(-15.0, -40.0, 0.0),
+        radii: DVec3::new(12.0, 12.0, 200.0),
+        hu: 200.0,
+    },
+    PhantomOrgan {
+        name: "inferior_vena_cava",
+        label: 9,
+        centre: DVec3::new(20.0, -35.0, 0.0),
+        radii: DVec3::new(11.0, 11.0, 200.0),
+        hu: 120.0,
+    },
 ];
 
 /// Body ellipse radii (x, y) in mm; the body runs the whole length of the scan.
@@ -71,7 +107,11 @@ pub fn demo_phantom() -> Result<(Volume<f32>, Volume<u16>), GeometryError> {
     // Voxel axes point to the patient's left and posterior, as BTCV's do.
     let linear = glam::DMat3::from_diagonal(DVec3::new(-spacing.x, -spacing.y, spacing.z));
     let half_extent = DVec3::new(-spacing.x, -spacing.y, spacing.z)
-        * DVec3::new(shape[0] as f64 - 1.0, shape[1] as f64 - 1.0, shape[2] as f64 - 1.0)
+        * DVec3::new(
+            shape[0] as f64 - 1.0,
+            shape[1] as f64 - 1.0,
+            shape[2] as f64 - 1.0,
+        )
         * 0.5;
     let affine = Affine::new(linear, -half_extent)?;
     phantom(shape, affine, DVec3::ZERO, 1.0)

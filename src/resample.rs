@@ -118,7 +118,9 @@ pub fn resample_linear_onto<T: Interpolate>(
 ) -> Result<Volume<T>, GeometryError> {
     let dims = src.shape();
     let data = src.data();
-    resample_with(src.affine(), dims, shape, affine, fill, |c| trilinear(data, dims, c))
+    resample_with(src.affine(), dims, shape, affine, fill, |c| {
+        trilinear(data, dims, c)
+    })
 }
 
 /// Resample a label map onto any grid by taking the nearest source voxel.
@@ -173,7 +175,8 @@ fn resample_with<T: Copy + Send + Sync>(
     }
     // Target voxel → source voxel is itself affine: one step vector per target axis.
     let origin = src_affine.to_voxel(affine.origin());
-    let steps = [0, 1, 2].map(|a| src_affine.to_voxel(affine.origin() + affine.axis_step(a)) - origin);
+    let steps =
+        [0, 1, 2].map(|a| src_affine.to_voxel(affine.origin() + affine.axis_step(a)) - origin);
     let upper = DVec3::new(
         src_shape[0] as f64 - 0.5,
         src_shape[1] as f64 - 0.5,
@@ -181,18 +184,20 @@ fn resample_with<T: Copy + Send + Sync>(
     );
     let [nx, ny, _] = shape;
     let mut data = vec![fill; voxels as usize];
-    data.par_chunks_mut(nx * ny).enumerate().for_each(|(k, slice)| {
-        for j in 0..ny {
-            let row = origin + steps[1] * j as f64 + steps[2] * k as f64;
-            for (i, out) in slice[j * nx..(j + 1) * nx].iter_mut().enumerate() {
-                let c = row + steps[0] * i as f64;
-                // Tolerance so that grids sharing the source's outer faces are fully covered.
-                if c.cmpge(DVec3::splat(-0.5 - 1e-9)).all() && c.cmple(upper + 1e-9).all() {
-                    *out = sample(c);
+    data.par_chunks_mut(nx * ny)
+        .enumerate()
+        .for_each(|(k, slice)| {
+            for j in 0..ny {
+                let row = origin + steps[1] * j as f64 + steps[2] * k as f64;
+                for (i, out) in slice[j * nx..(j + 1) * nx].iter_mut().enumerate() {
+                    let c = row + steps[0] * i as f64;
+                    // Tolerance so that grids sharing the source's outer faces are fully covered.
+                    if c.cmpge(DVec3::splat(-0.5 - 1e-9)).all() && c.cmple(upper + 1e-9).all() {
+                        *out = sample(c);
+                    }
                 }
             }
-        }
-    });
+        });
     Volume::new(data, shape, affine)
 }
 
@@ -220,7 +225,10 @@ mod tests {
             let w = out.voxel_to_world(out.voxel_of(index));
             if inner.contains(w) {
                 let expected = w.x + 2.0 * w.y - 0.5 * w.z;
-                assert!((v as f64 - expected).abs() < 1e-3, "{v} vs {expected} at {w}");
+                assert!(
+                    (v as f64 - expected).abs() < 1e-3,
+                    "{v} vs {expected} at {w}"
+                );
             }
         }
         assert!((out.world_bounds().min - src.world_bounds().min).length() < 1e-9);

@@ -109,6 +109,8 @@ fn looks_like_labels(nifti: &NiftiVolume) -> bool {
         .file_name()
         .map(|n| n.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    let named = ["label", "seg", "mask"].iter().any(|hint| name.contains(hint));
+    let named = ["label", "seg", "mask"]
+        .iter()
+        .any(|hint| name.contains(hint));
     named && nifti.info.is_unscaled_integer()
 }

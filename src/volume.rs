@@ -21,7 +21,9 @@ impl<T> Volume<T> {
         if shape.contains(&0) {
             return Err(GeometryError::EmptyShape(shape));
         }
-        let expected = shape[0].checked_mul(shape[1]).and_then(|n| n.checked_mul(shape[2]));
+        let expected = shape[0]
+            .checked_mul(shape[1])
+            .and_then(|n| n.checked_mul(shape[2]));
         if expected != Some(data.len()) {
             return Err(GeometryError::ShapeMismatch {
                 len: data.len(),
@@ -115,8 +117,11 @@ impl<T> Volume<T> {
 
     /// World point of the centre of voxel (i, j, k).
     pub fn voxel_to_world(&self, voxel: [usize; 3]) -> DVec3 {
-        self.affine
-            .to_world(DVec3::new(voxel[0] as f64, voxel[1] as f64, voxel[2] as f64))
+        self.affine.to_world(DVec3::new(
+            voxel[0] as f64,
+            voxel[1] as f64,
+            voxel[2] as f64,
+        ))
     }
 
     /// Continuous voxel index of a world point (may lie outside the grid).
@@ -162,8 +167,14 @@ impl<T> Volume<T> {
         let corners = bbox.corners().map(|c| self.world_to_voxel(c));
         let mut ranges: [std::ops::Range<usize>; 3] = [0..0, 0..0, 0..0];
         for axis in 0..3 {
-            let lo = corners.iter().map(|c| c[axis]).fold(f64::INFINITY, f64::min);
-            let hi = corners.iter().map(|c| c[axis]).fold(f64::NEG_INFINITY, f64::max);
+            let lo = corners
+                .iter()
+                .map(|c| c[axis])
+                .fold(f64::INFINITY, f64::min);
+            let hi = corners
+                .iter()
+                .map(|c| c[axis])
+                .fold(f64::NEG_INFINITY, f64::max);
             let n = self.shape[axis] as f64;
             // A voxel is touched when its extent [v-0.5, v+0.5] meets [lo, hi].
             let first = (lo - 0.5).ceil().max(0.0);
@@ -238,7 +249,9 @@ impl<T: Copy> Volume<T> {
         for k in 0..shape[2] as isize {
             for j in 0..shape[1] as isize {
                 let row = base + j * steps[1] + k * steps[2];
-                data.extend((0..shape[0] as isize).map(|i| self.data[(row + i * steps[0]) as usize]));
+                data.extend(
+                    (0..shape[0] as isize).map(|i| self.data[(row + i * steps[0]) as usize]),
+                );
             }
         }
         let linear = glam::DMat3::from_cols(
@@ -279,7 +292,10 @@ pub fn closest_ras_order(affine: &Affine) -> ([usize; 3], [bool; 3]) {
 
 /// The grid (shape and affine) of the same field of view stored in the order closest to RAS,
 /// without touching any voxel.
-pub fn closest_ras_grid(shape: [usize; 3], affine: &Affine) -> Result<([usize; 3], Affine), GeometryError> {
+pub fn closest_ras_grid(
+    shape: [usize; 3],
+    affine: &Affine,
+) -> Result<([usize; 3], Affine), GeometryError> {
     let (order, flip) = closest_ras_order(affine);
     let new_shape = order.map(|a| shape[a]);
     let mut start = glam::DVec3::ZERO;
@@ -302,7 +318,9 @@ impl Volume<f32> {
     pub fn value_range(&self) -> (f32, f32) {
         self.data
             .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+                (lo.min(v), hi.max(v))
+            })
     }
 }
 
@@ -311,8 +329,8 @@ mod tests {
     use super::*;
 
     fn ramp() -> Volume<f32> {
-        let affine = Affine::from_spacing(DVec3::new(1.0, 2.0, 3.0), DVec3::new(10.0, 0.0, -5.0))
-            .unwrap();
+        let affine =
+            Affine::from_spacing(DVec3::new(1.0, 2.0, 3.0), DVec3::new(10.0, 0.0, -5.0)).unwrap();
         Volume::from_fn([4, 5, 6], affine, |i, j, k| (i + 10 * j + 100 * k) as f32).unwrap()
     }
 
@@ -347,7 +365,11 @@ mod tests {
     fn reordering_keeps_every_voxel_in_place() {
         let v = ramp();
         for order in [[0, 1, 2], [2, 0, 1], [1, 2, 0], [2, 1, 0]] {
-            for flip in [[false, false, false], [true, false, true], [false, true, false]] {
+            for flip in [
+                [false, false, false],
+                [true, false, true],
+                [false, true, false],
+            ] {
                 let r = v.reordered(order, flip).unwrap();
                 for (index, value) in r.data().iter().enumerate() {
                     let w = r.voxel_to_world(r.voxel_of(index));
@@ -356,7 +378,11 @@ mod tests {
                 }
             }
         }
-        let ras = v.reordered([1, 2, 0], [true, false, true]).unwrap().to_closest_ras().unwrap();
+        let ras = v
+            .reordered([1, 2, 0], [true, false, true])
+            .unwrap()
+            .to_closest_ras()
+            .unwrap();
         assert_eq!(ras, v);
     }
 

@@ -13,7 +13,8 @@ use glam::DVec3;
 
 /// A valid little `.nii` (or `.nii.gz`) of 6×5×4 int16 voxels; returns its path.
 fn valid_file(dir: &Path, name: &str) -> PathBuf {
-    let affine = Affine::from_spacing(DVec3::new(1.0, 1.5, 2.0), DVec3::new(-3.0, 2.0, 1.0)).unwrap();
+    let affine =
+        Affine::from_spacing(DVec3::new(1.0, 1.5, 2.0), DVec3::new(-3.0, 2.0, 1.0)).unwrap();
     let v = Volume::from_fn([6, 5, 4], affine, |i, j, k| (i + 10 * j + 100 * k) as i16).unwrap();
     let path = dir.join(name);
     write_nifti(&path, &v).unwrap();
@@ -33,7 +34,10 @@ fn edited(dir: &Path, name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> PathBuf {
 fn assert_names_file(e: &VolumeError, path: &Path) {
     let message = e.to_string();
     let name = path.file_name().unwrap().to_string_lossy();
-    assert!(message.contains(name.as_ref()), "{message:?} does not name {name}");
+    assert!(
+        message.contains(name.as_ref()),
+        "{message:?} does not name {name}"
+    );
 }
 
 #[test]
@@ -67,7 +71,13 @@ fn truncated_gzip() {
     // Cut inside the header, too.
     std::fs::write(&path, &bytes[..30]).unwrap();
     let e = read_nifti(&path).unwrap_err();
-    assert!(matches!(e, VolumeError::CorruptGzip { .. } | VolumeError::Truncated { .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            VolumeError::CorruptGzip { .. } | VolumeError::Truncated { .. }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
@@ -86,20 +96,29 @@ fn corrupt_gzip_checksum() {
 #[test]
 fn bad_magic() {
     let dir = tempfile::tempdir().unwrap();
-    let path = edited(dir.path(), "magic.nii", |b| patch(b, field::MAGIC, b"xyz\0"));
+    let path = edited(dir.path(), "magic.nii", |b| {
+        patch(b, field::MAGIC, b"xyz\0")
+    });
     let e = read_nifti(&path).unwrap_err();
     assert!(matches!(e, VolumeError::BadMagic { .. }), "{e}");
     assert_names_file(&e, &path);
 
     let text = dir.path().join("notes.nii");
-    std::fs::write(&text, "this is not an image at all, just a text file ".repeat(20)).unwrap();
+    std::fs::write(
+        &text,
+        "this is not an image at all, just a text file ".repeat(20),
+    )
+    .unwrap();
     let e = read_nifti(&text).unwrap_err();
     assert!(matches!(e, VolumeError::BadMagic { .. }), "{e}");
 
     let short = dir.path().join("short.nii");
     std::fs::write(&short, [0u8; 100]).unwrap();
     let e = read_nifti(&short).unwrap_err();
-    assert!(matches!(e, VolumeError::Truncated { what: "header", .. }), "{e}");
+    assert!(
+        matches!(e, VolumeError::Truncated { what: "header", .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -111,7 +130,10 @@ fn unsupported_datatype() {
             patch(b, field::DATATYPE, &code.to_le_bytes())
         });
         let e = read_nifti(&path).unwrap_err();
-        assert!(matches!(e, VolumeError::UnsupportedDatatype { code: c, .. } if c == code), "{e}");
+        assert!(
+            matches!(e, VolumeError::UnsupportedDatatype { code: c, .. } if c == code),
+            "{e}"
+        );
         assert_names_file(&e, &path);
     }
 }
@@ -134,9 +156,20 @@ fn header_claiming_more_voxels_than_the_file_holds() {
     let dir = tempfile::tempdir().unwrap();
     for name in ["claims.nii", "claims.nii.gz"] {
         // 6×5×400 voxels claimed, 6×5×4 stored.
-        let path = edited(dir.path(), name, |b| patch(b, field::DIM + 6, &400i16.to_le_bytes()));
+        let path = edited(dir.path(), name, |b| {
+            patch(b, field::DIM + 6, &400i16.to_le_bytes())
+        });
         let e = read_nifti(&path).unwrap_err();
-        assert!(matches!(e, VolumeError::Truncated { what: "voxel data", .. }), "{name}: {e}");
+        assert!(
+            matches!(
+                e,
+                VolumeError::Truncated {
+                    what: "voxel data",
+                    ..
+                }
+            ),
+            "{name}: {e}"
+        );
         assert_names_file(&e, &path);
     }
 }
@@ -156,14 +189,27 @@ fn header_claiming_more_than_memory_allows_is_refused_before_allocating() {
     assert_names_file(&e, &path);
     // A lower limit applies to an otherwise valid file.
     let ok = valid_file(dir.path(), "small.nii");
-    let e = read_nifti_with(&ok, &ReadOptions { max_voxels: 100, ..ReadOptions::default() }, Some).unwrap_err();
-    assert!(matches!(e, VolumeError::TooLarge { voxels: 120, .. }), "{e}");
+    let e = read_nifti_with(
+        &ok,
+        &ReadOptions {
+            max_voxels: 100,
+            ..ReadOptions::default()
+        },
+        Some,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, VolumeError::TooLarge { voxels: 120, .. }),
+        "{e}"
+    );
 }
 
 #[test]
 fn two_dimensional_and_multi_volume_data() {
     let dir = tempfile::tempdir().unwrap();
-    let path = edited(dir.path(), "flat.nii", |b| patch(b, field::DIM, &2i16.to_le_bytes()));
+    let path = edited(dir.path(), "flat.nii", |b| {
+        patch(b, field::DIM, &2i16.to_le_bytes())
+    });
     let e = read_nifti(&path).unwrap_err();
     assert!(matches!(e, VolumeError::NotThreeD { .. }), "{e}");
     assert_names_file(&e, &path);
@@ -182,7 +228,9 @@ fn two_dimensional_and_multi_volume_data() {
     assert_eq!(read_nifti(&path).unwrap().volume.shape(), [6, 5, 4]);
 
     // A single slice stored as 3-D.
-    let path = edited(dir.path(), "slice.nii", |b| patch(b, field::DIM + 6, &1i16.to_le_bytes()));
+    let path = edited(dir.path(), "slice.nii", |b| {
+        patch(b, field::DIM + 6, &1i16.to_le_bytes())
+    });
     let e = read_nifti(&path).unwrap_err();
     assert!(matches!(e, VolumeError::NotThreeD { .. }), "{e}");
 }
@@ -196,7 +244,16 @@ fn singular_affine() {
         patch(b, field::SROW_X, &y_row);
     });
     let e = read_nifti(&path).unwrap_err();
-    assert!(matches!(e, VolumeError::SingularAffine { source_name: "sform", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            VolumeError::SingularAffine {
+                source_name: "sform",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert_names_file(&e, &path);
 
     // No sform, no qform, and a zero voxel size.
@@ -206,10 +263,21 @@ fn singular_affine() {
         patch(b, field::PIXDIM + 8, &f32s(&[0.0]));
     });
     let e = read_nifti(&path).unwrap_err();
-    assert!(matches!(e, VolumeError::SingularAffine { source_name: "pixdim", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            VolumeError::SingularAffine {
+                source_name: "pixdim",
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     // NaN in the sform.
-    let path = edited(dir.path(), "nan_sform.nii", |b| patch(b, field::SROW_X + 12, &f32s(&[f32::NAN])));
+    let path = edited(dir.path(), "nan_sform.nii", |b| {
+        patch(b, field::SROW_X + 12, &f32s(&[f32::NAN]))
+    });
     let e = read_nifti(&path).unwrap_err();
     assert!(matches!(e, VolumeError::SingularAffine { .. }), "{e}");
 }
@@ -220,32 +288,68 @@ fn nan_or_infinite_voxels() {
     let affine = Affine::from_spacing(DVec3::ONE, DVec3::ZERO).unwrap();
     for (name, bad) in [("nan.nii.gz", f32::NAN), ("inf.nii", f32::INFINITY)] {
         let v = Volume::from_fn([4, 4, 4], affine, |i, j, k| {
-            if (i, j, k) == (1, 2, 3) || (i, j, k) == (3, 3, 3) { bad } else { 1.0 }
+            if (i, j, k) == (1, 2, 3) || (i, j, k) == (3, 3, 3) {
+                bad
+            } else {
+                1.0
+            }
         })
         .unwrap();
         let path = dir.path().join(name);
         write_nifti(&path, &v).unwrap();
         let e = read_nifti(&path).unwrap_err();
         assert!(
-            matches!(e, VolumeError::NonFinite { count: 2, first: [1, 2, 3], .. }),
+            matches!(
+                e,
+                VolumeError::NonFinite {
+                    count: 2,
+                    first: [1, 2, 3],
+                    ..
+                }
+            ),
             "{e}"
         );
         assert_names_file(&e, &path);
     }
     // A NaN slope makes every voxel NaN: refused as a bad header.
-    let path = edited(dir.path(), "nan_slope.nii", |b| patch(b, field::SCL_SLOPE, &f32s(&[f32::NAN])));
+    let path = edited(dir.path(), "nan_slope.nii", |b| {
+        patch(b, field::SCL_SLOPE, &f32s(&[f32::NAN]))
+    });
     let e = read_nifti(&path).unwrap_err();
-    assert!(matches!(e, VolumeError::BadHeader { field: "scl_slope/scl_inter", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            VolumeError::BadHeader {
+                field: "scl_slope/scl_inter",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }
 
 #[test]
 fn absurd_header_fields() {
     let dir = tempfile::tempdir().unwrap();
-    let path = edited(dir.path(), "offset.nii", |b| patch(b, field::VOX_OFFSET, &f32s(&[-7.0])));
+    let path = edited(dir.path(), "offset.nii", |b| {
+        patch(b, field::VOX_OFFSET, &f32s(&[-7.0]))
+    });
     let e = read_nifti(&path).unwrap_err();
-    assert!(matches!(e, VolumeError::BadHeader { field: "vox_offset", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            VolumeError::BadHeader {
+                field: "vox_offset",
+                ..
+            }
+        ),
+        "{e}"
+    );
     let path = edited(dir.path(), "hdr.nii", |b| patch(b, field::MAGIC, b"ni1\0"));
-    assert!(matches!(read_nifti(&path).unwrap_err(), VolumeError::BadMagic { .. }));
+    assert!(matches!(
+        read_nifti(&path).unwrap_err(),
+        VolumeError::BadMagic { .. }
+    ));
 }
 
 #[test]

@@ -10,7 +10,9 @@ use ape::labels::LabelMap;
 use glam::DVec3;
 
 fn centre_of(map: &LabelMap, organ: &str) -> DVec3 {
-    let label = map.label_of(organ).unwrap_or_else(|| panic!("no {organ} in labels.json"));
+    let label = map
+        .label_of(organ)
+        .unwrap_or_else(|| panic!("no {organ} in labels.json"));
     map.organs()
         .into_iter()
         .find(|o| o.label == label)
@@ -33,11 +35,26 @@ fn organ_centres_of_all_btcv_scans_lie_where_anatomy_puts_them() {
         let pancreas = centre_of(&map, "pancreas");
         let kidney_right = centre_of(&map, "kidney_right");
         let kidney_left = centre_of(&map, "kidney_left");
-        assert!(liver.x > spleen.x, "case {case}: liver {liver} not right of spleen {spleen}");
-        assert!(ivc.x > aorta.x, "case {case}: IVC {ivc} not right of aorta {aorta}");
-        assert!(kidney_right.x > kidney_left.x, "case {case}: right kidney is left of the left one");
-        assert!(pancreas.y > aorta.y, "case {case}: pancreas {pancreas} not anterior of aorta {aorta}");
-        assert!(liver.z > kidney_right.z, "case {case}: liver {liver} not above right kidney {kidney_right}");
+        assert!(
+            liver.x > spleen.x,
+            "case {case}: liver {liver} not right of spleen {spleen}"
+        );
+        assert!(
+            ivc.x > aorta.x,
+            "case {case}: IVC {ivc} not right of aorta {aorta}"
+        );
+        assert!(
+            kidney_right.x > kidney_left.x,
+            "case {case}: right kidney is left of the left one"
+        );
+        assert!(
+            pancreas.y > aorta.y,
+            "case {case}: pancreas {pancreas} not anterior of aorta {aorta}"
+        );
+        assert!(
+            liver.z > kidney_right.z,
+            "case {case}: liver {liver} not above right kidney {kidney_right}"
+        );
     }
 }
 

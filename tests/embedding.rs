@@ -20,7 +20,9 @@ fn phantom_scan(shape: [usize; 3]) -> Volume<f32> {
     let spacing = DVec3::new(2.0, 2.0, 3.0);
     let half = spacing * DVec3::new(shape[0] as f64, shape[1] as f64, shape[2] as f64) * 0.5;
     let affine = Affine::from_spacing(spacing, -half).unwrap();
-    ape::phantom::phantom(shape, affine, DVec3::ZERO, 0.6).unwrap().0
+    ape::phantom::phantom(shape, affine, DVec3::ZERO, 0.6)
+        .unwrap()
+        .0
 }
 
 fn max_difference(a: &ape::ape_map::ApeMap, b: &ape::ape_map::ApeMap) -> f32 {
@@ -39,18 +41,40 @@ fn tiled_inference_equals_a_single_pass() {
     let device = backend::cpu().device;
     // Long along x, so that 256-voxel tiles (cores of 32 voxels) cut it many times.
     let input = ModelInput {
-        volume: prepare_input(&model, &phantom_scan([300, 64, 48])).unwrap().volume,
+        volume: prepare_input(&model, &phantom_scan([300, 64, 48]))
+            .unwrap()
+            .volume,
     };
-    let (single, tiles) =
-        embed_input(&model, &device, &input, &EmbedOptions { max_tile: 1024 }, &mut |_| {}).unwrap();
+    let (single, tiles) = embed_input(
+        &model,
+        &device,
+        &input,
+        &EmbedOptions { max_tile: 1024 },
+        &mut |_| {},
+    )
+    .unwrap();
     assert_eq!(tiles, 1);
-    let (tiled, tiles) =
-        embed_input(&model, &device, &input, &EmbedOptions { max_tile: 256 }, &mut |_| {}).unwrap();
+    let (tiled, tiles) = embed_input(
+        &model,
+        &device,
+        &input,
+        &EmbedOptions { max_tile: 256 },
+        &mut |_| {},
+    )
+    .unwrap();
     assert!(tiles > 5, "only {tiles} tiles");
-    let scale = single.cells().data().iter().flat_map(|e| e.iter()).fold(0.0f32, |m, v| m.max(v.abs()));
+    let scale = single
+        .cells()
+        .data()
+        .iter()
+        .flat_map(|e| e.iter())
+        .fold(0.0f32, |m, v| m.max(v.abs()));
     let diff = max_difference(&single, &tiled);
     eprintln!("tiled vs single pass: max difference {diff}, values up to {scale}");
-    assert!(diff < 1e-3, "tiles differ from a single pass by {diff} (values up to {scale})");
+    assert!(
+        diff < 1e-3,
+        "tiles differ from a single pass by {diff} (values up to {scale})"
+    );
 }
 
 #[test]
@@ -63,7 +87,11 @@ fn a_scan_in_another_voxel_order_has_the_same_map() {
     let (a, _) = embed_scan(&model, &device, &scan, &options, &mut |_| {}).unwrap();
     let (b, _) = embed_scan(&model, &device, &reordered, &options, &mut |_| {}).unwrap();
     let mut compared = 0;
-    for world in [DVec3::new(60.0, 0.0, 20.0), DVec3::new(-40.0, -30.0, -10.0), DVec3::new(5.0, 17.0, 33.0)] {
+    for world in [
+        DVec3::new(60.0, 0.0, 20.0),
+        DVec3::new(-40.0, -30.0, -10.0),
+        DVec3::new(5.0, 17.0, 33.0),
+    ] {
         let (Some(x), Some(y)) = (a.embedding_at(world), b.embedding_at(world)) else {
             panic!("{world} outside the map");
         };
@@ -161,10 +189,16 @@ fn trilinear_resize_follows_pytorch_rules() {
     assert_eq!(up.dims(), [1, 1, 4, 6, 8]);
     // Point sampling at cell centres returns the cells themselves.
     let points = Tensor::<3>::from_data(
-        TensorData::new(vec![1.0f32, 2.0, 3.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.5], [1, 3, 3]),
+        TensorData::new(
+            vec![1.0f32, 2.0, 3.0, 0.0, 0.0, 0.0, 0.5, 1.0, 1.5],
+            [1, 3, 3],
+        ),
         &device,
     );
-    let sampled: Vec<f32> = sample_trilinear(x, points).into_data().try_into_vec().unwrap();
+    let sampled: Vec<f32> = sample_trilinear(x, points)
+        .into_data()
+        .try_into_vec()
+        .unwrap();
     assert_eq!(sampled, vec![23.0, 0.0, 0.5 * 12.0 + 4.0 + 1.5]);
 }
 
@@ -177,12 +211,23 @@ fn embed_writes_a_map_on_top_of_the_scan() {
     let scan_path = data.join("btcv/btcv_02.nii.gz");
     let map_path = dir.path().join("map.nii.gz");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ape"))
-        .args(["embed", scan_path.to_str().unwrap(), "-o", map_path.to_str().unwrap(), "--backend", "cpu"])
+        .args([
+            "embed",
+            scan_path.to_str().unwrap(),
+            "-o",
+            map_path.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ])
         .env("APE_CACHE_DIR", dir.path().join("cache"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("network"), "{stdout}");
     let channels = ape::io::nifti::read_nifti_vector(&map_path).unwrap();
     assert_eq!(channels.len(), 3);
@@ -192,5 +237,9 @@ fn embed_writes_a_map_on_top_of_the_scan() {
     let cell = channels[0].spacing().max_element();
     assert!((m.min - s.min).abs().max_element() <= cell, "{m} vs {s}");
     assert!((m.max - s.max).abs().max_element() <= cell, "{m} vs {s}");
-    assert!(channels.iter().all(|c| c.data().iter().all(|v| v.is_finite())));
+    assert!(
+        channels
+            .iter()
+            .all(|c| c.data().iter().all(|v| v.is_finite()))
+    );
 }

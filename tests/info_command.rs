@@ -7,7 +7,10 @@ mod common;
 use std::process::Command;
 
 fn ape(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ape")).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ape"))
+        .args(args)
+        .output()
+        .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -55,7 +58,10 @@ fn info_json_and_errors() {
     ]);
     // The missing file fails the command and is named, the others are still reported.
     assert!(!ok);
-    assert!(stderr.contains("missing.nii.gz: file not found"), "{stderr}");
+    assert!(
+        stderr.contains("missing.nii.gz: file not found"),
+        "{stderr}"
+    );
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let files = report.as_array().unwrap();
     assert_eq!(files.len(), 2);

@@ -27,12 +27,24 @@ impl Rng {
 /// An affine with a random rotation, random spacings, a random flip and a random origin, its
 /// entries rounded to f32 as NIfTI stores them.
 fn random_oblique_affine(rng: &mut Rng) -> Affine {
-    let axis = DVec3::new(rng.range(-1.0, 1.0), rng.range(-1.0, 1.0), rng.range(-1.0, 1.0))
-        .normalize();
+    let axis = DVec3::new(
+        rng.range(-1.0, 1.0),
+        rng.range(-1.0, 1.0),
+        rng.range(-1.0, 1.0),
+    )
+    .normalize();
     let rotation = DMat3::from_quat(DQuat::from_axis_angle(axis, rng.range(0.1, 3.0)));
     let flip = if rng.next() < 0.5 { -1.0 } else { 1.0 };
-    let spacing = DVec3::new(rng.range(0.5, 2.0), rng.range(0.5, 2.0), flip * rng.range(1.0, 5.0));
-    let origin = DVec3::new(rng.range(-300.0, 300.0), rng.range(-300.0, 300.0), rng.range(-300.0, 300.0));
+    let spacing = DVec3::new(
+        rng.range(0.5, 2.0),
+        rng.range(0.5, 2.0),
+        flip * rng.range(1.0, 5.0),
+    );
+    let origin = DVec3::new(
+        rng.range(-300.0, 300.0),
+        rng.range(-300.0, 300.0),
+        rng.range(-300.0, 300.0),
+    );
     let rows = Affine::new(rotation * DMat3::from_diagonal(spacing), origin)
         .unwrap()
         .to_rows()
@@ -55,7 +67,10 @@ fn oblique_affine_round_trips_through_nifti() {
         for index in [0, 1, 100, 1000, v.len() - 1] {
             let voxel = v.voxel_of(index);
             let error = (back.voxel_to_world(voxel) - v.voxel_to_world(voxel)).length();
-            assert!(error < 1e-4, "trial {trial}: world points differ by {error} mm");
+            assert!(
+                error < 1e-4,
+                "trial {trial}: world points differ by {error} mm"
+            );
         }
     }
 }
@@ -92,9 +107,15 @@ fn a_btcv_scan_in_any_voxel_order_has_the_same_organs_in_the_same_places() {
     let reference = organ_stats(&labels);
     assert!(reference.len() >= 12);
 
-    for (order, flip) in [([2, 0, 1], [true, false, true]), ([1, 0, 2], [false, true, false])] {
+    for (order, flip) in [
+        ([2, 0, 1], [true, false, true]),
+        ([1, 0, 2], [false, true, false]),
+    ] {
         let reordered = labels.reordered(order, flip).unwrap();
-        assert_ne!(reordered.affine().axis_codes(), labels.affine().axis_codes());
+        assert_ne!(
+            reordered.affine().axis_codes(),
+            labels.affine().axis_codes()
+        );
         let path = dir.path().join("reordered_label.nii.gz");
         write_nifti(&path, &reordered).unwrap();
         let back = LabelMap::read(&path).unwrap();
@@ -104,17 +125,32 @@ fn a_btcv_scan_in_any_voxel_order_has_the_same_organs_in_the_same_places() {
             assert_eq!(a.label, b.label);
             assert_eq!(a.voxels, b.voxels);
             let moved = (a.centre - b.centre).length();
-            assert!(moved < 0.01, "{order:?}/{flip:?}: organ {} centre moved {moved} mm", a.label);
+            assert!(
+                moved < 0.01,
+                "{order:?}/{flip:?}: organ {} centre moved {moved} mm",
+                a.label
+            );
             for (p, q) in a.edges.points().iter().zip(b.edges.points()) {
-                assert!((*p - q).length() < 0.01, "organ {} edge point moved", a.label);
+                assert!(
+                    (*p - q).length() < 0.01,
+                    "organ {} edge point moved",
+                    a.label
+                );
             }
         }
 
         // The scan's voxels, too, keep their world positions.
         let path = dir.path().join("reordered.nii.gz");
-        write_nifti(&path, &scan.reordered(order, flip).unwrap().map(|&v| v as u8)).unwrap();
+        write_nifti(
+            &path,
+            &scan.reordered(order, flip).unwrap().map(|&v| v as u8),
+        )
+        .unwrap();
         let back = read_nifti(&path).unwrap().volume;
-        for world in [DVec3::new(-150.0, -200.0, 300.0), DVec3::new(-250.0, -150.0, 250.0)] {
+        for world in [
+            DVec3::new(-150.0, -200.0, 300.0),
+            DVec3::new(-250.0, -150.0, 250.0),
+        ] {
             let [i, j, k] = scan.nearest_voxel(world).unwrap();
             let [a, b, c] = back.nearest_voxel(world).unwrap();
             assert_eq!(scan.get(i, j, k), back.get(a, b, c));
@@ -137,13 +173,20 @@ fn resampling_and_cropping_keep_organs_in_place() {
         // Large organs move by well under a voxel; small ones by at most about one.
         let moved = (a.centre - b.centre).length();
         let limit = if a.volume_ml > 50.0 { 1.0 } else { 3.0 };
-        assert!(moved < limit, "organ {} centre moved {moved} mm when resampled", a.label);
+        assert!(
+            moved < limit,
+            "organ {} centre moved {moved} mm when resampled",
+            a.label
+        );
     }
 
     // Cropping to an organ's box keeps every voxel of it, in place.
     let liver = reference.iter().find(|o| o.label == 6).unwrap();
     let crop = labels.crop_to_world_box(&liver.bbox).unwrap();
-    let cropped_liver = organ_stats(&crop).into_iter().find(|o| o.label == 6).unwrap();
+    let cropped_liver = organ_stats(&crop)
+        .into_iter()
+        .find(|o| o.label == 6)
+        .unwrap();
     assert_eq!(cropped_liver.voxels, liver.voxels);
     assert!((cropped_liver.centre - liver.centre).length() < 1e-6);
     assert!(crop.len() < labels.len() / 3);

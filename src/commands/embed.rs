@@ -43,12 +43,17 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
 
     let t = Instant::now();
     let scan = Scan::read(&args.scan)?;
-    println!("load        {:>8.3} s  {}", t.elapsed().as_secs_f64(), args.scan.display());
+    println!(
+        "load        {:>8.3} s  {}",
+        t.elapsed().as_secs_f64(),
+        args.scan.display()
+    );
 
     let cache = MapCache::default_location();
-    let key = file_hash(&args.scan)
-        .ok()
-        .map(|scan| CacheKey { scan, model: model.id });
+    let key = file_hash(&args.scan).ok().map(|scan| CacheKey {
+        scan,
+        model: model.id,
+    });
     let cached = key
         .filter(|_| !args.no_cache)
         .and_then(|key| cache.get(&key));
@@ -73,7 +78,10 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
                 if times.tiles == 1 { "" } else { "s" }
             );
             if let Some(Err(e)) = key.map(|key| cache.put(&key, &map)) {
-                eprintln!("warning: could not cache the map in {}: {e}", cache.dir().display());
+                eprintln!(
+                    "warning: could not cache the map in {}: {e}",
+                    cache.dir().display()
+                );
             }
             map
         }

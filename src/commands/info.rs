@@ -52,7 +52,11 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summaries)?);
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// The text report of one file.
@@ -61,7 +65,11 @@ pub fn render(s: &VolumeSummary) -> String {
     let mut out = String::new();
     let b = &s.world_bounds;
     let _ = writeln!(out, "{} ({})", s.path.display(), s.kind);
-    let _ = writeln!(out, "  shape        {} × {} × {} voxels", s.shape[0], s.shape[1], s.shape[2]);
+    let _ = writeln!(
+        out,
+        "  shape        {} × {} × {} voxels",
+        s.shape[0], s.shape[1], s.shape[2]
+    );
     let _ = writeln!(
         out,
         "  spacing      {:.3} × {:.3} × {:.3} mm",
@@ -80,7 +88,11 @@ pub fn render(s: &VolumeSummary) -> String {
         s.datatype, s.stored_range[0], s.stored_range[1]
     );
     if let (Some(intensity), Some(hu)) = (&s.intensity, s.hu_range) {
-        let _ = writeln!(out, "  intensity    {intensity}; {:.1} … {:.1} HU", hu[0], hu[1]);
+        let _ = writeln!(
+            out,
+            "  intensity    {intensity}; {:.1} … {:.1} HU",
+            hu[0], hu[1]
+        );
     }
     let _ = writeln!(
         out,
@@ -88,7 +100,11 @@ pub fn render(s: &VolumeSummary) -> String {
         b.min.x, b.max.x, b.min.y, b.max.y, b.min.z, b.max.z
     );
     if let Some(organs) = &s.organs {
-        let _ = writeln!(out, "  organs       {} present; centres of mass in RAS mm:", organs.len());
+        let _ = writeln!(
+            out,
+            "  organs       {} present; centres of mass in RAS mm:",
+            organs.len()
+        );
         for o in organs {
             let _ = writeln!(
                 out,

@@ -21,8 +21,14 @@ pub fn info(model: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let net = &model.meta.net;
     let patch = [96, 96, 64];
     println!("model        {}", model.meta.description);
-    println!("trained      {}", if model.meta.trained { "yes" } else { "no" });
-    println!("widths       {:?}, {} convolutions per level", net.widths, net.convs_per_level);
+    println!(
+        "trained      {}",
+        if model.meta.trained { "yes" } else { "no" }
+    );
+    println!(
+        "widths       {:?}, {} convolutions per level",
+        net.widths, net.convs_per_level
+    );
     println!(
         "parameters   {} learnable (+{} batch-norm running statistics)",
         net.parameter_count(),
@@ -39,12 +45,18 @@ pub fn info(model: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         model.meta.input_spacing_mm[0]
     );
     let s = model.meta.input_spacing_mm;
-    println!("input        {:.2} × {:.2} × {:.2} mm voxels", s[0], s[1], s[2]);
+    println!(
+        "input        {:.2} × {:.2} × {:.2} mm voxels",
+        s[0], s[1], s[2]
+    );
     println!(
         "HU window    {} … {} HU → [0, 1]",
         model.meta.hu_window.lower, model.meta.hu_window.upper
     );
-    println!("output       {} channels at 1/4 resolution", net.out_channels);
+    println!(
+        "output       {} channels at 1/4 resolution",
+        net.out_channels
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -59,6 +71,10 @@ pub fn init(seed: u64, output: &Path) -> anyhow::Result<ExitCode> {
     };
     let model = ApeModel::initialised(meta, seed, &cpu().device);
     model.save(output)?;
-    println!("wrote {} ({} parameters)", output.display(), model.parameters());
+    println!(
+        "wrote {} ({} parameters)",
+        output.display(),
+        model.parameters()
+    );
     Ok(ExitCode::SUCCESS)
 }

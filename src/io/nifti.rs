@@ -41,8 +41,12 @@ impl Default for ReadOptions {
 /// Where the voxel→world transform came from, in NIfTI's order of preference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum TransformSource {
-    Sform { code: i16 },
-    Qform { code: i16 },
+    Sform {
+        code: i16,
+    },
+    Qform {
+        code: i16,
+    },
     /// Neither form is set: voxel sizes from pixdim, axes assumed along +x, +y, +z.
     Pixdim,
 }
@@ -110,12 +114,16 @@ pub fn read_nifti_vector(path: impl AsRef<Path>) -> Result<Vec<Volume<f32>>, Vol
     let plane = nx * ny * header_nz;
     (0..channels)
         .map(|c| {
-            Volume::new(data[c * plane..(c + 1) * plane].to_vec(), [nx, ny, header_nz], affine)
-                .map_err(|e| VolumeError::BadDimensions {
-                    path: path.to_owned(),
-                    dims: vec![nx as i64, ny as i64, header_nz as i64, channels as i64],
-                    detail: e.to_string(),
-                })
+            Volume::new(
+                data[c * plane..(c + 1) * plane].to_vec(),
+                [nx, ny, header_nz],
+                affine,
+            )
+            .map_err(|e| VolumeError::BadDimensions {
+                path: path.to_owned(),
+                dims: vec![nx as i64, ny as i64, header_nz as i64, channels as i64],
+                detail: e.to_string(),
+            })
         })
         .collect()
 }
@@ -208,7 +216,10 @@ pub fn read_nifti_with<T>(
     // A gzip trailer records the stream's length modulo 2^32; trust it only to size the buffer.
     let capacity = match isize_hint {
         Some(total) if total >= layout.vox_offset + needed || needed >= 1 << 32 => needed,
-        Some(total) => total.saturating_sub(layout.vox_offset).max(1 << 20).min(needed),
+        Some(total) => total
+            .saturating_sub(layout.vox_offset)
+            .max(1 << 20)
+            .min(needed),
         None => needed,
     };
     let mut raw = Vec::new();
@@ -240,7 +251,11 @@ pub fn read_nifti_with<T>(
     let (slope, inter) = scaling(header.scl_slope, header.scl_inter);
     let data = decode_voxels(&raw, layout.datatype, header.endianness, |v| {
         let value = v * slope + inter;
-        if value.is_finite() { convert(value) } else { None }
+        if value.is_finite() {
+            convert(value)
+        } else {
+            None
+        }
     });
     drop(raw);
     let data = data.map_err(|index| {
@@ -255,7 +270,11 @@ pub fn read_nifti_with<T>(
             ],
         }
     })?;
-    let shape = [layout.shape[0], layout.shape[1], layout.shape[2] * layout.channels];
+    let shape = [
+        layout.shape[0],
+        layout.shape[1],
+        layout.shape[2] * layout.channels,
+    ];
     let volume = Volume::new(data, shape, affine).map_err(|e| VolumeError::BadDimensions {
         path: path.to_owned(),
         dims: layout.shape.iter().map(|&n| n as i64).collect(),
@@ -371,7 +390,10 @@ fn check_header(
     if shape.contains(&1) {
         return Err(VolumeError::NotThreeD {
             path: path.to_owned(),
-            detail: format!("a single slice ({}×{}×{} voxels)", shape[0], shape[1], shape[2]),
+            detail: format!(
+                "a single slice ({}×{}×{} voxels)",
+                shape[0], shape[1], shape[2]
+            ),
         });
     }
     let voxels = shape.iter().map(|&n| n as u64).product::<u64>() * channels as u64;
@@ -447,11 +469,12 @@ fn transform_source(header: &NiftiHeader) -> TransformSource {
 /// "methods 3, 2, 1").
 fn header_affine(header: &NiftiHeader, path: &Path) -> Result<Affine, VolumeError> {
     let source = transform_source(header);
-    let singular = |name: &'static str, e: crate::error::GeometryError| VolumeError::SingularAffine {
-        path: path.to_owned(),
-        source_name: name,
-        detail: e.to_string(),
-    };
+    let singular =
+        |name: &'static str, e: crate::error::GeometryError| VolumeError::SingularAffine {
+            path: path.to_owned(),
+            source_name: name,
+            detail: e.to_string(),
+        };
     match source {
         TransformSource::Sform { .. } => {
             let row = |r: [f32; 4]| r.map(f64::from);
@@ -502,9 +525,21 @@ fn quaternion_rotation(b: f64, c: f64, d: f64) -> DMat3 {
         ((1.0 - norm2).sqrt(), b, c, d)
     };
     DMat3::from_cols(
-        DVec3::new(a * a + b * b - c * c - d * d, 2.0 * (b * c + a * d), 2.0 * (b * d - a * c)),
-        DVec3::new(2.0 * (b * c - a * d), a * a + c * c - b * b - d * d, 2.0 * (c * d + a * b)),
-        DVec3::new(2.0 * (b * d + a * c), 2.0 * (c * d - a * b), a * a + d * d - c * c - b * b),
+        DVec3::new(
+            a * a + b * b - c * c - d * d,
+            2.0 * (b * c + a * d),
+            2.0 * (b * d - a * c),
+        ),
+        DVec3::new(
+            2.0 * (b * c - a * d),
+            a * a + c * c - b * b - d * d,
+            2.0 * (c * d + a * b),
+        ),
+        DVec3::new(
+            2.0 * (b * d + a * c),
+            2.0 * (c * d - a * b),
+            a * a + d * d - c * c - b * b,
+        ),
     )
 }
 
@@ -666,7 +701,10 @@ impl NiftiElement for f32 {}
 /// sform and qform, so that 3D Slicer, ITK-SNAP and nibabel place it where it belongs.
 ///
 /// The file appears whole or not at all: it is written beside the target and renamed into place.
-pub fn write_nifti<T: NiftiElement>(path: impl AsRef<Path>, volume: &Volume<T>) -> Result<(), VolumeError> {
+pub fn write_nifti<T: NiftiElement>(
+    path: impl AsRef<Path>,
+    volume: &Volume<T>,
+) -> Result<(), VolumeError> {
     let path = path.as_ref();
     let [nx, ny, nz] = volume.shape();
     // The voxels are already in NIfTI's order: view them as a Fortran-ordered [i, j, k] array.
@@ -730,9 +768,14 @@ fn write_array<T: NiftiElement, D: ndarray::Dimension + ndarray::RemoveAxis>(
     } else if name.ends_with(".nii") {
         "nii"
     } else {
-        return Err(write_err("the file name must end in .nii or .nii.gz".to_owned()));
+        return Err(write_err(
+            "the file name must end in .nii or .nii.gz".to_owned(),
+        ));
     };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     // The nifti writer rewrites extensions, so the partial name has no other dots.
     static PARTIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let serial = PARTIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -770,7 +813,16 @@ fn header_for(affine: &Affine, intent: Option<nifti::Intent>) -> NiftiHeader {
     );
     let mut header = NiftiHeader::default();
     let spacing = affine.spacing();
-    header.pixdim = [1.0, spacing.x as f32, spacing.y as f32, spacing.z as f32, 1.0, 1.0, 1.0, 1.0];
+    header.pixdim = [
+        1.0,
+        spacing.x as f32,
+        spacing.y as f32,
+        spacing.z as f32,
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    ];
     header.xyzt_units = nifti::Unit::Mm as u8;
     header.set_sform(&matrix, nifti::XForm::ScannerAnat);
     // qform can only hold orthogonal axes; for a sheared affine leave it unset.

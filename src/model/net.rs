@@ -95,7 +95,11 @@ impl ApeNetConfig {
             let jump = 4 << level;
             let deeper = level + 1 < self.widths.len();
             // Encoder and decoder convolutions (the deepest level has no decoder).
-            let convs = if deeper { 2 * self.convs_per_level } else { self.convs_per_level };
+            let convs = if deeper {
+                2 * self.convs_per_level
+            } else {
+                self.convs_per_level
+            };
             radius += convs * jump;
             if deeper {
                 radius += 2 * jump; // the downsampling into, and the upsampling out of, level+1
@@ -120,7 +124,9 @@ impl ApeNetConfig {
         let n = self.convs_per_level;
         let mut out = Vec::new();
         let cells = |level: usize| -> u64 {
-            size.iter().map(|&s| (s / (4 << level)).max(1) as u64).product()
+            size.iter()
+                .map(|&s| (s / (4 << level)).max(1) as u64)
+                .product()
         };
         let conv = |cin: usize, cout: usize, k: usize, cells: u64, norm: bool| LayerCost {
             params: cin * cout * k * k * k + if norm { 2 * cout } else { cout },
@@ -148,7 +154,10 @@ impl ApeNetConfig {
 
     pub fn validate(&self) -> Result<(), String> {
         if self.widths.is_empty() || self.widths.contains(&0) {
-            return Err(format!("widths {:?} must be non-empty and positive", self.widths));
+            return Err(format!(
+                "widths {:?} must be non-empty and positive",
+                self.widths
+            ));
         }
         if self.widths.len() > 5 || self.convs_per_level == 0 || self.convs_per_level > 8 {
             return Err(format!(
@@ -168,15 +177,32 @@ impl ApeNetConfig {
         let n = self.convs_per_level;
         let level = |width: usize, first_input: usize| Level {
             blocks: (0..n)
-                .map(|i| ConvBlock::new(if i == 0 { first_input } else { width }, width, 3, 1, device))
+                .map(|i| {
+                    ConvBlock::new(
+                        if i == 0 { first_input } else { width },
+                        width,
+                        3,
+                        1,
+                        device,
+                    )
+                })
                 .collect(),
         };
         ApeNet {
             stem: ConvBlock::new(1, w[0], 4, 4, device),
             encoders: w.iter().map(|&width| level(width, width)).collect(),
-            downs: w.windows(2).map(|p| ConvBlock::new(p[0], p[1], 2, 2, device)).collect(),
-            ups: w.windows(2).map(|p| ConvBlock::new(p[1], p[0], 1, 1, device)).collect(),
-            decoders: w[..w.len() - 1].iter().map(|&width| level(width, 2 * width)).collect(),
+            downs: w
+                .windows(2)
+                .map(|p| ConvBlock::new(p[0], p[1], 2, 2, device))
+                .collect(),
+            ups: w
+                .windows(2)
+                .map(|p| ConvBlock::new(p[1], p[0], 1, 1, device))
+                .collect(),
+            decoders: w[..w.len() - 1]
+                .iter()
+                .map(|&width| level(width, 2 * width))
+                .collect(),
             head: Conv3dConfig::new([w[0], self.out_channels], [1, 1, 1]).init(device),
             out_norm: PlainBatchNormConfig::new(self.out_channels).init(device),
         }
@@ -212,5 +238,75 @@ impl ApeNet {
 fn upsample_nearest2(x: Tensor<5>) -> Tensor<5> {
     let [b, c, d, h, w] = x.dims();
     let x: Tensor<8> = x.reshape([b, c, d, 1, h, 1, w, 1]);
-    x.expand([b, c, d, 2, h, 2, w, 2]).reshape([b, c, 2 * d, 2 * h, 2 * w])
+    x.expand([b, c, d, 2, h, 2, w, 2])
+        .reshape([b, c, 2 * d, 2 * h, 2 * w])
+}
+
+/// A named tensor of the network, for export to other frameworks.
+#[derive(Debug, Clone)]
+pub struct NamedTensor {
+    /// PyTorch-style dotted name, e.g. `encoders.1.blocks.0.conv.weight`.
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+impl ApeNet {
+    /// Every parameter and running statistic, named as a PyTorch module of the same structure
+    /// would name it (`benches/torch_reference.py` builds one).
+    pub fn named_tensors(&self) -> Vec<NamedTensor> {
+        let mut out = Vec::new();
+        fn push<const D: usize>(out: &mut Vec<NamedTensor>, name: String, t: Tensor<D>) {
+            let shape = t.dims().to_vec();
+            let values = t.into_data().try_into_vec::<f32>().unwrap_or_default();
+            out.push(NamedTensor {
+                name,
+                shape,
+                values,
+            });
+        }
+        fn block(out: &mut Vec<NamedTensor>, prefix: &str, b: &ConvBlock) {
+            push(out, format!("{prefix}.conv.weight"), b.conv.weight.val());
+            push(out, format!("{prefix}.norm.weight"), b.norm.gamma.val());
+            push(out, format!("{prefix}.norm.bias"), b.norm.beta.val());
+            push(
+                out,
+                format!("{prefix}.norm.running_mean"),
+                b.norm.running_mean.value(),
+            );
+            push(
+                out,
+                format!("{prefix}.norm.running_var"),
+                b.norm.running_var.value(),
+            );
+        }
+        block(&mut out, "stem", &self.stem);
+        for (name, levels) in [("encoders", &self.encoders), ("decoders", &self.decoders)] {
+            for (l, level) in levels.iter().enumerate() {
+                for (i, b) in level.blocks.iter().enumerate() {
+                    block(&mut out, &format!("{name}.{l}.blocks.{i}"), b);
+                }
+            }
+        }
+        for (name, blocks) in [("downs", &self.downs), ("ups", &self.ups)] {
+            for (l, b) in blocks.iter().enumerate() {
+                block(&mut out, &format!("{name}.{l}"), b);
+            }
+        }
+        push(&mut out, "head.weight".to_owned(), self.head.weight.val());
+        if let Some(bias) = &self.head.bias {
+            push(&mut out, "head.bias".to_owned(), bias.val());
+        }
+        push(
+            &mut out,
+            "out_norm.running_mean".to_owned(),
+            self.out_norm.running_mean.value(),
+        );
+        push(
+            &mut out,
+            "out_norm.running_var".to_owned(),
+            self.out_norm.running_var.value(),
+        );
+        out
+    }
 }

@@ -51,18 +51,29 @@ impl PlainBatchNorm {
             let running_var = self.running_var.value_sync().to_device(&device);
             let m = self.momentum;
             self.running_mean.update(
-                (running_mean.mul_scalar(1.0 - m) + mean.clone().detach().reshape([channels]).mul_scalar(m))
-                    .detach(),
+                (running_mean.mul_scalar(1.0 - m)
+                    + mean.clone().detach().reshape([channels]).mul_scalar(m))
+                .detach(),
             );
             self.running_var.update(
-                (running_var.mul_scalar(1.0 - m) + var.clone().detach().reshape([channels]).mul_scalar(m))
-                    .detach(),
+                (running_var.mul_scalar(1.0 - m)
+                    + var.clone().detach().reshape([channels]).mul_scalar(m))
+                .detach(),
             );
-            (mean.reshape([1, channels, 1, 1, 1]), var.reshape([1, channels, 1, 1, 1]))
+            (
+                mean.reshape([1, channels, 1, 1, 1]),
+                var.reshape([1, channels, 1, 1, 1]),
+            )
         } else {
             (
-                self.running_mean.value().to_device(&device).reshape([1, channels, 1, 1, 1]),
-                self.running_var.value().to_device(&device).reshape([1, channels, 1, 1, 1]),
+                self.running_mean
+                    .value()
+                    .to_device(&device)
+                    .reshape([1, channels, 1, 1, 1]),
+                self.running_var
+                    .value()
+                    .to_device(&device)
+                    .reshape([1, channels, 1, 1, 1]),
             )
         };
         (input - mean) / (var + self.epsilon).sqrt()

@@ -89,7 +89,11 @@ pub fn sample_trilinear(map: Tensor<5>, points: Tensor<3>) -> Tensor<3> {
         let mut corner_weight: Option<Tensor<2>> = None;
         for axis in 0..3 {
             let high = corner >> axis & 1 == 1;
-            let i = if high { upper[axis].clone() } else { lower[axis].clone() };
+            let i = if high {
+                upper[axis].clone()
+            } else {
+                lower[axis].clone()
+            };
             let wgt = if high {
                 weight[axis].clone()
             } else {

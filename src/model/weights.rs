@@ -36,8 +36,15 @@ pub struct ModelMeta {
 impl ModelMeta {
     pub fn check(&self) -> Result<(), String> {
         self.net.validate()?;
-        if !self.input_spacing_mm.iter().all(|s| s.is_finite() && *s > 0.05 && *s < 50.0) {
-            return Err(format!("input spacing {:?} mm is out of range", self.input_spacing_mm));
+        if !self
+            .input_spacing_mm
+            .iter()
+            .all(|s| s.is_finite() && *s > 0.05 && *s < 50.0)
+        {
+            return Err(format!(
+                "input spacing {:?} mm is out of range",
+                self.input_spacing_mm
+            ));
         }
         let w = self.hu_window;
         if !(w.lower.is_finite() && w.upper.is_finite() && w.lower < w.upper) {
@@ -59,7 +66,9 @@ pub enum ModelError {
     NotAModelFile { source_name: String },
     #[error("{source_name}: the file ends early ({detail})")]
     Truncated { source_name: String, detail: String },
-    #[error("{source_name}: model file format {found} is not supported (this ape reads format {FORMAT_VERSION})")]
+    #[error(
+        "{source_name}: model file format {found} is not supported (this ape reads format {FORMAT_VERSION})"
+    )]
     UnsupportedVersion { source_name: String, found: u32 },
     #[error("{source_name}: bad model metadata: {detail}")]
     BadMetadata { source_name: String, detail: String },
@@ -79,19 +88,27 @@ pub struct ApeModel {
 impl ApeModel {
     /// A freshly initialised network (the same weights for the same seed and backend).
     pub fn initialised(meta: ModelMeta, seed: u64, device: &Device) -> Self {
+        // burn's random initialisation draws from one global generator per device: hold it while
+        // seeding and drawing, so that concurrent initialisations cannot interleave.
+        static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let guard = INIT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         device.seed(seed);
-        let mut model = Self {
-            net: meta.net.init(device),
-            meta,
-            id: 0,
-        };
+        let net = meta.net.init(device);
+        drop(guard);
+        let mut model = Self { net, meta, id: 0 };
         model.id = model.to_bytes().map_or(0, |b| crate::cache::bytes_hash(&b));
         model
     }
 
     /// The model compiled into the binary.
     pub fn bundled(device: &Device) -> Result<Self, ModelError> {
-        Self::from_bytes(BUNDLED, "bundled model (assets/ape-default.apemodel)", device)
+        Self::from_bytes(
+            BUNDLED,
+            "bundled model (assets/ape-default.apemodel)",
+            device,
+        )
     }
 
     pub fn load(path: &Path, device: &Device) -> Result<Self, ModelError> {
@@ -102,7 +119,11 @@ impl ApeModel {
         Self::from_bytes(&bytes, &path.display().to_string(), device)
     }
 
-    pub fn from_bytes(bytes: &[u8], source_name: &str, device: &Device) -> Result<Self, ModelError> {
+    pub fn from_bytes(
+        bytes: &[u8],
+        source_name: &str,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
         let name = || source_name.to_owned();
         let truncated = |detail: &str| ModelError::Truncated {
             source_name: name(),
@@ -110,26 +131,37 @@ impl ApeModel {
         };
         let mut cursor = Cursor { bytes, at: 0 };
         if cursor.take(8) != Some(&MAGIC[..]) {
-            return Err(ModelError::NotAModelFile { source_name: name() });
+            return Err(ModelError::NotAModelFile {
+                source_name: name(),
+            });
         }
-        let version = cursor.u32().ok_or_else(|| truncated("in the format version"))?;
+        let version = cursor
+            .u32()
+            .ok_or_else(|| truncated("in the format version"))?;
         if version != FORMAT_VERSION {
             return Err(ModelError::UnsupportedVersion {
                 source_name: name(),
                 found: version,
             });
         }
-        let meta_len = cursor.u32().ok_or_else(|| truncated("in the metadata length"))? as usize;
-        let meta_bytes = cursor.take(meta_len).ok_or_else(|| truncated("in the metadata"))?;
-        let meta: ModelMeta = serde_json::from_slice(meta_bytes).map_err(|e| ModelError::BadMetadata {
-            source_name: name(),
-            detail: e.to_string(),
-        })?;
+        let meta_len = cursor
+            .u32()
+            .ok_or_else(|| truncated("in the metadata length"))? as usize;
+        let meta_bytes = cursor
+            .take(meta_len)
+            .ok_or_else(|| truncated("in the metadata"))?;
+        let meta: ModelMeta =
+            serde_json::from_slice(meta_bytes).map_err(|e| ModelError::BadMetadata {
+                source_name: name(),
+                detail: e.to_string(),
+            })?;
         meta.check().map_err(|detail| ModelError::BadMetadata {
             source_name: name(),
             detail,
         })?;
-        let record_len = cursor.u64().ok_or_else(|| truncated("in the weights length"))? as usize;
+        let record_len = cursor
+            .u64()
+            .ok_or_else(|| truncated("in the weights length"))? as usize;
         let record_bytes = cursor.take(record_len).ok_or_else(|| {
             truncated(&format!(
                 "the weights need {record_len} bytes, {} are left",
@@ -159,15 +191,12 @@ impl ApeModel {
             source_name: "model being saved".to_owned(),
             detail: e.to_string(),
         })?;
-        let record = self
-            .net
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| ModelError::IncompatibleWeights {
+        let record = self.net.clone().into_record().into_bytes().map_err(|e| {
+            ModelError::IncompatibleWeights {
                 source_name: "model being saved".to_owned(),
                 detail: format!("{e:?}"),
-            })?;
+            }
+        })?;
         let mut out = Vec::with_capacity(8 + 16 + meta.len() + record.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -209,9 +238,13 @@ impl<'a> Cursor<'a> {
         Some(slice)
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes)
+        self.take(4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+        self.take(8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
     }
 }

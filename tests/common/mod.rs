@@ -22,14 +22,17 @@ pub fn shared_data(test: &str) -> Option<PathBuf> {
         "{test}: {} is missing, and under CI the real-data tests must run",
         dir.display()
     );
-    eprintln!("SKIPPED {test}: {} not found (set APE_SHARED_DATA)", dir.display());
+    eprintln!(
+        "SKIPPED {test}: {} not found (set APE_SHARED_DATA)",
+        dir.display()
+    );
     None
 }
 
 /// The 20 BTCV case numbers in `../shared/data/btcv`.
 pub const BTCV_CASES: [&str; 20] = [
-    "02", "03", "05", "07", "08", "09", "11", "12", "14", "18", "19", "20", "21", "22", "24",
-    "25", "26", "27", "28", "29",
+    "02", "03", "05", "07", "08", "09", "11", "12", "14", "18", "19", "20", "21", "22", "24", "25",
+    "26", "27", "28", "29",
 ];
 
 /// The bytes of a file, gunzipped when it is gzip-compressed.

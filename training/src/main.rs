@@ -1,16 +1,27 @@
-//! `ape-train`: self-supervised training of the APE model (issue 4 brings the trainer).
-//!
-//! For now it takes stock of a training set: every scan it would train on, read through the
-//! library exactly as training will read it, so that bad files show up before a long run.
+//! `ape-train`: self-supervised training of the APE model (method.md), on wgpu by default or on
+//! burn's CPU backend (`flex`) with `--backend cpu`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
+use ape::intensity::HuWindow;
+use ape::model::backend::{BackendChoice, select};
+use ape::model::{ApeNetConfig, ModelMeta};
+use burn::config::Config;
 use clap::{Parser, Subcommand};
 
+use ape_training::config::{TrainConfig, Variant};
+use ape_training::{data, evaluate, plot, train};
+
 #[derive(Debug, Parser)]
-#[command(name = "ape-train", version, about = "Self-supervised training of the APE model")]
+#[command(
+    name = "ape-train",
+    version,
+    about = "Self-supervised training of the APE model"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,12 +29,58 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List the scans (NIfTI) found in the folders, with shape, spacing and HU range; label
-    /// maps (`*_label*`, `*seg*`, `*mask*`) are skipped, since training uses no labels.
+    /// Train a model on the scans (NIfTI) of the given folders; no labels are used.
+    Train(TrainArgs),
+    /// Redraw `loss.png` from a run's `loss.csv`.
+    Plot {
+        #[arg(long, default_value = "runs/ape")]
+        out: PathBuf,
+    },
+    /// List the scans found in the folders, read exactly as training reads them.
     Inventory {
         #[arg(required = true)]
         folders: Vec<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainArgs {
+    /// Folders of scans to train on.
+    #[arg(long = "data", required = true)]
+    data: Vec<PathBuf>,
+    /// Run folder: config.json, checkpoint/, loss.csv, loss.png, eval.csv.
+    #[arg(long, default_value = "runs/ape")]
+    out: PathBuf,
+    /// wgpu (the application's backend) or cpu (burn flex: the fast one without a GPU).
+    #[arg(long, default_value = "wgpu")]
+    backend: BackendChoice,
+    #[arg(long, value_enum, default_value = "equiv")]
+    variant: VariantArg,
+    /// A config file (JSON, as saved in a run folder) instead of the defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    steps: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Labelled scans kept out of training and used for retrieval evaluation (names without
+    /// .nii.gz, found in the --data folders with their `_label` maps).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "btcv_25,btcv_26,btcv_27,btcv_28,btcv_29"
+    )]
+    hold_out: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum VariantArg {
+    Naive,
+    Aug,
+    Equiv,
 }
 
 fn main() -> ExitCode {
@@ -37,49 +94,151 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let Command::Inventory { folders } = cli.command;
+    match cli.command {
+        Command::Train(args) => train(args),
+        Command::Plot { out } => {
+            plot::plot_csv(&out.join("loss.csv"), &out.join("loss.png"))?;
+            println!("wrote {}", out.join("loss.png").display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inventory { folders } => inventory(&folders),
+    }
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let saved = args.out.join("config.json");
+    let mut config = match (&args.config, args.resume && saved.is_file()) {
+        (Some(path), _) => {
+            TrainConfig::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        (None, true) => {
+            TrainConfig::load(&saved).map_err(|e| anyhow::anyhow!("{}: {e}", saved.display()))?
+        }
+        (None, false) => TrainConfig::new(match args.variant {
+            VariantArg::Naive => Variant::Naive,
+            VariantArg::Aug => Variant::Aug,
+            VariantArg::Equiv => Variant::Equiv,
+        }),
+    };
+    if let Some(steps) = args.steps {
+        config.steps = steps;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    config
+        .save(&saved)
+        .map_err(|e| anyhow::anyhow!("saving {}: {e}", saved.display()))?;
+
+    let compute = select(args.backend)?;
+    println!("backend: {}", compute.description);
+    let files = data::training_files(&args.data, &args.hold_out)?;
+    anyhow::ensure!(!files.is_empty(), "no scans found in {:?}", args.data);
+    let meta = ModelMeta {
+        net: ApeNetConfig::new(),
+        input_spacing_mm: [2.0, 2.0, 3.0],
+        hu_window: HuWindow::MODEL,
+        description: format!(
+            "APE-{:?}, trained by ape-train on {} scans for {} steps (seed {})",
+            config.variant,
+            files.len(),
+            config.steps,
+            config.seed
+        ),
+        trained: true,
+    };
+    let mut scans = Vec::with_capacity(files.len());
+    for path in &files {
+        scans.push(data::TrainScan::load(path, meta.hu_window)?);
+    }
+    println!("training on {} scans: {}", scans.len(), names(&files));
+    let held_pairs: Vec<_> = args
+        .data
+        .iter()
+        .flat_map(|folder| evaluate::labelled_pairs(folder, &args.hold_out))
+        .collect();
+    let held_out = if held_pairs.is_empty() || config.eval_every == 0 {
+        None
+    } else {
+        let h = evaluate::HeldOut::load(&held_pairs, compute.device.clone())?;
+        println!("held out for evaluation: {}", h.names().join(", "));
+        Some(h)
+    };
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let handler_stop = Arc::clone(&stop);
+    let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
+
+    let mut trainer =
+        train::Trainer::new(config, meta, compute.device.clone(), &args.out, args.resume)?;
+    if trainer.step > 0 {
+        println!("resuming at step {}", trainer.step);
+    }
+    let started = std::time::Instant::now();
+    let first = trainer.step;
+    let losses = train::run(
+        &mut trainer,
+        Arc::new(scans),
+        &args.out,
+        held_out.as_ref(),
+        stop,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    plot::plot_csv(&args.out.join("loss.csv"), &args.out.join("loss.png"))?;
+    let done = trainer.step - first;
+    println!(
+        "{done} steps in {seconds:.0} s ({:.2} steps/s); final loss {:.4}; model {}",
+        done as f64 / seconds.max(1e-9),
+        losses.last().map_or(f32::NAN, |l| l.total),
+        args.out.join("checkpoint/model.apemodel").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn names(files: &[PathBuf]) -> String {
+    files
+        .iter()
+        .filter_map(|f| {
+            f.file_name()
+                .map(|n| n.to_string_lossy().replace(".nii.gz", ""))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn inventory(folders: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let files = data::training_files(folders, &[])?;
     let mut failed = 0;
-    let mut count = 0;
-    for folder in folders {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&folder)
-            .with_context(|| format!("reading folder {}", folder.display()))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| is_training_scan(p))
-            .collect();
-        paths.sort();
-        for path in paths {
-            match ape::scan::Scan::read(&path) {
-                Ok(scan) => {
-                    count += 1;
-                    let [nx, ny, nz] = scan.volume.shape();
-                    let s = scan.volume.spacing();
-                    let (lo, hi) = scan.hu_range();
-                    println!(
-                        "{}  {nx}×{ny}×{nz}  {:.2}×{:.2}×{:.2} mm  {}  HU {lo:.0}…{hi:.0}",
-                        path.display(),
-                        s.x,
-                        s.y,
-                        s.z,
-                        scan.volume.affine().axis_codes().iter().collect::<String>(),
-                    );
-                }
-                Err(e) => {
-                    failed += 1;
-                    eprintln!("error: {e}");
-                }
+    for path in &files {
+        match ape::scan::Scan::read(path) {
+            Ok(scan) => {
+                let [nx, ny, nz] = scan.volume.shape();
+                let s = scan.volume.spacing();
+                let (lo, hi) = scan.hu_range();
+                println!(
+                    "{}  {nx}×{ny}×{nz}  {:.2}×{:.2}×{:.2} mm  {}  HU {lo:.0}…{hi:.0}",
+                    path.display(),
+                    s.x,
+                    s.y,
+                    s.z,
+                    scan.volume.affine().axis_codes().iter().collect::<String>()
+                );
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("error: {e}");
             }
         }
     }
-    println!("{count} scans readable, {failed} unreadable");
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-fn is_training_scan(path: &std::path::Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let nifti = name.ends_with(".nii") || name.ends_with(".nii.gz");
-    let labels = ["label", "seg", "mask"].iter().any(|hint| name.contains(hint));
-    nifti && !labels
+    println!(
+        "{} scans readable, {failed} unreadable",
+        files.len() - failed
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -1,0 +1,177 @@
+//! Load → APE map timings: a BTCV scan and a 512×512×300 scan made by resampling it, on the CPU
+//! backend (flex) and on wgpu (a real GPU where there is one, lavapipe otherwise), and the same
+//! network in PyTorch on the same CPU (`benches/torch_reference.py`, when torch is installed).
+//!
+//! `cargo bench --bench embed` (needs ../shared/data). Prints figures; asserts nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use ape::embed::{EmbedOptions, embed_scan, padded_input, prepare_input};
+use ape::model::ApeModel;
+use ape::model::backend::{self, ComputeDevice};
+use ape::resample::resample_linear_onto;
+use ape::scan::Scan;
+use burn::tensor::{Tensor, TensorData};
+use glam::DVec3;
+
+const RUNS: usize = 3;
+
+fn main() -> anyhow::Result<()> {
+    let data = std::env::var_os("APE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let btcv = data.join("btcv/btcv_02.nii.gz");
+    if !btcv.is_file() {
+        println!(
+            "bench embed: {} not found; nothing to measure",
+            btcv.display()
+        );
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let big = dir.path().join("resampled_512x512x300.nii.gz");
+    make_big_scan(&btcv, &big)?;
+    let cases = [("btcv_02 (257×257×199)", btcv), ("512×512×300 int16", big)];
+
+    let mut devices = vec![backend::cpu()];
+    match backend::wgpu() {
+        Ok(gpu) => devices.push(gpu),
+        Err(e) => println!("wgpu: {e}"),
+    }
+    println!(
+        "threads: {} (rayon), runs: median of {RUNS}\n",
+        rayon::current_num_threads()
+    );
+    for compute in &devices {
+        let model = ApeModel::bundled(&compute.device)?;
+        for (name, path) in &cases {
+            bench_case(&model, compute, name, path)?;
+        }
+    }
+    torch_reference(&cases, dir.path())?;
+    Ok(())
+}
+
+/// The BTCV scan resampled (trilinear, in HU) onto 512×512×300 voxels over the same field of
+/// view, written as int16 NIfTI like a typical clinical CT.
+fn make_big_scan(source: &Path, out: &Path) -> anyhow::Result<()> {
+    let scan = Scan::read(source)?;
+    let v = &scan.volume;
+    let shape = [512, 512, 300];
+    let extent = v.spacing()
+        * DVec3::new(
+            v.shape()[0] as f64,
+            v.shape()[1] as f64,
+            v.shape()[2] as f64,
+        );
+    let spacing = extent / DVec3::new(512.0, 512.0, 300.0);
+    let affine = v.affine().with_spacing(spacing)?;
+    let big = resample_linear_onto(v, shape, affine, -1024.0)?;
+    ape::io::nifti::write_nifti(out, &big.map(|&hu| hu.round() as i16))?;
+    Ok(())
+}
+
+fn bench_case(
+    model: &ApeModel,
+    compute: &ComputeDevice,
+    name: &str,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let options = EmbedOptions::default();
+    // One untimed run: wgpu compiles its shaders on first use.
+    let warm = Instant::now();
+    let scan = Scan::read(path)?;
+    embed_scan(model, &compute.device, &scan.volume, &options, &mut |_| {})?;
+    let warm_up = warm.elapsed();
+    drop(scan);
+    let mut load = Vec::new();
+    let mut pre = Vec::new();
+    let mut net = Vec::new();
+    let mut total = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let scan = Scan::read(path)?;
+        load.push(start.elapsed());
+        let (_, times) = embed_scan(model, &compute.device, &scan.volume, &options, &mut |_| {})?;
+        total.push(start.elapsed());
+        pre.push(times.preprocess);
+        net.push(times.network);
+    }
+    println!(
+        "{:<44} {:<24} load {:6.3} s  preprocess {:6.3} s  network {:6.3} s  total {:6.3} s  (first run {:.1} s)",
+        compute.description,
+        name,
+        median(&mut load),
+        median(&mut pre),
+        median(&mut net),
+        median(&mut total),
+        warm_up.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn median(times: &mut [Duration]) -> f64 {
+    times.sort();
+    times[times.len() / 2].as_secs_f64()
+}
+
+/// Exports the bundled weights and each case's network input and output, then runs the PyTorch
+/// reference on them.
+fn torch_reference(cases: &[(&str, PathBuf)], dir: &Path) -> anyhow::Result<()> {
+    let cpu = backend::cpu();
+    let model = ApeModel::bundled(&cpu.device)?;
+    let mut blob: Vec<u8> = Vec::new();
+    let mut tensors = Vec::new();
+    for t in model.net.named_tensors() {
+        tensors
+            .push(serde_json::json!({"name": t.name, "shape": t.shape, "offset": blob.len() / 4}));
+        blob.extend(t.values.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    std::fs::write(dir.join("weights.bin"), &blob)?;
+    let mut exported = Vec::new();
+    for (i, (name, path)) in cases.iter().enumerate() {
+        let scan = Scan::read(path)?;
+        let input = prepare_input(&model, &scan.volume)?;
+        let (values, [x, y, z]) = padded_input(&model, &input);
+        let shape = [1, 1, z, y, x];
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(dir.join(format!("input{i}.bin")), bytes)?;
+        let tensor = Tensor::<5>::from_data(TensorData::new(values, shape), &cpu.device);
+        let start = Instant::now();
+        let out: Vec<f32> = model
+            .net
+            .forward(tensor)
+            .into_data()
+            .try_into_vec()
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        println!(
+            "burn   {name:<28} network {:7.3} s (one pass on {x}×{y}×{z}, flex)",
+            start.elapsed().as_secs_f64()
+        );
+        let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(dir.join(format!("output{i}.bin")), bytes)?;
+        exported.push(serde_json::json!({
+            "name": name, "input": format!("input{i}.bin"), "output": format!("output{i}.bin"),
+            "input_shape": shape,
+        }));
+    }
+    let index = serde_json::json!({
+        "config": model.meta.net,
+        "tensors": tensors,
+        "cases": exported,
+        "threads": rayon::current_num_threads(),
+    });
+    std::fs::write(dir.join("weights.json"), serde_json::to_vec_pretty(&index)?)?;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_reference.py");
+    let status = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(dir)
+        .status()
+        .context("running python3")?;
+    if !status.success() {
+        println!("torch reference did not run (is torch installed? `pip install torch`)");
+    }
+    Ok(())
+}

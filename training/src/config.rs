@@ -1,0 +1,85 @@
+//! The training configuration, saved beside the checkpoints.
+
+use burn::config::Config;
+
+/// Which loss of method.md.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// No paired crops: distances between embeddings of the same crops (APE-Naïve).
+    Naive,
+    /// Paired, augmented crops, λ = 0 (APE-Aug).
+    Aug,
+    /// Paired, augmented crops, λ > 0 (APE-Equiv, the best).
+    Equiv,
+}
+
+#[derive(Config, Debug)]
+pub struct TrainConfig {
+    pub variant: Variant,
+    #[config(default = 7)]
+    pub seed: u64,
+    #[config(default = 3000)]
+    pub steps: usize,
+    /// Crop pairs per step, all from one scan.
+    #[config(default = 4)]
+    pub pairs: usize,
+    /// Positive voxel pairs per crop pair.
+    #[config(default = 256)]
+    pub positives_per_pair: usize,
+    /// Network input per crop, voxels (x, y, z).
+    #[config(default = "[96, 96, 64]")]
+    pub crop_size: [usize; 3],
+    /// In-plane crop spacing range, mm.
+    #[config(default = "[1.5, 3.0]")]
+    pub spacing_xy: [f64; 2],
+    /// Through-plane crop spacing range, mm.
+    #[config(default = "[2.5, 5.0]")]
+    pub spacing_z: [f64; 2],
+    /// λ of the equivariance term (Equiv only).
+    #[config(default = 1.0)]
+    pub lambda: f64,
+    #[config(default = 3e-4)]
+    pub learning_rate: f64,
+    #[config(default = 1e-6)]
+    pub weight_decay: f64,
+    #[config(default = 1.0)]
+    pub grad_clip_norm: f32,
+    #[config(default = 100)]
+    pub warmup_steps: usize,
+    /// Spread the crop-pair centres of a step over the body's S–I range (one per stratum).
+    #[config(default = true)]
+    pub spread_z: bool,
+    /// S–I curriculum: for the first `z_phase` of the steps, weight z by `z_weight` in the target
+    /// distances and use tall crops (`z_phase_spacing_z`); then back to weight 1 and normal crops.
+    #[config(default = 0.3)]
+    pub z_phase: f64,
+    #[config(default = 2.0)]
+    pub z_weight: f64,
+    #[config(default = "[5.0, 8.0]")]
+    pub z_phase_spacing_z: [f64; 2],
+    #[config(default = true)]
+    pub augment: bool,
+    #[config(default = 100)]
+    pub checkpoint_every: usize,
+    /// Evaluate retrieval on the held-out labelled scans every this many steps (0: never).
+    #[config(default = 250)]
+    pub eval_every: usize,
+}
+
+impl TrainConfig {
+    /// Learning rate at a step: linear warm-up, then cosine decay to 5 % of the peak.
+    pub fn learning_rate_at(&self, step: usize) -> f64 {
+        let peak = self.learning_rate;
+        if step < self.warmup_steps {
+            return peak * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = self.steps.saturating_sub(self.warmup_steps).max(1) as f64;
+        let t = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        peak * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+    }
+
+    /// Whether the S–I curriculum phase is on at a step.
+    pub fn in_z_phase(&self, step: usize) -> bool {
+        (step as f64) < self.z_phase * self.steps as f64
+    }
+}

@@ -1,0 +1,338 @@
+//! Training data: scans held in memory, pairs of overlapping crops at random spacings, positive
+//! voxel pairs inside the body, and the augmentations of method.md. Every batch is a pure
+//! function of (seed, step), so runs are deterministic and resume exactly.
+
+use std::path::{Path, PathBuf};
+
+use ape::Volume;
+use ape::geometry::{Affine, WorldBox};
+use ape::intensity::HuWindow;
+use ape::resample::{resample_linear_onto, sample_linear};
+use ape::scan::Scan;
+use glam::DVec3;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Normal};
+
+use crate::config::{TrainConfig, Variant};
+
+/// Windowed intensity above which a voxel counts as body (the window floor, −125 HU, is 0).
+const BODY_THRESHOLD: f32 = 0.02;
+
+/// One training scan: windowed to [0, 1], stored closest to RAS.
+#[derive(Debug)]
+pub struct TrainScan {
+    pub volume: Volume<f32>,
+    /// The body's world box (voxels above the threshold).
+    pub body: WorldBox,
+}
+
+impl TrainScan {
+    pub fn load(path: &Path, window: HuWindow) -> anyhow::Result<Self> {
+        let scan = Scan::read(path)?;
+        let volume = scan.volume.to_closest_ras()?.map(|&hu| window.to_unit(hu));
+        let mut lo = DVec3::INFINITY;
+        let mut hi = DVec3::NEG_INFINITY;
+        // Ignore the blank last slice and isolated noise: the body box from a coarse grid.
+        let [nx, ny, nz] = volume.shape();
+        for k in (0..nz).step_by(2) {
+            for j in (0..ny).step_by(4) {
+                for i in (0..nx).step_by(4) {
+                    if volume.data()[volume.linear_index(i, j, k)] > BODY_THRESHOLD {
+                        let w = volume.voxel_to_world([i, j, k]);
+                        lo = lo.min(w);
+                        hi = hi.max(w);
+                    }
+                }
+            }
+        }
+        anyhow::ensure!(lo.x.is_finite(), "{}: no body voxels found", path.display());
+        Ok(Self {
+            volume,
+            body: WorldBox::new(lo, hi),
+        })
+    }
+
+    fn is_body(&self, world: DVec3) -> bool {
+        sample_linear(&self.volume, self.volume.world_to_voxel(world))
+            .is_some_and(|v| v > BODY_THRESHOLD)
+    }
+}
+
+/// Scans for training in the given folders: NIfTI files that are not label maps.
+pub fn training_files(folders: &[PathBuf], exclude: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for folder in folders {
+        let entries =
+            std::fs::read_dir(folder).map_err(|e| anyhow::anyhow!("{}: {e}", folder.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().to_lowercase())
+                .unwrap_or_default();
+            let nifti = name.ends_with(".nii") || name.ends_with(".nii.gz");
+            let labels = ["label", "seg", "mask"].iter().any(|h| name.contains(h));
+            let excluded = exclude.iter().any(|x| name.contains(&x.to_lowercase()));
+            if nifti && !labels && !excluded {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// A crop: its voxels and where they are.
+#[derive(Debug)]
+pub struct Crop {
+    /// Windowed, augmented intensities, x fastest.
+    pub voxels: Vec<f32>,
+    /// World position of voxel (0, 0, 0) and the spacing (axes along +x, +y, +z).
+    pub origin: DVec3,
+    pub spacing: DVec3,
+}
+
+impl Crop {
+    /// Map-cell coordinates (z, y, x) of a world point: cell c is centred on voxel 4c + 1.5.
+    pub fn cell_of(&self, world: DVec3) -> [f32; 3] {
+        let v = (world - self.origin) / self.spacing;
+        let c = (v - DVec3::splat(1.5)) / 4.0;
+        [c.z as f32, c.y as f32, c.x as f32]
+    }
+}
+
+/// One optimisation step's input.
+#[derive(Debug)]
+pub struct Batch {
+    pub step: usize,
+    /// `pairs` first crops, then `pairs` second crops (the same crops for Naïve).
+    pub crops: Vec<Crop>,
+    /// Positive points (world, mm) per pair.
+    pub points: Vec<Vec<DVec3>>,
+    /// z weight of the target distances at this step.
+    pub z_weight: f64,
+}
+
+/// The batch of a step: a pure function of the config, the scans and the step number.
+pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Batch {
+    let mut rng =
+        StdRng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64);
+    let scan_index = rng.random_range(0..scans.len());
+    let scan = &scans[scan_index];
+    let z_phase = config.in_z_phase(step);
+    let spacing_z = if z_phase {
+        config.z_phase_spacing_z
+    } else {
+        config.spacing_z
+    };
+    let size = config.crop_size;
+    let extent_voxels = DVec3::new(size[0] as f64, size[1] as f64, size[2] as f64);
+    let paired = config.variant != Variant::Naive;
+
+    let mut firsts = Vec::with_capacity(config.pairs);
+    let mut seconds = Vec::with_capacity(config.pairs);
+    let mut points = Vec::with_capacity(config.pairs);
+    for pair in 0..config.pairs {
+        // The shared voxel: inside the body, its z in this pair's stratum when spreading.
+        let mut centre = DVec3::ZERO;
+        for _ in 0..200 {
+            let t = DVec3::new(rng.random(), rng.random(), rng.random());
+            let mut c = scan.body.min + (scan.body.max - scan.body.min) * t;
+            if config.spread_z {
+                let u = (pair as f64 + rng.random::<f64>()) / config.pairs as f64;
+                c.z = scan.body.min.z + (scan.body.max.z - scan.body.min.z) * u;
+            }
+            centre = c;
+            if scan.is_body(c) {
+                break;
+            }
+        }
+        let draw_crop = |rng: &mut StdRng| {
+            let s_xy = rng.random_range(config.spacing_xy[0]..=config.spacing_xy[1]);
+            let s_z = rng.random_range(spacing_z[0]..=spacing_z[1]);
+            let spacing = DVec3::new(s_xy, s_xy, s_z);
+            let extent = spacing * extent_voxels;
+            let u = DVec3::new(
+                rng.random_range(0.15..0.85),
+                rng.random_range(0.15..0.85),
+                rng.random_range(0.15..0.85),
+            );
+            let corner = centre - u * extent;
+            (corner + spacing * 0.5, spacing)
+        };
+        let (origin1, spacing1) = draw_crop(&mut rng);
+        let (origin2, spacing2) = if paired {
+            draw_crop(&mut rng)
+        } else {
+            (origin1, spacing1)
+        };
+        // Positives: body voxels inside both crops (and inside the scan).
+        let box_of = |o: DVec3, s: DVec3| {
+            WorldBox::new(o - s * 0.5, o + s * (extent_voxels - DVec3::splat(0.5)))
+        };
+        let overlap = box_of(origin1, spacing1)
+            .intersection(&box_of(origin2, spacing2))
+            .and_then(|b| b.intersection(&scan.volume.world_bounds()));
+        let mut pts = Vec::with_capacity(config.positives_per_pair);
+        if let Some(overlap) = overlap {
+            let mut tries = 0;
+            while pts.len() < config.positives_per_pair && tries < 50 * config.positives_per_pair {
+                tries += 1;
+                let t = DVec3::new(rng.random(), rng.random(), rng.random());
+                let p = overlap.min + (overlap.max - overlap.min) * t;
+                if scan.is_body(p) {
+                    pts.push(p);
+                }
+            }
+        }
+        // Rare (a crop in air): fall back to the centre so that the batch keeps its shape.
+        while pts.len() < config.positives_per_pair {
+            pts.push(centre);
+        }
+        firsts.push(make_crop(
+            scan,
+            origin1,
+            spacing1,
+            size,
+            config.augment,
+            &mut rng,
+        ));
+        seconds.push(make_crop(
+            scan,
+            origin2,
+            spacing2,
+            size,
+            config.augment && paired,
+            &mut rng,
+        ));
+        points.push(pts);
+    }
+    let mut crops = firsts;
+    crops.extend(seconds);
+    Batch {
+        step,
+        crops,
+        points,
+        z_weight: if z_phase { config.z_weight } else { 1.0 },
+    }
+}
+
+fn make_crop(
+    scan: &TrainScan,
+    origin: DVec3,
+    spacing: DVec3,
+    size: [usize; 3],
+    augment: bool,
+    rng: &mut StdRng,
+) -> Crop {
+    let affine = Affine::from_spacing(spacing, origin).unwrap_or_else(|_| *scan.volume.affine());
+    let mut voxels = resample_linear_onto(&scan.volume, size, affine, 0.0)
+        .map(Volume::into_data)
+        .unwrap_or_else(|_| vec![0.0; size.iter().product()]);
+    if augment {
+        augment_crop(&mut voxels, size, spacing, rng);
+    }
+    Crop {
+        voxels,
+        origin,
+        spacing,
+    }
+}
+
+/// Blur or sharpen in-plane, noise, brightness, contrast, gamma, block masking (method.md).
+pub fn augment_crop(v: &mut [f32], size: [usize; 3], spacing: DVec3, rng: &mut StdRng) {
+    if rng.random_bool(0.8) {
+        let sigma_mm = rng.random_range(0.0..1.5);
+        let blurred = blur_in_plane(v, size, sigma_mm / spacing.x);
+        if rng.random_bool(0.5) {
+            v.copy_from_slice(&blurred);
+        } else {
+            let alpha = rng.random_range(0.0..2.0) as f32;
+            for (x, b) in v.iter_mut().zip(&blurred) {
+                *x += alpha * (*x - b);
+            }
+        }
+    }
+    if rng.random_bool(0.8) {
+        let sigma = rng.random_range(0.0..0.1);
+        if let Ok(noise) = Normal::new(0.0f32, sigma as f32) {
+            for x in v.iter_mut() {
+                *x += noise.sample(rng);
+            }
+        }
+    }
+    if rng.random_bool(0.8) {
+        let factor = rng.random_range(0.8..1.2) as f32;
+        v.iter_mut().for_each(|x| *x *= factor);
+    }
+    if rng.random_bool(0.8) {
+        let factor = rng.random_range(0.8..1.2) as f32;
+        let mean = v.iter().sum::<f32>() / v.len() as f32;
+        v.iter_mut().for_each(|x| *x = (*x - mean) * factor + mean);
+    }
+    if rng.random_bool(0.8) {
+        let gamma = rng.random_range(0.8..1.25) as f32;
+        v.iter_mut().for_each(|x| *x = x.max(0.0).powf(gamma));
+    }
+    if rng.random_bool(0.5) {
+        let block = [24usize, 24, 16];
+        for bz in 0..size[2].div_ceil(block[2]) {
+            for by in 0..size[1].div_ceil(block[1]) {
+                for bx in 0..size[0].div_ceil(block[0]) {
+                    if !rng.random_bool(0.6) {
+                        continue;
+                    }
+                    for k in bz * block[2]..((bz + 1) * block[2]).min(size[2]) {
+                        for j in by * block[1]..((by + 1) * block[1]).min(size[1]) {
+                            let row = size[0] * (j + size[1] * k);
+                            let (a, b) = (bx * block[0], ((bx + 1) * block[0]).min(size[0]));
+                            v[row + a..row + b].iter_mut().for_each(|x| *x = 0.0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Separable Gaussian blur along x and y with a standard deviation of `sigma` voxels.
+fn blur_in_plane(v: &[f32], size: [usize; 3], sigma: f64) -> Vec<f32> {
+    if sigma < 0.1 {
+        return v.to_vec();
+    }
+    let radius = (3.0 * sigma).ceil() as isize;
+    let kernel: Vec<f32> = (-radius..=radius)
+        .map(|d| (-(d * d) as f64 / (2.0 * sigma * sigma)).exp() as f32)
+        .collect();
+    let total: f32 = kernel.iter().sum();
+    let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
+    let [nx, ny, nz] = size;
+    let mut tmp = vec![0.0f32; v.len()];
+    let mut out = vec![0.0f32; v.len()];
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let mut acc = 0.0;
+                for (t, w) in kernel.iter().enumerate() {
+                    let ii = (i as isize + t as isize - radius).clamp(0, nx as isize - 1) as usize;
+                    acc += w * v[ii + nx * (j + ny * k)];
+                }
+                tmp[i + nx * (j + ny * k)] = acc;
+            }
+        }
+    }
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let mut acc = 0.0;
+                for (t, w) in kernel.iter().enumerate() {
+                    let jj = (j as isize + t as isize - radius).clamp(0, ny as isize - 1) as usize;
+                    acc += w * tmp[i + nx * (jj + ny * k)];
+                }
+                out[i + nx * (j + ny * k)] = acc;
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,16 @@
+//! Self-supervised training of the APE model (method.md): the `ape-train` binary is a thin shell
+//! over these modules.
+//!
+//! - [`config`]: the training configuration, saved beside checkpoints.
+//! - [`data`]: scans in memory, crop pairs at random spacings, positives, augmentations.
+//! - [`loss`]: the distance and equivariance terms.
+//! - [`train`]: the loop, checkpoints, resume, loss CSV.
+//! - [`evaluate`]: retrieval error per axis on held-out labelled scans, beside the baseline.
+//! - [`plot`]: the loss curves as a PNG.
+
+pub mod config;
+pub mod data;
+pub mod evaluate;
+pub mod loss;
+pub mod plot;
+pub mod train;

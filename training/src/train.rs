@@ -1,0 +1,301 @@
+//! The training loop: batches prepared on a worker thread, AdamW with warm-up and cosine decay,
+//! checkpoints that resume exactly, a CSV of the loss and periodic retrieval evaluation.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Context;
+use ape::model::{ApeModel, ApeNet, ModelMeta};
+use burn::module::Module;
+use burn::optim::grad_clipping::GradientClippingConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bytes, Device, Tensor, TensorData};
+
+use crate::config::{TrainConfig, Variant};
+use crate::data::{Batch, TrainScan, make_batch};
+use crate::evaluate::HeldOut;
+use crate::loss::{ape_loss, target_distances};
+
+/// Losses of one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepLoss {
+    pub step: usize,
+    pub total: f32,
+    pub distance: f32,
+    pub equivariance: f32,
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub meta: ModelMeta,
+    pub net: ApeNet,
+    optim: ModuleOptimizer,
+    device: Device,
+    /// The next step to run.
+    pub step: usize,
+}
+
+impl Trainer {
+    /// A new run, or the last checkpoint in `out` when `resume`.
+    pub fn new(
+        config: TrainConfig,
+        meta: ModelMeta,
+        device: Device,
+        out: &Path,
+        resume: bool,
+    ) -> anyhow::Result<Self> {
+        let device = device.autodiff();
+        let optim_config = AdamWConfig::new()
+            .with_weight_decay(config.weight_decay as f32)
+            .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip_norm)));
+        let checkpoint = out.join("checkpoint");
+        if resume && checkpoint.join("state.json").is_file() {
+            let state: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(checkpoint.join("state.json"))?)?;
+            let step = state["step"]
+                .as_u64()
+                .context("checkpoint state has no step")? as usize;
+            let model = ApeModel::load(&checkpoint.join("model.apemodel"), &device)?;
+            let optim = optim_config
+                .init()
+                .load(checkpoint.join("optimizer.bin"))
+                .map_err(|e| anyhow::anyhow!("loading optimizer state: {e:?}"))?;
+            return Ok(Self {
+                config,
+                meta: model.meta,
+                net: model.net.train(),
+                optim,
+                device,
+                step,
+            });
+        }
+        let model = ApeModel::initialised(meta, config.seed, &device);
+        Ok(Self {
+            config,
+            meta: model.meta,
+            net: model.net,
+            optim: optim_config.init(),
+            device,
+            step: 0,
+        })
+    }
+
+    /// One optimisation step on a batch.
+    pub fn train_step(&mut self, batch: &Batch) -> StepLoss {
+        let config = &self.config;
+        let pairs = config.pairs;
+        let k = config.positives_per_pair;
+        let naive = config.variant == Variant::Naive;
+        let crops = if naive {
+            &batch.crops[..pairs]
+        } else {
+            &batch.crops[..]
+        };
+        let [sx, sy, sz] = config.crop_size;
+        let mut voxels = Vec::with_capacity(crops.len() * sx * sy * sz);
+        for c in crops {
+            voxels.extend_from_slice(&c.voxels);
+        }
+        let input = Tensor::<5>::from_data(
+            TensorData::new(voxels, [crops.len(), 1, sz, sy, sx]),
+            &self.device,
+        );
+        let mut cells = Vec::with_capacity(crops.len() * k * 3);
+        for (index, crop) in crops.iter().enumerate() {
+            for p in &batch.points[index % pairs] {
+                cells.extend_from_slice(&crop.cell_of(*p));
+            }
+        }
+        let cells =
+            Tensor::<3>::from_data(TensorData::new(cells, [crops.len(), k, 3]), &self.device);
+        let maps = self.net.forward(input); // [crops, 3, z/4, y/4, x/4]
+        let embeddings = ape::model::resize::sample_trilinear(maps, cells); // [crops, k, 3]
+        let n = pairs * k;
+        let a: Tensor<2> = embeddings.clone().narrow(0, 0, pairs).reshape([n, 3]);
+        let a_plus: Tensor<2> = if naive {
+            a.clone()
+        } else {
+            embeddings.narrow(0, pairs, pairs).reshape([n, 3])
+        };
+        let points: Vec<_> = batch.points.iter().flatten().copied().collect();
+        let target = target_distances(&points, batch.z_weight, &self.device);
+        let lambda = if config.variant == Variant::Equiv {
+            config.lambda
+        } else {
+            0.0
+        };
+        let terms = ape_loss(a, a_plus, target, lambda);
+        let scalar = |t: &Tensor<1>| {
+            t.clone()
+                .into_data()
+                .try_into_vec::<f32>()
+                .ok()
+                .and_then(|v| v.first().copied())
+                .unwrap_or(f32::NAN)
+        };
+        let loss = StepLoss {
+            step: batch.step,
+            total: scalar(&terms.total),
+            distance: scalar(&terms.distance),
+            equivariance: scalar(&terms.equivariance),
+        };
+        let grads = GradientsParams::from_grads(terms.total.backward(), &self.net);
+        let lr = config.learning_rate_at(batch.step);
+        self.net = self.optim.step(lr, self.net.clone(), grads);
+        self.step = batch.step + 1;
+        loss
+    }
+
+    /// The current weights as a model file's content (inference copy).
+    pub fn model(&self) -> ApeModel {
+        let mut meta = self.meta.clone();
+        meta.trained = self.step > 0;
+        ApeModel {
+            net: self.net.valid(),
+            meta,
+            id: 0,
+        }
+    }
+
+    /// Writes model, optimizer state and step, each whole or not at all.
+    pub fn save_checkpoint(&self, out: &Path) -> anyhow::Result<()> {
+        let dir = out.join("checkpoint");
+        std::fs::create_dir_all(&dir)?;
+        self.model().save(&dir.join("model.apemodel"))?;
+        let bytes: Bytes = self
+            .optim
+            .into_bytes()
+            .map_err(|e| anyhow::anyhow!("optimizer state: {e:?}"))?;
+        let partial = dir.join("optimizer.bin.partial");
+        std::fs::write(&partial, &bytes[..])?;
+        std::fs::rename(&partial, dir.join("optimizer.bin"))?;
+        let state = serde_json::json!({ "step": self.step });
+        std::fs::write(
+            dir.join("state.json.partial"),
+            serde_json::to_vec_pretty(&state)?,
+        )?;
+        std::fs::rename(dir.join("state.json.partial"), dir.join("state.json"))?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("config", &self.config)
+            .field("step", &self.step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs a whole training: `steps` of the config from the trainer's current step, with logging.
+pub fn run(
+    trainer: &mut Trainer,
+    scans: Arc<Vec<TrainScan>>,
+    out: &Path,
+    held_out: Option<&HeldOut>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<StepLoss>> {
+    let config = trainer.config.clone();
+    let start_step = trainer.step;
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(2);
+    let worker_scans = Arc::clone(&scans);
+    let worker_config = config.clone();
+    let worker_stop = Arc::clone(&stop);
+    let worker = std::thread::spawn(move || {
+        for step in start_step..worker_config.steps {
+            if worker_stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if sender
+                .send(make_batch(&worker_config, &worker_scans, step))
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+
+    let csv_path = out.join("loss.csv");
+    let mut csv = open_csv(&csv_path, start_step)?;
+    let progress =
+        indicatif::ProgressBar::new(config.steps as u64).with_position(start_step as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {per_sec} eta {eta} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut losses = Vec::new();
+    let began = Instant::now();
+    for batch in receiver {
+        let loss = trainer.train_step(&batch);
+        writeln!(
+            csv,
+            "{},{},{},{},{},{},{:.2}",
+            loss.step,
+            loss.total,
+            loss.distance,
+            loss.equivariance,
+            config.learning_rate_at(loss.step),
+            batch.z_weight,
+            began.elapsed().as_secs_f64()
+        )?;
+        progress.set_message(format!("loss {:.4}", loss.total));
+        progress.inc(1);
+        losses.push(loss);
+        let done = trainer.step;
+        if done.is_multiple_of(config.checkpoint_every) || done == config.steps {
+            trainer.save_checkpoint(out)?;
+            csv.flush()?;
+        }
+        let eval_due = config.eval_every > 0
+            && (done.is_multiple_of(config.eval_every) || done == config.steps);
+        if let (Some(held_out), true) = (held_out, eval_due) {
+            let report = held_out.evaluate(&trainer.model())?;
+            progress.println(format!("step {done}: {report}"));
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(out.join("eval.csv"))?;
+            writeln!(log, "{done},{}", report.csv_row())?;
+        }
+        if stop.load(Ordering::Relaxed) {
+            trainer.save_checkpoint(out)?;
+            break;
+        }
+    }
+    progress.finish();
+    drop(worker);
+    csv.flush()?;
+    Ok(losses)
+}
+
+/// The loss CSV, keeping only rows before `start_step` (so a resumed run continues it).
+fn open_csv(path: &Path, start_step: usize) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+    let header = "step,loss,distance,equivariance,lr,z_weight,seconds";
+    let mut kept = vec![header.to_owned()];
+    let previous = if start_step > 0 {
+        std::fs::read_to_string(path).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    kept.extend(
+        previous
+            .lines()
+            .skip(1)
+            .filter(|l| {
+                l.split(',')
+                    .next()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .is_some_and(|s| s < start_step)
+            })
+            .map(str::to_owned),
+    );
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for line in kept {
+        writeln!(file, "{line}")?;
+    }
+    Ok(file)
+}

@@ -1,0 +1,179 @@
+//! The trainer on a real scan: the loss goes down, a resumed run continues exactly, and crop
+//! pairs agree on where their positive voxels are.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
+use std::path::PathBuf;
+
+use ape::intensity::HuWindow;
+use ape::model::backend;
+use ape::model::{ApeNetConfig, ModelMeta};
+use ape::resample::sample_linear;
+use ape_training::config::{TrainConfig, Variant};
+use ape_training::data::{TrainScan, make_batch};
+use ape_training::train::Trainer;
+
+fn shared_scan(test: &str) -> Option<PathBuf> {
+    let data = std::env::var_os("APE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    let path = data.join("btcv/btcv_05.nii.gz");
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "{test}: {} missing under CI",
+        path.display()
+    );
+    eprintln!("SKIPPED {test}: {} not found", path.display());
+    None
+}
+
+fn tiny_config() -> TrainConfig {
+    TrainConfig::new(Variant::Equiv)
+        .with_crop_size([32, 32, 32])
+        .with_pairs(2)
+        .with_positives_per_pair(64)
+        .with_steps(8)
+        .with_warmup_steps(1)
+        .with_learning_rate(1e-3)
+        .with_checkpoint_every(1000)
+        .with_eval_every(0)
+}
+
+fn meta() -> ModelMeta {
+    ModelMeta {
+        net: ApeNetConfig::new()
+            .with_widths(vec![8, 16])
+            .with_convs_per_level(1),
+        input_spacing_mm: [2.0, 2.0, 3.0],
+        hu_window: HuWindow::MODEL,
+        description: "test".to_owned(),
+        trained: false,
+    }
+}
+
+#[test]
+fn a_few_steps_lower_the_loss() {
+    let Some(path) = shared_scan("a_few_steps_lower_the_loss") else {
+        return;
+    };
+    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config().with_augment(false);
+    let mut trainer = Trainer::new(
+        config.clone(),
+        meta(),
+        backend::cpu().device,
+        dir.path(),
+        false,
+    )
+    .unwrap();
+    // The same batch again and again: the loss on it must fall.
+    let batch = make_batch(&config, &scans, 3);
+    let losses: Vec<f32> = (0..12).map(|_| trainer.train_step(&batch).total).collect();
+    eprintln!("losses: {losses:?}");
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert!(
+        losses[11] < 0.8 * losses[0],
+        "loss did not fall: {losses:?}"
+    );
+}
+
+#[test]
+fn a_resumed_run_gives_exactly_the_next_loss() {
+    let Some(path) = shared_scan("a_resumed_run_gives_exactly_the_next_loss") else {
+        return;
+    };
+    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
+    let config = tiny_config();
+    let device = backend::cpu().device;
+    let straight_dir = tempfile::tempdir().unwrap();
+    let mut straight = Trainer::new(
+        config.clone(),
+        meta(),
+        device.clone(),
+        straight_dir.path(),
+        false,
+    )
+    .unwrap();
+    let uninterrupted: Vec<f32> = (0..4)
+        .map(|s| straight.train_step(&make_batch(&config, &scans, s)).total)
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut first =
+        Trainer::new(config.clone(), meta(), device.clone(), dir.path(), false).unwrap();
+    for s in 0..2 {
+        first.train_step(&make_batch(&config, &scans, s));
+    }
+    first.save_checkpoint(dir.path()).unwrap();
+    drop(first);
+    let mut resumed = Trainer::new(config.clone(), meta(), device, dir.path(), true).unwrap();
+    assert_eq!(resumed.step, 2);
+    let after: Vec<f32> = (2..4)
+        .map(|s| resumed.train_step(&make_batch(&config, &scans, s)).total)
+        .collect();
+    for (a, b) in uninterrupted[2..].iter().zip(&after) {
+        assert!(
+            (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+            "resumed {after:?} vs uninterrupted {uninterrupted:?}"
+        );
+    }
+}
+
+#[test]
+fn crop_pairs_agree_on_their_positive_voxels() {
+    let Some(path) = shared_scan("crop_pairs_agree_on_their_positive_voxels") else {
+        return;
+    };
+    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
+    let config = TrainConfig::new(Variant::Equiv)
+        .with_augment(false)
+        .with_pairs(3)
+        .with_positives_per_pair(200)
+        .with_crop_size([48, 48, 32]);
+    let mut same = 0.0f64;
+    let mut shuffled = 0.0f64;
+    let mut count = 0usize;
+    for step in 0..6 {
+        let batch = make_batch(&config, &scans, step);
+        for (pair, points) in batch.points.iter().enumerate() {
+            let (a, b) = (&batch.crops[pair], &batch.crops[pair + config.pairs]);
+            let volume = |c: &ape_training::data::Crop| {
+                let affine = ape::Affine::from_spacing(c.spacing, c.origin).unwrap();
+                ape::Volume::new(c.voxels.clone(), config.crop_size, affine).unwrap()
+            };
+            let (va, vb) = (volume(a), volume(b));
+            for (i, p) in points.iter().enumerate() {
+                // The point's place in each crop is inside it, and maps back to the same world
+                // point to well within half a voxel.
+                for v in [&va, &vb] {
+                    let voxel = v.world_to_voxel(*p);
+                    let size = config.crop_size;
+                    assert!(
+                        (0..3).all(|ax| voxel[ax] >= -0.5 && voxel[ax] <= size[ax] as f64 - 0.5),
+                        "{p} outside a crop"
+                    );
+                    let back = v.affine().to_world(voxel);
+                    assert!((back - *p).length() < 0.5 * v.spacing().min_element());
+                }
+                // Both crops show the same tissue there.
+                let x = sample_linear(&va, va.world_to_voxel(*p)).unwrap();
+                let y = sample_linear(&vb, vb.world_to_voxel(*p)).unwrap();
+                same += (x - y).abs() as f64;
+                let other = points[(i + 37) % points.len()];
+                let z = sample_linear(&vb, vb.world_to_voxel(other)).unwrap();
+                shuffled += (x - z).abs() as f64;
+                count += 1;
+            }
+        }
+    }
+    let (same, shuffled) = (same / count as f64, shuffled / count as f64);
+    eprintln!("mean |crop1 - crop2| at positives {same:.4}, at shuffled points {shuffled:.4}");
+    assert!(
+        same < 0.05 && same < shuffled / 3.0,
+        "same {same}, shuffled {shuffled}"
+    );
+}
