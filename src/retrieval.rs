@@ -9,8 +9,80 @@ use crate::ape_map::{ApeMap, Embedding};
 use crate::geometry::WorldBox;
 use crate::volume::Volume;
 
+/// A retrieved point: where, and how far its embedding is from the query's (a confidence).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retrieved {
+    pub world: DVec3,
+    pub distance: f32,
+}
+
+/// A k-d tree over the embeddings of a map's cells, for fast nearest-embedding queries.
+#[derive(Debug)]
+pub struct MapIndex {
+    tree: kiddo::ImmutableKdTree<f32, 3>,
+}
+
+impl MapIndex {
+    pub fn build(map: &ApeMap) -> Self {
+        Self {
+            tree: kiddo::ImmutableKdTree::new_from_slice(map.cells().data()),
+        }
+    }
+
+    /// The cell whose embedding is nearest to `query`, then refined below the cell size.
+    pub fn retrieve(&self, map: &ApeMap, query: Embedding) -> Retrieved {
+        let hit = self.tree.nearest_one::<kiddo::SquaredEuclidean>(&query);
+        let cells = map.cells();
+        let cell = cells.voxel_of(hit.item as usize);
+        refine(map, cell, query)
+    }
+
+    /// The nearest cell only (no refinement): equals [`nearest_cell`].
+    pub fn nearest_cell(&self, map: &ApeMap, query: Embedding) -> Retrieved {
+        let hit = self.tree.nearest_one::<kiddo::SquaredEuclidean>(&query);
+        let cells = map.cells();
+        Retrieved {
+            world: cells.voxel_to_world(cells.voxel_of(hit.item as usize)),
+            distance: hit.distance.sqrt(),
+        }
+    }
+}
+
+/// Searches the trilinear map within one cell of `cell`, at a quarter-cell step, for the point
+/// whose embedding is nearest to `query`: retrieval finer than the 1/4-resolution grid.
+pub fn refine(map: &ApeMap, cell: [usize; 3], query: Embedding) -> Retrieved {
+    let cells = map.cells();
+    let centre = DVec3::new(cell[0] as f64, cell[1] as f64, cell[2] as f64);
+    let mut best = Retrieved {
+        world: cells.voxel_to_world(cell),
+        distance: f32::INFINITY,
+    };
+    const STEPS: i32 = 4;
+    for dz in -STEPS..=STEPS {
+        for dy in -STEPS..=STEPS {
+            for dx in -STEPS..=STEPS {
+                let v = centre + DVec3::new(dx as f64, dy as f64, dz as f64) / STEPS as f64;
+                let Some(e) = crate::resample::sample_linear(cells, v) else {
+                    continue;
+                };
+                let d = (0..3)
+                    .map(|c| (e[c] - query[c]).powi(2))
+                    .sum::<f32>()
+                    .sqrt();
+                if d < best.distance {
+                    best = Retrieved {
+                        world: cells.affine().to_world(v),
+                        distance: d,
+                    };
+                }
+            }
+        }
+    }
+    best
+}
+
 /// The world point of the map cell whose embedding is nearest to `query` (brute force), with
-/// the embedding distance as a confidence.
+/// the embedding distance as a confidence. The oracle for [`MapIndex`].
 pub fn nearest_cell(map: &ApeMap, query: Embedding) -> (DVec3, f32) {
     let cells = map.cells();
     let (index, d2) = cells

@@ -57,6 +57,9 @@ pub struct TrainConfig {
     pub z_weight: f64,
     #[config(default = "[5.0, 8.0]")]
     pub z_phase_spacing_z: [f64; 2],
+    /// Weight of the R–L axis in the target distances (all steps).
+    #[config(default = 1.0)]
+    pub x_weight: f64,
     #[config(default = true)]
     pub augment: bool,
     #[config(default = 100)]

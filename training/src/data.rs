@@ -110,7 +110,8 @@ pub struct Batch {
     pub crops: Vec<Crop>,
     /// Positive points (world, mm) per pair.
     pub points: Vec<Vec<DVec3>>,
-    /// z weight of the target distances at this step.
+    /// x and z weights of the target distances at this step.
+    pub x_weight: f64,
     pub z_weight: f64,
 }
 
@@ -214,6 +215,7 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
         step,
         crops,
         points,
+        x_weight: config.x_weight,
         z_weight: if z_phase { config.z_weight } else { 1.0 },
     }
 }

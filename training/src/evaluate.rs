@@ -8,7 +8,7 @@ use ape::embed::{EmbedOptions, embed_scan};
 use ape::geometry::WorldBox;
 use ape::labels::LabelMap;
 use ape::model::ApeModel;
-use ape::retrieval::{ErrorStats, body_box, body_box_transfer, nearest_cell};
+use ape::retrieval::{ErrorStats, MapIndex, body_box, body_box_transfer};
 use ape::scan::Scan;
 use burn::tensor::Device;
 use glam::DVec3;
@@ -128,6 +128,7 @@ impl HeldOut {
                 .map(|r| r.0)
             })
             .collect::<Result<_, _>>()?;
+        let indices: Vec<MapIndex> = maps.iter().map(MapIndex::build).collect();
         let mut ape_pairs = Vec::new();
         let mut base_pairs = Vec::new();
         for (a, query) in self.scans.iter().enumerate() {
@@ -140,8 +141,8 @@ impl HeldOut {
                         continue;
                     };
                     if let Some(e) = maps[a].embedding_at(centre) {
-                        let (found, _) = nearest_cell(&maps[b], e);
-                        ape_pairs.push((found, truth));
+                        let found = indices[b].retrieve(&maps[b], e);
+                        ape_pairs.push((found.world, truth));
                     }
                     base_pairs.push((body_box_transfer(centre, &query.body, &target.body), truth));
                 }

@@ -13,8 +13,8 @@ pub fn pairwise_distances(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
 }
 
 /// Target distances between positions normalised per axis to zero mean and unit standard
-/// deviation over the batch, with the z axis weighted by `z_weight`.
-pub fn target_distances(points: &[DVec3], z_weight: f64, device: &Device) -> Tensor<2> {
+/// deviation over the batch, with the x and z axes weighted by `weights`.
+pub fn target_distances(points: &[DVec3], weights: DVec3, device: &Device) -> Tensor<2> {
     let n = points.len();
     let mean = points.iter().fold(DVec3::ZERO, |a, p| a + *p) / n as f64;
     let var = points
@@ -23,7 +23,7 @@ pub fn target_distances(points: &[DVec3], z_weight: f64, device: &Device) -> Ten
         / n as f64;
     let var = var.max(DVec3::splat(1e-6));
     let std = DVec3::new(var.x.sqrt(), var.y.sqrt(), var.z.sqrt());
-    let scale = DVec3::new(1.0, 1.0, z_weight) / std;
+    let scale = weights / std;
     let normalised: Vec<DVec3> = points.iter().map(|p| (*p - mean) * scale).collect();
     let mut d = Vec::with_capacity(n * n);
     for p in &normalised {

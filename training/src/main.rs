@@ -36,6 +36,22 @@ enum Command {
         #[arg(long, default_value = "runs/ape")]
         out: PathBuf,
     },
+    /// Retrieval error (MRE_c, per axis) of a model on held-out labelled scans, beside the
+    /// body-box baseline.
+    Evaluate {
+        /// A model file (default: the bundled model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Folder of labelled scans (BTCV layout).
+        #[arg(long, default_value = "../shared/data/btcv")]
+        data: PathBuf,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "btcv_25,btcv_26,btcv_27,btcv_28,btcv_29"
+        )]
+        scans: Vec<String>,
+    },
     /// List the scans found in the folders, read exactly as training reads them.
     Inventory {
         #[arg(required = true)]
@@ -66,6 +82,9 @@ struct TrainArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Start from the weights of this model file instead of a fresh initialisation.
+    #[arg(long, conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// Labelled scans kept out of training and used for retrieval evaluation (names without
     /// .nii.gz, found in the --data folders with their `_label` maps).
     #[arg(
@@ -102,6 +121,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inventory { folders } => inventory(&folders),
+        Command::Evaluate { model, data, scans } => {
+            let cpu = ape::model::backend::cpu();
+            let model = match model {
+                Some(path) => ape::model::ApeModel::load(&path, &cpu.device)?,
+                None => ape::model::ApeModel::bundled(&cpu.device)?,
+            };
+            let pairs = evaluate::labelled_pairs(&data, &scans);
+            anyhow::ensure!(
+                pairs.len() >= 2,
+                "need at least two labelled scans in {}",
+                data.display()
+            );
+            let held_out = evaluate::HeldOut::load(&pairs, cpu.device)?;
+            println!("model: {}", model.meta.description);
+            println!("scans: {}", held_out.names().join(", "));
+            let report = held_out.evaluate(&model)?;
+            println!("MRE_c APE       {}", report.ape);
+            println!("MRE_c baseline  {}", report.baseline);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -39,6 +39,23 @@ pub struct Trainer {
 }
 
 impl Trainer {
+    /// A new run starting from the weights of an existing model (fine-tuning).
+    pub fn from_model(config: TrainConfig, model: ApeModel, device: Device) -> Self {
+        let device = device.autodiff();
+        let optim = AdamWConfig::new()
+            .with_weight_decay(config.weight_decay as f32)
+            .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip_norm)))
+            .init();
+        Self {
+            config,
+            meta: model.meta,
+            net: model.net.to_device(&device).train(),
+            optim,
+            device,
+            step: 0,
+        }
+    }
+
     /// A new run, or the last checkpoint in `out` when `resume`.
     pub fn new(
         config: TrainConfig,
@@ -121,7 +138,8 @@ impl Trainer {
             embeddings.narrow(0, pairs, pairs).reshape([n, 3])
         };
         let points: Vec<_> = batch.points.iter().flatten().copied().collect();
-        let target = target_distances(&points, batch.z_weight, &self.device);
+        let weights = glam::DVec3::new(batch.x_weight, 1.0, batch.z_weight);
+        let target = target_distances(&points, weights, &self.device);
         let lambda = if config.variant == Variant::Equiv {
             config.lambda
         } else {
