@@ -153,14 +153,16 @@ fn model_files_round_trip_and_bad_ones_are_refused() {
         Err(ModelError::UnsupportedVersion { found: 99, .. })
     ));
     // Metadata claiming another architecture than the weights hold.
-    let text = String::from_utf8_lossy(&bytes).into_owned();
     let meta_start = 16;
     let meta_len = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let meta = &text[meta_start..meta_start + meta_len];
-    let changed = meta.replacen("64", "48", 1);
-    assert_eq!(changed.len(), meta.len());
-    let mut other = bytes.clone();
-    other[meta_start..meta_start + meta_len].copy_from_slice(changed.as_bytes());
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&bytes[meta_start..meta_start + meta_len]).unwrap();
+    meta["net"]["widths"][2] = serde_json::json!(48);
+    let meta = serde_json::to_vec(&meta).unwrap();
+    let mut other = bytes[..12].to_vec();
+    other.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    other.extend_from_slice(&meta);
+    other.extend_from_slice(&bytes[meta_start + meta_len..]);
     let e = ApeModel::from_bytes(&other, "other.apemodel", &device).unwrap_err();
     assert!(matches!(e, ModelError::IncompatibleWeights { .. }), "{e}");
     // Nonsense in the metadata.
