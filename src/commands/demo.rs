@@ -13,9 +13,9 @@ pub fn run(data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let scan = folder.join("btcv_02.nii.gz");
     let labels = folder.join("btcv_02_label.nii.gz");
     if scan.is_file() && labels.is_file() {
-        println!("ape demo on {}\n", folder.display());
+        say!("ape demo on {}\n", folder.display());
         for path in [&scan, &labels] {
-            print!("{}", render(&summarize(path, VolumeKind::Auto)?));
+            say_raw!("{}", render(&summarize(path, VolumeKind::Auto)?));
         }
     } else {
         let dir = std::env::temp_dir().join("ape-demo");
@@ -26,15 +26,15 @@ pub fn run(data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         ape::io::nifti::write_nifti(&scan, &ct.map(|&hu| hu as i16))?;
         ape::io::nifti::write_nifti(&labels, &organ_labels)?;
         std::fs::write(dir.join("labels.json"), ape::phantom::labels_json())?;
-        println!(
+        say!(
             "ape demo: {} not found, so on a synthetic phantom written to {}\n",
             folder.display(),
             dir.display()
         );
         for path in [&scan, &labels] {
-            print!("{}", render(&summarize(path, VolumeKind::Auto)?));
+            say_raw!("{}", render(&summarize(path, VolumeKind::Auto)?));
         }
     }
-    println!("\nNext: `ape info FILE...` on your own scans (see README.md).");
+    say!("\nNext: `ape info FILE...` on your own scans (see README.md).");
     Ok(ExitCode::SUCCESS)
 }

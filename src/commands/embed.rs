@@ -38,12 +38,12 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let total = Instant::now();
     let compute = select(args.backend)?;
     let model = load_model(args.model.as_deref(), &compute.device)?;
-    println!("backend     {}", compute.description);
-    println!("model       {}", model.meta.description);
+    say!("backend     {}", compute.description);
+    say!("model       {}", model.meta.description);
 
     let t = Instant::now();
     let scan = Scan::read(&args.scan)?;
-    println!(
+    say!(
         "load        {:>8.3} s  {}",
         t.elapsed().as_secs_f64(),
         args.scan.display()
@@ -59,7 +59,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         .and_then(|key| cache.get(&key));
     let map = match cached {
         Some(map) => {
-            println!("cache hit   {}", cache.dir().display());
+            say!("cache hit   {}", cache.dir().display());
             map
         }
         None => {
@@ -70,8 +70,8 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
                 &EmbedOptions::default(),
                 &mut |_| {},
             )?;
-            println!("preprocess  {:>8.3} s", times.preprocess.as_secs_f64());
-            println!(
+            say!("preprocess  {:>8.3} s", times.preprocess.as_secs_f64());
+            say!(
                 "network     {:>8.3} s  ({} tile{})",
                 times.network.as_secs_f64(),
                 times.tiles,
@@ -97,11 +97,11 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     out.write_nifti(&args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
     let [x, y, z] = out.shape();
-    println!(
+    say!(
         "write       {:>8.3} s  {} ({x}×{y}×{z}×3)",
         t.elapsed().as_secs_f64(),
         args.output.display()
     );
-    println!("total       {:>8.3} s", total.elapsed().as_secs_f64());
+    say!("total       {:>8.3} s", total.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }

@@ -39,7 +39,7 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<ExitCode> {
         match summarize(path, kind) {
             Ok(s) => {
                 if !args.json {
-                    print!("{}", render(&s));
+                    say_raw!("{}", render(&s));
                 }
                 summaries.push(s);
             }
@@ -50,7 +50,7 @@ pub fn run(args: &InfoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        say!("{}", serde_json::to_string_pretty(&summaries)?);
     }
     Ok(if failed {
         ExitCode::FAILURE

@@ -1,5 +1,21 @@
 //! Subcommands of `ape`: each a thin front end over the library.
 
+/// `println!` that ignores a closed stdout (`ape info … | head`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod demo;
 mod embed;
 mod info;

@@ -20,40 +20,44 @@ pub fn info(model: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let model = load_model(model.as_deref(), &cpu().device)?;
     let net = &model.meta.net;
     let patch = [96, 96, 64];
-    println!("model        {}", model.meta.description);
-    println!(
+    say!("model        {}", model.meta.description);
+    say!(
         "trained      {}",
         if model.meta.trained { "yes" } else { "no" }
     );
-    println!(
+    say!(
         "widths       {:?}, {} convolutions per level",
-        net.widths, net.convs_per_level
+        net.widths,
+        net.convs_per_level
     );
-    println!(
+    say!(
         "parameters   {} learnable (+{} batch-norm running statistics)",
         net.parameter_count(),
         model.parameters().saturating_sub(net.parameter_count())
     );
-    println!(
+    say!(
         "FLOPs        {:.2} G per 96×96×64 patch (forward)",
         net.flops(patch) as f64 / 1e9
     );
-    println!(
+    say!(
         "receptive    ±{} voxels ({:.0} mm at {:.1} mm spacing)",
         net.receptive_radius(),
         net.receptive_radius() as f64 * model.meta.input_spacing_mm[0],
         model.meta.input_spacing_mm[0]
     );
     let s = model.meta.input_spacing_mm;
-    println!(
+    say!(
         "input        {:.2} × {:.2} × {:.2} mm voxels",
-        s[0], s[1], s[2]
+        s[0],
+        s[1],
+        s[2]
     );
-    println!(
+    say!(
         "HU window    {} … {} HU → [0, 1]",
-        model.meta.hu_window.lower, model.meta.hu_window.upper
+        model.meta.hu_window.lower,
+        model.meta.hu_window.upper
     );
-    println!(
+    say!(
         "output       {} channels at 1/4 resolution",
         net.out_channels
     );
@@ -71,7 +75,7 @@ pub fn init(seed: u64, output: &Path) -> anyhow::Result<ExitCode> {
     };
     let model = ApeModel::initialised(meta, seed, &cpu().device);
     model.save(output)?;
-    println!(
+    say!(
         "wrote {} ({} parameters)",
         output.display(),
         model.parameters()
