@@ -95,7 +95,8 @@ impl ApeModel {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         device.seed(seed);
-        let net = meta.net.init(device);
+        // Parameters are initialised lazily: materialise them while the seeded generator is held.
+        let net = meta.net.init(device).materialize();
         drop(guard);
         let mut model = Self { net, meta, id: 0 };
         model.id = model.to_bytes().map_or(0, |b| crate::cache::bytes_hash(&b));
@@ -174,9 +175,11 @@ impl ApeModel {
         };
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(record_bytes.to_vec()))
             .map_err(|e| incompatible(format!("{e:?}")))?;
-        let net = meta
-            .net
-            .init(device)
+        let fresh = {
+            let _guard = init_lock();
+            meta.net.init(device)
+        };
+        let net = fresh
             .try_load_record(record)
             .map_err(|e| incompatible(format!("{e:?}")))?;
         Ok(Self {
@@ -223,6 +226,14 @@ impl ApeModel {
     pub fn parameters(&self) -> usize {
         self.net.num_params()
     }
+}
+
+/// burn's random initialisation draws from one global generator per device. Every network
+/// initialisation holds this lock, so that a seeded one is never interleaved with another's draws.
+fn init_lock() -> std::sync::MutexGuard<'static, ()> {
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    INIT.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Cursor<'a> {

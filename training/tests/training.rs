@@ -30,6 +30,14 @@ fn shared_scan(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// burn draws initial weights from one process-wide generator, lazily; trainers built in
+/// parallel test threads would interleave their draws. One trainer at a time, as in a real run.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn tiny_config() -> TrainConfig {
     TrainConfig::new(Variant::Equiv)
         .with_crop_size([32, 32, 32])
@@ -59,6 +67,7 @@ fn a_few_steps_lower_the_loss() {
     let Some(path) = shared_scan("a_few_steps_lower_the_loss") else {
         return;
     };
+    let _serial = one_at_a_time();
     let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_config().with_augment(false);
@@ -86,6 +95,7 @@ fn a_resumed_run_gives_exactly_the_next_loss() {
     let Some(path) = shared_scan("a_resumed_run_gives_exactly_the_next_loss") else {
         return;
     };
+    let _serial = one_at_a_time();
     let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
     let config = tiny_config();
     let device = backend::cpu().device;
