@@ -176,6 +176,18 @@ pub struct OrganStats {
     pub bbox: crate::geometry::WorldBox,
 }
 
+/// Whether a file's name says it holds labels (`label`, `seg` or `mask`, any case): how ape
+/// tells label maps from scans in a folder.
+pub fn named_like_label_map(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    ["label", "seg", "mask"]
+        .iter()
+        .any(|hint| name.contains(hint))
+}
+
 /// A mask of one label: 1 inside, 0 outside.
 pub fn organ_mask(labels: &Volume<u16>, label: u16) -> Volume<u8> {
     labels.map(|&l| u8::from(l == label))

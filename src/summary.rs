@@ -103,14 +103,5 @@ pub fn summarize(path: &Path, kind: VolumeKind) -> Result<VolumeSummary, VolumeE
 }
 
 fn looks_like_labels(nifti: &NiftiVolume) -> bool {
-    let name = nifti
-        .info
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let named = ["label", "seg", "mask"]
-        .iter()
-        .any(|hint| name.contains(hint));
-    named && nifti.info.is_unscaled_integer()
+    crate::labels::named_like_label_map(&nifti.info.path) && nifti.info.is_unscaled_integer()
 }

@@ -72,7 +72,7 @@ pub fn training_files(folders: &[PathBuf], exclude: &[String]) -> anyhow::Result
                 .map(|n| n.to_string_lossy().to_lowercase())
                 .unwrap_or_default();
             let nifti = name.ends_with(".nii") || name.ends_with(".nii.gz");
-            let labels = ["label", "seg", "mask"].iter().any(|h| name.contains(h));
+            let labels = ape::labels::named_like_label_map(&path);
             let excluded = exclude.iter().any(|x| name.contains(&x.to_lowercase()));
             if nifti && !labels && !excluded {
                 files.push(path);
