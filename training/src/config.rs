@@ -13,6 +13,21 @@ pub enum Variant {
     Equiv,
 }
 
+/// One crop regime: crop spacings and axis weights of the target distances. With several
+/// regimes in a config, step `s` uses regime `s mod n`, so that every few steps the network sees
+/// both wide crops (both flanks in view: R–L) and tall crops (S–I) instead of one after the other.
+#[derive(Config, Debug, PartialEq)]
+pub struct Regime {
+    /// In-plane crop spacing range, mm.
+    pub spacing_xy: [f64; 2],
+    /// Through-plane crop spacing range, mm.
+    pub spacing_z: [f64; 2],
+    #[config(default = 1.0)]
+    pub x_weight: f64,
+    #[config(default = 1.0)]
+    pub z_weight: f64,
+}
+
 #[derive(Config, Debug)]
 pub struct TrainConfig {
     pub variant: Variant,
@@ -60,6 +75,9 @@ pub struct TrainConfig {
     /// Weight of the R–L axis in the target distances (all steps).
     #[config(default = 1.0)]
     pub x_weight: f64,
+    /// Alternating crop regimes; when not empty they replace the spacings, weights and z phase.
+    #[config(default = "Vec::new()")]
+    pub regimes: Vec<Regime>,
     #[config(default = true)]
     pub augment: bool,
     #[config(default = 100)]
@@ -81,8 +99,48 @@ impl TrainConfig {
         peak * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
     }
 
+    /// The crop regime of a step: from `regimes` when given, else from the spacings, weights and
+    /// S–I curriculum phase.
+    pub fn regime_at(&self, step: usize) -> Regime {
+        if !self.regimes.is_empty() {
+            return self.regimes[step % self.regimes.len()].clone();
+        }
+        let z_phase = self.in_z_phase(step);
+        Regime {
+            spacing_xy: self.spacing_xy,
+            spacing_z: if z_phase {
+                self.z_phase_spacing_z
+            } else {
+                self.spacing_z
+            },
+            x_weight: self.x_weight,
+            z_weight: if z_phase { self.z_weight } else { 1.0 },
+        }
+    }
+
     /// Whether the S–I curriculum phase is on at a step.
     pub fn in_z_phase(&self, step: usize) -> bool {
         (step as f64) < self.z_phase * self.steps as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regimes_alternate_by_step_and_replace_the_z_phase() {
+        let wide = Regime::new([3.0, 4.5], [3.0, 6.0]).with_x_weight(1.5);
+        let tall = Regime::new([1.5, 3.0], [5.0, 8.0]).with_z_weight(2.0);
+        let config = TrainConfig::new(Variant::Equiv).with_regimes(vec![wide.clone(), tall.clone()]);
+        assert_eq!(config.regime_at(0), wide);
+        assert_eq!(config.regime_at(1), tall);
+        assert_eq!(config.regime_at(7), tall);
+        // Without regimes, the S–I phase decides.
+        let config = TrainConfig::new(Variant::Equiv).with_steps(10).with_z_phase(0.5);
+        assert_eq!(config.regime_at(0).z_weight, config.z_weight);
+        assert_eq!(config.regime_at(0).spacing_z, config.z_phase_spacing_z);
+        assert_eq!(config.regime_at(5).z_weight, 1.0);
+        assert_eq!(config.regime_at(5).spacing_z, config.spacing_z);
     }
 }

@@ -121,12 +121,8 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
         StdRng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64);
     let scan_index = rng.random_range(0..scans.len());
     let scan = &scans[scan_index];
-    let z_phase = config.in_z_phase(step);
-    let spacing_z = if z_phase {
-        config.z_phase_spacing_z
-    } else {
-        config.spacing_z
-    };
+    let regime = config.regime_at(step);
+    let spacing_z = regime.spacing_z;
     let size = config.crop_size;
     let extent_voxels = DVec3::new(size[0] as f64, size[1] as f64, size[2] as f64);
     let paired = config.variant != Variant::Naive;
@@ -150,7 +146,7 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
             }
         }
         let draw_crop = |rng: &mut StdRng| {
-            let s_xy = rng.random_range(config.spacing_xy[0]..=config.spacing_xy[1]);
+            let s_xy = rng.random_range(regime.spacing_xy[0]..=regime.spacing_xy[1]);
             let s_z = rng.random_range(spacing_z[0]..=spacing_z[1]);
             let spacing = DVec3::new(s_xy, s_xy, s_z);
             let extent = spacing * extent_voxels;
@@ -215,8 +211,8 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
         step,
         crops,
         points,
-        x_weight: config.x_weight,
-        z_weight: if z_phase { config.z_weight } else { 1.0 },
+        x_weight: regime.x_weight,
+        z_weight: regime.z_weight,
     }
 }
 
