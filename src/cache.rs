@@ -79,3 +79,41 @@ pub fn file_hash(path: &Path) -> std::io::Result<u128> {
 pub fn bytes_hash(bytes: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(bytes)
 }
+
+/// The map of a scan file: from the cache when there (`None` times), else computed and stored.
+/// A cache that cannot be written costs a recomputation later, so it only warns on stderr.
+pub fn embed_file_cached(
+    cache: Option<&MapCache>,
+    model: &crate::model::ApeModel,
+    device: &burn::tensor::Device,
+    scan_path: &Path,
+    scan_hu: &crate::Volume<f32>,
+) -> Result<(ApeMap, Option<crate::embed::StageTimes>), crate::embed::EmbedError> {
+    let key = cache
+        .and_then(|_| file_hash(scan_path).ok())
+        .map(|scan| CacheKey {
+            scan,
+            model: model.id,
+        });
+    if let (Some(cache), Some(key)) = (cache, key)
+        && let Some(map) = cache.get(&key)
+    {
+        return Ok((map, None));
+    }
+    let (map, times) = crate::embed::embed_scan(
+        model,
+        device,
+        scan_hu,
+        &crate::embed::EmbedOptions::default(),
+        &mut |_| {},
+    )?;
+    if let (Some(cache), Some(key)) = (cache, key)
+        && let Err(e) = cache.put(&key, &map)
+    {
+        eprintln!(
+            "warning: could not cache the map in {}: {e}",
+            cache.dir().display()
+        );
+    }
+    Ok((map, Some(times)))
+}

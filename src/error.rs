@@ -8,6 +8,9 @@ pub enum VolumeError {
     #[error("{path}: file not found")]
     NotFound { path: PathBuf },
 
+    #[error("{path}: {detail}")]
+    Dicom { path: PathBuf, detail: String },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

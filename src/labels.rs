@@ -285,6 +285,16 @@ pub fn organ_stats(labels: &Volume<u16>) -> Vec<OrganStats> {
         .collect()
 }
 
+/// The world points (voxel centres, mm) of every organ's voxels, by label: what recall of a box
+/// is counted on.
+pub fn organ_voxel_points(labels: &Volume<u16>) -> BTreeMap<u16, Vec<DVec3>> {
+    let mut points: BTreeMap<u16, Vec<DVec3>> = BTreeMap::new();
+    for_each_labelled_voxel(labels, |label, _, world| {
+        points.entry(label as u16).or_default().push(world);
+    });
+    points
+}
+
 /// Whether `new` beats `old` as an edge point: nearer the centre off-axis, then (for an exact
 /// tie, which symmetric organs produce) the smaller world coordinate, x before y before z.
 fn better(new: &Candidate, old: &Candidate) -> bool {

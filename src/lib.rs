@@ -15,12 +15,22 @@
 //! - [`embed`]: whole-scan inference, tiled without seams, to an [`ApeMap`](ape_map::ApeMap).
 //! - [`phantom`]: a synthetic abdominal CT with labels, for demos and tests.
 //! - [`retrieval`]: nearest-embedding retrieval, errors per axis, the body-box baseline.
+//! - [`boxes`]: few-shot organ boxes, the recall-safe enlargement α, volume ratios.
+//! - [`cohort`]: labelled scans in a folder (BTCV layout).
+//! - [`evaluation`]: method.md's protocol on a labelled cohort, with its report and plots.
+//! - [`cache`]: APE maps cached on disk by scan content and model.
 //! - [`summary`]: what `ape info` reports about a file.
+//! - [`slicing`]: axial, coronal and sagittal slices in world space, window/level.
+//! - [`app`]: the eframe/egui viewer.
 
 pub mod ape_map;
+pub mod app;
+pub mod boxes;
 pub mod cache;
+pub mod cohort;
 pub mod embed;
 pub mod error;
+pub mod evaluation;
 pub mod geometry;
 pub mod intensity;
 pub mod io;
@@ -30,6 +40,7 @@ pub mod phantom;
 pub mod resample;
 pub mod retrieval;
 pub mod scan;
+pub mod slicing;
 pub mod summary;
 pub mod volume;
 

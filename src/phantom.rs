@@ -125,3 +125,46 @@ pub fn labels_json() -> String {
         .collect();
     format!("{{\n \"labels\": {{\n{}\n }}\n}}\n", entries.join(",\n"))
 }
+
+/// Why a demo cohort could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(transparent)]
+    Geometry(#[from] GeometryError),
+    #[error(transparent)]
+    Volume(#[from] crate::VolumeError),
+}
+
+/// Writes a demo cohort of `n` phantoms that differ in position and size (as patients do),
+/// with label maps and a `labels.json`, into `dir`; returns the scans' paths. Files already
+/// there are kept, so that their cached APE maps stay valid.
+pub fn write_demo_cohort(
+    dir: &std::path::Path,
+    n: usize,
+) -> Result<Vec<std::path::PathBuf>, DemoError> {
+    let io = |source| {
+        DemoError::Volume(crate::VolumeError::Io {
+            path: dir.to_owned(),
+            source,
+        })
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::write(dir.join("labels.json"), labels_json()).map_err(io)?;
+    let (_, labels) = demo_phantom()?;
+    let affine = *labels.affine();
+    let mut scans = Vec::with_capacity(n);
+    for i in 0..n {
+        let scan_path = dir.join(format!("phantom_{i:02}.nii.gz"));
+        let label_path = dir.join(format!("phantom_{i:02}_label.nii.gz"));
+        if !(scan_path.is_file() && label_path.is_file()) {
+            let t = i as f64;
+            let centre = DVec3::new(6.0 * t - 9.0, 4.0 * (t % 2.0) - 2.0, 10.0 * t - 15.0);
+            let scale = 0.92 + 0.05 * t;
+            let (ct, organ_labels) = phantom(labels.shape(), affine, centre, scale)?;
+            crate::io::nifti::write_nifti(&scan_path, &ct.map(|&hu| hu as i16))?;
+            crate::io::nifti::write_nifti(&label_path, &organ_labels)?;
+        }
+        scans.push(scan_path);
+    }
+    Ok(scans)
+}

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::error::VolumeError;
 use crate::intensity::{HuWindow, Intensity};
-use crate::io::nifti::{NiftiInfo, NiftiVolume, read_nifti};
+use crate::io::nifti::{NiftiInfo, NiftiVolume};
 use crate::labels::DatasetSidecar;
 use crate::volume::Volume;
 
@@ -27,7 +27,7 @@ impl Scan {
     /// (as `../shared/data/btcv` does), or the file is unscaled `uint8`, which cannot hold HU
     /// (air is −1000) and so is taken as the model's window stored as 0…255.
     pub fn read(path: impl AsRef<Path>) -> Result<Self, VolumeError> {
-        Ok(Self::from_nifti(read_nifti(path)?))
+        Ok(Self::from_nifti(crate::io::read_volume(path)?))
     }
 
     /// A scan from a NIfTI volume already read.
@@ -55,6 +55,15 @@ impl Scan {
             self.intensity.to_hu(self.stored_range.0),
             self.intensity.to_hu(self.stored_range.1),
         )
+    }
+
+    /// The HU above which a voxel is body (method.md: about −500 HU; pre-windowed scans store air
+    /// and fat both at the window floor, so there the body is what lies above the floor).
+    pub fn body_threshold_hu(&self) -> f32 {
+        match self.intensity {
+            Intensity::Hounsfield => -500.0,
+            Intensity::PreWindowed { window, .. } => window.lower + 1.0,
+        }
     }
 
     /// The scan as the model sees it: HU through `window`, in [0, 1].

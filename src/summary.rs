@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::error::VolumeError;
 use crate::geometry::WorldBox;
-use crate::io::nifti::{NiftiVolume, read_nifti};
+use crate::io::nifti::NiftiVolume;
 use crate::labels::LabelMap;
 use crate::scan::Scan;
 
@@ -55,7 +55,7 @@ pub struct OrganSummary {
 
 /// Reads a file once and summarises it.
 pub fn summarize(path: &Path, kind: VolumeKind) -> Result<VolumeSummary, VolumeError> {
-    let nifti = read_nifti(path)?;
+    let nifti = crate::io::read_volume(path)?;
     let labels = match kind {
         VolumeKind::Labels => true,
         VolumeKind::Scan => false,

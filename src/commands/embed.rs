@@ -14,7 +14,7 @@ use super::model::load_model;
 
 #[derive(Debug, clap::Args)]
 pub struct EmbedArgs {
-    /// The CT scan (NIfTI).
+    /// The CT scan: a NIfTI file or a folder holding one DICOM series.
     scan: PathBuf,
     /// Where to write the map (.nii or .nii.gz): 3 channels, with an affine that puts it on top
     /// of the scan in 3D Slicer.

@@ -16,10 +16,13 @@ macro_rules! say_raw {
     }};
 }
 
+mod crop;
 mod demo;
 mod embed;
+mod eval;
 mod info;
 mod model;
+mod view;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,11 +39,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Open the viewer on scans or folders (none: a demo cohort). Runs when no command is given.
+    View(view::ViewArgs),
     /// Print shape, spacing, orientation, intensities and world extent of volumes; for label
     /// maps also the organs present with their centres (RAS mm).
     Info(info::InfoArgs),
     /// Compute the APE map of a scan and write it as a 3-channel NIfTI; prints time per stage.
     Embed(embed::EmbedArgs),
+    /// Evaluate on a labelled cohort (method.md): landmark errors per axis and organ, few-shot
+    /// box IoU, α and VR@99, beside the body-box baseline; writes a Markdown report with plots.
+    Eval(eval::EvalArgs),
+    /// Crop a scan to an organ's few-shot box from labelled supports, enlarged for 0.99 recall.
+    Crop(crop::CropArgs),
     /// Print the model's size, FLOPs per patch, receptive field, input spacing and HU window.
     ModelInfo {
         /// A model file instead of the bundled model.
@@ -56,7 +66,7 @@ enum Command {
         output: PathBuf,
     },
     /// Show what ape reads, on a demo scan (a BTCV scan from ../shared when present, else a
-    /// synthetic phantom). Runs when no command is given.
+    /// synthetic phantom).
     Demo {
         /// Folder with the demo data set (default: ../shared/data/btcv).
         #[arg(long)]
@@ -69,8 +79,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Info(args)) => info::run(&args),
         Some(Command::Demo { data }) => demo::run(data),
         Some(Command::Embed(args)) => embed::run(&args),
+        Some(Command::Eval(args)) => eval::run(&args),
+        Some(Command::Crop(args)) => crop::run(&args),
         Some(Command::ModelInfo { model }) => model::info(model),
         Some(Command::ModelInit { seed, output }) => model::init(seed, &output),
-        None => demo::run(None),
+        Some(Command::View(args)) => view::run(args),
+        None => view::run(view::ViewArgs::demo()),
     }
 }

@@ -72,6 +72,7 @@ pub fn init(seed: u64, output: &Path) -> anyhow::Result<ExitCode> {
         hu_window: HuWindow::MODEL,
         description: format!("untrained stand-in: fixed-seed initialisation (seed {seed})"),
         trained: false,
+        held_out: Vec::new(),
     };
     let model = ApeModel::initialised(meta, seed, &cpu().device);
     model.save(output)?;

@@ -49,6 +49,9 @@ pub enum TransformSource {
     },
     /// Neither form is set: voxel sizes from pixdim, axes assumed along +x, +y, +z.
     Pixdim,
+    /// A DICOM series: ImagePositionPatient, ImageOrientationPatient, PixelSpacing and the
+    /// slice positions (LPS, turned into RAS).
+    DicomPatient,
 }
 
 impl std::fmt::Display for TransformSource {
@@ -57,6 +60,9 @@ impl std::fmt::Display for TransformSource {
             TransformSource::Sform { code } => write!(f, "sform (code {code})"),
             TransformSource::Qform { code } => write!(f, "qform (code {code})"),
             TransformSource::Pixdim => write!(f, "pixdim only (no orientation in the file)"),
+            TransformSource::DicomPatient => {
+                write!(f, "DICOM patient position and orientation (LPS → RAS)")
+            }
         }
     }
 }
@@ -503,7 +509,8 @@ fn header_affine(header: &NiftiHeader, path: &Path) -> Result<Affine, VolumeErro
             );
             Affine::new(linear, origin).map_err(|e| singular("qform", e))
         }
-        TransformSource::Pixdim => {
+        // `transform_source` never says DICOM for a NIfTI header: pixdim is what is left.
+        TransformSource::Pixdim | TransformSource::DicomPatient => {
             let spacing = DVec3::new(
                 header.pixdim[1].abs() as f64,
                 header.pixdim[2].abs() as f64,

@@ -31,6 +31,10 @@ pub struct ModelMeta {
     /// What these weights are: how they were trained, or that they are not.
     pub description: String,
     pub trained: bool,
+    /// Scans (file names without extension) kept out of training for evaluation; `ape eval`
+    /// reports them separately.
+    #[serde(default)]
+    pub held_out: Vec<String>,
 }
 
 impl ModelMeta {

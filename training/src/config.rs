@@ -28,6 +28,15 @@ pub struct Regime {
     pub z_weight: f64,
 }
 
+/// How positions become target distances (method.md step 5 normalises each axis to unit
+/// variance over the batch; `Isotropic` divides all axes by one scale, so that target distances
+/// stay proportional to physical distances and no axis is stretched or squeezed per batch).
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Normalise {
+    PerAxis,
+    Isotropic,
+}
+
 #[derive(Config, Debug)]
 pub struct TrainConfig {
     pub variant: Variant,
@@ -75,6 +84,8 @@ pub struct TrainConfig {
     /// Weight of the R–L axis in the target distances (all steps).
     #[config(default = 1.0)]
     pub x_weight: f64,
+    #[config(default = "Normalise::PerAxis")]
+    pub normalise: Normalise,
     /// Alternating crop regimes; when not empty they replace the spacings, weights and z phase.
     #[config(default = "Vec::new()")]
     pub regimes: Vec<Regime>,
@@ -132,12 +143,15 @@ mod tests {
     fn regimes_alternate_by_step_and_replace_the_z_phase() {
         let wide = Regime::new([3.0, 4.5], [3.0, 6.0]).with_x_weight(1.5);
         let tall = Regime::new([1.5, 3.0], [5.0, 8.0]).with_z_weight(2.0);
-        let config = TrainConfig::new(Variant::Equiv).with_regimes(vec![wide.clone(), tall.clone()]);
+        let config =
+            TrainConfig::new(Variant::Equiv).with_regimes(vec![wide.clone(), tall.clone()]);
         assert_eq!(config.regime_at(0), wide);
         assert_eq!(config.regime_at(1), tall);
         assert_eq!(config.regime_at(7), tall);
         // Without regimes, the S–I phase decides.
-        let config = TrainConfig::new(Variant::Equiv).with_steps(10).with_z_phase(0.5);
+        let config = TrainConfig::new(Variant::Equiv)
+            .with_steps(10)
+            .with_z_phase(0.5);
         assert_eq!(config.regime_at(0).z_weight, config.z_weight);
         assert_eq!(config.regime_at(0).spacing_z, config.z_phase_spacing_z);
         assert_eq!(config.regime_at(5).z_weight, 1.0);

@@ -63,6 +63,11 @@ impl TrainScan {
 pub fn training_files(folders: &[PathBuf], exclude: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for folder in folders {
+        // A folder holding one DICOM series is one scan.
+        if ape::io::dicom::is_dicom_folder(folder) {
+            files.push(folder.clone());
+            continue;
+        }
         let entries =
             std::fs::read_dir(folder).map_err(|e| anyhow::anyhow!("{}: {e}", folder.display()))?;
         for entry in entries.flatten() {
@@ -74,7 +79,8 @@ pub fn training_files(folders: &[PathBuf], exclude: &[String]) -> anyhow::Result
             let nifti = name.ends_with(".nii") || name.ends_with(".nii.gz");
             let labels = ape::labels::named_like_label_map(&path);
             let excluded = exclude.iter().any(|x| name.contains(&x.to_lowercase()));
-            if nifti && !labels && !excluded {
+            let dicom = ape::io::dicom::is_dicom_folder(&path);
+            if (nifti && !labels && !excluded) || dicom {
                 files.push(path);
             }
         }

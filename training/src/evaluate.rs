@@ -88,11 +88,7 @@ impl HeldOut {
                 .iter()
                 .map(|o| (o.label, o.centre))
                 .collect();
-            // Pre-windowed scans store air and fat at the window floor: the body is above it.
-            let threshold = match scan.intensity {
-                ape::intensity::Intensity::Hounsfield => -500.0,
-                ape::intensity::Intensity::PreWindowed { window, .. } => window.lower + 1.0,
-            };
+            let threshold = scan.body_threshold_hu();
             let body = body_box(&scan.volume, threshold)
                 .ok_or_else(|| anyhow::anyhow!("{}: no body found", scan_path.display()))?;
             scans.push(HeldOutScan {

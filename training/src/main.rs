@@ -187,6 +187,11 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
             config.seed
         ),
         trained: true,
+        held_out: args
+            .hold_out
+            .iter()
+            .map(|h| ape::cohort::nifti_stem(std::path::Path::new(h)).unwrap_or_else(|| h.clone()))
+            .collect(),
     };
     let mut scans = Vec::with_capacity(files.len());
     for path in &files {

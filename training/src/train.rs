@@ -139,7 +139,8 @@ impl Trainer {
         };
         let points: Vec<_> = batch.points.iter().flatten().copied().collect();
         let weights = glam::DVec3::new(batch.x_weight, 1.0, batch.z_weight);
-        let target = target_distances(&points, weights, &self.device);
+        let isotropic = config.normalise == crate::config::Normalise::Isotropic;
+        let target = target_distances(&points, weights, isotropic, &self.device);
         let lambda = if config.variant == Variant::Equiv {
             config.lambda
         } else {

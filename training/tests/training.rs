@@ -59,6 +59,7 @@ fn meta() -> ModelMeta {
         hu_window: HuWindow::MODEL,
         description: "test".to_owned(),
         trained: false,
+        held_out: Vec::new(),
     }
 }
 

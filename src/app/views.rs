@@ -1,0 +1,376 @@
+//! The three linked slice views of the active scan and the cohort strip of matched slices.
+
+use std::collections::HashMap;
+
+use egui::{Align2, Color32, FontId, PointerButton, Pos2, Rect, Sense, Stroke, TextureHandle};
+use glam::DVec3;
+
+use crate::slicing::{Plane, SliceGeometry};
+
+use super::render::render_view;
+use super::state::{OverlaySettings, ViewerState};
+use crate::slicing::WindowLevel;
+
+/// Zoom and pan of one view.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewState {
+    /// Magnification over "fit the scan in the view".
+    pub zoom: f64,
+    /// In-plane offset of the view's centre from the scan's centre, mm.
+    pub pan: DVec3,
+}
+
+impl Default for ViewState {
+    fn default() -> Self {
+        Self {
+            zoom: 1.0,
+            pan: DVec3::ZERO,
+        }
+    }
+}
+
+/// What the cursor is over: for the status bar.
+#[derive(Debug, Clone, Copy)]
+pub struct Hover {
+    pub world: DVec3,
+    pub hu: Option<f32>,
+    pub embedding: Option<[f32; 3]>,
+}
+
+/// Everything that decides a picture, so that it is redrawn only when one of them changes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PictureKey {
+    geometry: SliceGeometry,
+    window: WindowLevel,
+    overlay: OverlaySettings,
+    has_map: bool,
+}
+
+/// Textures of the views, kept between frames.
+#[derive(Default)]
+pub struct Pictures {
+    cache: HashMap<(usize, String), (PictureKey, TextureHandle)>,
+}
+
+impl std::fmt::Debug for Pictures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pictures({})", self.cache.len())
+    }
+}
+
+impl Pictures {
+    /// The texture of a picture, redrawn if its key changed.
+    fn get(
+        &mut self,
+        ctx: &egui::Context,
+        state: &ViewerState,
+        scan_id: usize,
+        slot: &str,
+        geometry: SliceGeometry,
+    ) -> Option<TextureHandle> {
+        let entry = state.cohort.get(scan_id)?;
+        let scan = entry.scan.as_ref()?;
+        let key = PictureKey {
+            geometry,
+            window: state.window,
+            overlay: state.overlay,
+            has_map: entry.map.is_some(),
+        };
+        let id = (scan_id, slot.to_owned());
+        if let Some((k, texture)) = self.cache.get(&id)
+            && *k == key
+        {
+            return Some(texture.clone());
+        }
+        let rgba = render_view(
+            &scan.volume,
+            entry.map.as_deref(),
+            &geometry,
+            state.window,
+            &state.overlay,
+        );
+        let image =
+            egui::ColorImage::from_rgba_unmultiplied([geometry.width, geometry.height], &rgba);
+        let texture = match self.cache.remove(&id) {
+            Some((_, mut texture)) => {
+                texture.set(image, egui::TextureOptions::LINEAR);
+                texture
+            }
+            None => ctx.load_texture(
+                format!("view-{scan_id}-{slot}"),
+                image,
+                egui::TextureOptions::LINEAR,
+            ),
+        };
+        self.cache.insert(id, (key, texture.clone()));
+        Some(texture)
+    }
+}
+
+/// The slice geometry of a view of `rect`'s size: fitting the scan at zoom 1, centred on the
+/// scan's centre plus the pan, cutting through the crosshair.
+pub fn view_geometry(
+    state: &ViewerState,
+    scan_id: usize,
+    plane: Plane,
+    view: &ViewState,
+    size: egui::Vec2,
+    crosshair: DVec3,
+) -> Option<SliceGeometry> {
+    let scan = state.cohort.get(scan_id)?.scan.as_ref()?;
+    let bounds = scan.volume.world_bounds();
+    let (right, up, normal) = plane.axes();
+    let extent = bounds.size();
+    let across = extent.dot(right.abs());
+    let tall = extent.dot(up.abs());
+    let (w, h) = (size.x.max(8.0) as usize, size.y.max(8.0) as usize);
+    let fit = (across / w as f64).max(tall / h as f64).max(1e-3);
+    let centre = bounds.centre() + view.pan;
+    let on_slice = centre + normal * (crosshair - centre).dot(normal);
+    Some(SliceGeometry {
+        plane,
+        centre: on_slice,
+        pixel_mm: fit / view.zoom.max(1e-3),
+        width: w,
+        height: h,
+    })
+}
+
+/// One slice view: picture, crosshair, orientation letters, landmark marker, and its input.
+pub fn slice_view(
+    ui: &mut egui::Ui,
+    state: &mut ViewerState,
+    pictures: &mut Pictures,
+    plane: Plane,
+    view: &mut ViewState,
+    hover: &mut Option<Hover>,
+) {
+    let size = ui.available_size();
+    let (rect, response) = ui.allocate_exact_size(size, Sense::click_and_drag());
+    let scan_name = state
+        .active_scan()
+        .map_or("", |s| s.name.as_str())
+        .to_owned();
+    response.widget_info(|| {
+        egui::WidgetInfo::labeled(
+            egui::Role::Image,
+            true,
+            format!("{} view of {scan_name}", plane.name()),
+        )
+    });
+    let painter = ui.painter_at(rect);
+    painter.rect_filled(rect, 0.0, Color32::BLACK);
+    let id = state.active;
+    let Some(geometry) = view_geometry(state, id, plane, view, rect.size(), state.crosshair) else {
+        painter.text(
+            rect.center(),
+            Align2::CENTER_CENTER,
+            "open a scan: drag it here, or use Open…",
+            FontId::proportional(14.0),
+            Color32::GRAY,
+        );
+        return;
+    };
+    if let Some(texture) = pictures.get(ui.ctx(), state, id, plane.name(), geometry) {
+        painter.image(
+            texture.id(),
+            rect,
+            Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+            Color32::WHITE,
+        );
+    }
+    let to_screen = |world: DVec3| {
+        let (u, v, off) = geometry.pixel_of(world);
+        (
+            Pos2::new(rect.min.x + u as f32 + 0.5, rect.min.y + v as f32 + 0.5),
+            off,
+        )
+    };
+
+    // Crosshair.
+    let (c, _) = to_screen(state.crosshair);
+    let cross = Stroke::new(1.0, Color32::from_rgba_unmultiplied(255, 210, 0, 160));
+    painter.line_segment(
+        [Pos2::new(rect.min.x, c.y), Pos2::new(rect.max.x, c.y)],
+        cross,
+    );
+    painter.line_segment(
+        [Pos2::new(c.x, rect.min.y), Pos2::new(c.x, rect.max.y)],
+        cross,
+    );
+
+    // The landmark's match on this scan: filled on its slice, a ring when off it.
+    let step = slice_step(state, id, plane);
+    if let Some(m) = state.match_on(id) {
+        let (p, off) = to_screen(m.world);
+        let is_source = state.landmark.as_ref().is_some_and(|l| l.source == id);
+        let colour = if is_source {
+            Color32::from_rgb(0, 200, 255)
+        } else {
+            Color32::from_rgb(255, 60, 200)
+        };
+        if off.abs() <= step * 0.5 + 1e-6 {
+            painter.circle_filled(p, 5.0, colour);
+        }
+        painter.circle_stroke(p, 9.0, Stroke::new(2.0, colour));
+    }
+
+    // Orientation letters and the view's name.
+    let letters = plane.edge_letters();
+    let font = FontId::proportional(15.0);
+    let letter_colour = Color32::from_rgb(230, 230, 120);
+    for (text, pos, align) in [
+        (
+            letters[0],
+            Pos2::new(rect.min.x + 6.0, rect.center().y),
+            Align2::LEFT_CENTER,
+        ),
+        (
+            letters[1],
+            Pos2::new(rect.max.x - 6.0, rect.center().y),
+            Align2::RIGHT_CENTER,
+        ),
+        (
+            letters[2],
+            Pos2::new(rect.center().x, rect.min.y + 4.0),
+            Align2::CENTER_TOP,
+        ),
+        (
+            letters[3],
+            Pos2::new(rect.center().x, rect.max.y - 4.0),
+            Align2::CENTER_BOTTOM,
+        ),
+    ] {
+        let galley = painter.layout_no_wrap(text.to_string(), font.clone(), letter_colour);
+        let text_rect = align.anchor_size(pos, galley.size()).expand(2.0);
+        painter.rect_filled(text_rect, 3.0, Color32::from_black_alpha(160));
+        painter.galley(text_rect.min + egui::vec2(2.0, 2.0), galley, letter_colour);
+    }
+    let (_, _, normal) = plane.axes();
+    painter.text(
+        rect.min + egui::vec2(6.0, 4.0),
+        Align2::LEFT_TOP,
+        format!("{} {:.1} mm", plane.name(), state.crosshair.dot(normal)),
+        FontId::proportional(12.0),
+        Color32::LIGHT_GRAY,
+    );
+
+    // Input.
+    if let Some(pos) = response.hover_pos() {
+        let world = geometry.world_at((pos.x - rect.min.x) as f64, (pos.y - rect.min.y) as f64);
+        let entry = &state.cohort[id];
+        *hover = Some(Hover {
+            world,
+            hu: entry.scan.as_ref().and_then(|s| {
+                let v = s.volume.nearest_voxel(world)?;
+                s.volume.get(v[0], v[1], v[2]).copied()
+            }),
+            embedding: entry.map.as_ref().and_then(|m| m.embedding_at(world)),
+        });
+        let (scroll, zoom, command) = ui.input(|i| {
+            (
+                i.smooth_scroll_delta().y,
+                i.zoom_delta(),
+                i.modifiers.command,
+            )
+        });
+        if zoom != 1.0 {
+            view.zoom = (view.zoom * zoom as f64).clamp(0.2, 40.0);
+        } else if scroll != 0.0 && !command {
+            let slices = (scroll / 40.0).round().clamp(-10.0, 10.0);
+            let slices = if slices == 0.0 {
+                scroll.signum()
+            } else {
+                slices
+            };
+            state.crosshair += normal * (slices as f64 * step);
+        }
+    }
+    if response.dragged_by(PointerButton::Primary) {
+        let d = response.drag_delta();
+        let (right, up, _) = plane.axes();
+        view.pan -= (right * d.x as f64 - up * d.y as f64) * geometry.pixel_mm;
+    }
+    if response.dragged_by(PointerButton::Secondary) {
+        // As in ITK-SNAP: horizontal drag widens the window, vertical drag moves the level.
+        let d = response.drag_delta();
+        state.window.width = (state.window.width + d.x * 4.0).clamp(1.0, 5000.0);
+        state.window.level = (state.window.level - d.y * 2.0).clamp(-1500.0, 3000.0);
+    }
+    if response.clicked()
+        && let Some(pos) = response.interact_pointer_pos()
+    {
+        let world = geometry.world_at((pos.x - rect.min.x) as f64, (pos.y - rect.min.y) as f64);
+        state.crosshair = world;
+        if state.click_queries {
+            state.query(id, world);
+        }
+    }
+}
+
+/// One slice's thickness along a view's normal: the voxel step of the scan along it, mm.
+pub fn slice_step(state: &ViewerState, scan_id: usize, plane: Plane) -> f64 {
+    let Some(scan) = state.cohort.get(scan_id).and_then(|s| s.scan.as_ref()) else {
+        return 1.0;
+    };
+    let (_, _, normal) = plane.axes();
+    let affine = scan.volume.affine();
+    let voxels_per_mm = affine.to_voxel(normal) - affine.to_voxel(DVec3::ZERO);
+    1.0 / voxels_per_mm.abs().max_element().max(1e-6)
+}
+
+/// The cohort strip: each other scan's axial slice through the landmark's match, with its
+/// distance; a click opens that scan at the match.
+pub fn cohort_strip(ui: &mut egui::Ui, state: &mut ViewerState, pictures: &mut Pictures) {
+    let Some(landmark) = state.landmark.clone() else {
+        ui.label("Click a point on a view: its matches on every scan of the cohort appear here.");
+        return;
+    };
+    let mut activate = None;
+    egui::ScrollArea::horizontal().show(ui, |ui| {
+        ui.horizontal(|ui| {
+            for (id, m) in landmark.matches.iter().enumerate() {
+                let Some(m) = m else { continue };
+                if id == state.active {
+                    continue;
+                }
+                ui.vertical(|ui| {
+                    let size = egui::vec2(150.0, 150.0);
+                    let view = ViewState::default();
+                    let Some(mut geometry) =
+                        view_geometry(state, id, Plane::Axial, &view, size, m.world)
+                    else {
+                        return;
+                    };
+                    geometry.centre = m.world;
+                    geometry.pixel_mm *= 0.6;
+                    let (rect, response) = ui.allocate_exact_size(size, Sense::click());
+                    if let Some(texture) = pictures.get(ui.ctx(), state, id, "strip", geometry) {
+                        ui.painter().image(
+                            texture.id(),
+                            rect,
+                            Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
+                            Color32::WHITE,
+                        );
+                    }
+                    ui.painter().circle_stroke(
+                        rect.center(),
+                        8.0,
+                        Stroke::new(2.0, Color32::from_rgb(255, 60, 200)),
+                    );
+                    let name = &state.cohort[id].name;
+                    let clicked = response
+                        .on_hover_text(format!("open {name} at the match"))
+                        .clicked();
+                    let label = ui.button(format!("{name}  d={:.2}", m.distance));
+                    if clicked || label.clicked() {
+                        activate = Some(id);
+                    }
+                });
+            }
+        });
+    });
+    if let Some(id) = activate {
+        state.activate(id);
+    }
+}

@@ -1,0 +1,134 @@
+//! Reading and embedding scans on a background thread, so that the UI never waits: jobs go in
+//! through a channel, progress and results come back through another, and the UI is asked to
+//! repaint whenever something arrives.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, Sender, channel};
+
+use burn::tensor::Device;
+
+use crate::ape_map::ApeMap;
+use crate::cache::{CacheKey, MapCache, file_hash};
+use crate::embed::{EmbedOptions, embed_scan};
+use crate::model::ApeModel;
+use crate::retrieval::MapIndex;
+use crate::scan::Scan;
+
+/// What the worker reports.
+#[derive(Debug)]
+pub enum WorkerEvent {
+    Loaded(usize, Arc<Scan>),
+    Progress(usize, f32),
+    Embedded(usize, Arc<ApeMap>, Arc<MapIndex>),
+    Failed(usize, String),
+}
+
+struct Job {
+    id: usize,
+    path: PathBuf,
+}
+
+/// The background worker. Dropping it lets the thread finish its queue and stop.
+#[derive(Debug)]
+pub struct Worker {
+    jobs: Sender<Job>,
+    events: Receiver<WorkerEvent>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Job({}, {})", self.id, self.path.display())
+    }
+}
+
+impl Worker {
+    /// Starts the thread. `model` is `None` when no model could be loaded: scans are then read
+    /// but not embedded. `wake` is called after every event (the UI's repaint request).
+    pub fn spawn(
+        model: Option<Arc<ApeModel>>,
+        device: Device,
+        cache: Option<MapCache>,
+        wake: impl Fn() + Send + 'static,
+    ) -> Self {
+        let (jobs, job_rx) = channel::<Job>();
+        let (event_tx, events) = channel();
+        let spawned = std::thread::Builder::new()
+            .name("ape-worker".into())
+            .spawn(move || {
+                for job in job_rx {
+                    let send = |e: WorkerEvent| {
+                        let _ = event_tx.send(e);
+                        wake();
+                    };
+                    run_job(&job, model.as_deref(), &device, cache.as_ref(), &send);
+                }
+            });
+        if let Err(e) = spawned {
+            // No thread, no work: every job will fail visibly instead of hanging.
+            eprintln!("ape: could not start the worker thread: {e}");
+        }
+        Self { jobs, events }
+    }
+
+    /// Queues a scan for reading and embedding.
+    pub fn open(&self, id: usize, path: PathBuf) -> bool {
+        self.jobs.send(Job { id, path }).is_ok()
+    }
+
+    /// Events that have arrived since the last call.
+    pub fn poll(&self) -> Vec<WorkerEvent> {
+        self.events.try_iter().collect()
+    }
+}
+
+fn run_job(
+    job: &Job,
+    model: Option<&ApeModel>,
+    device: &Device,
+    cache: Option<&MapCache>,
+    send: &dyn Fn(WorkerEvent),
+) {
+    let scan = match Scan::read(&job.path) {
+        Ok(scan) => Arc::new(scan),
+        Err(e) => return send(WorkerEvent::Failed(job.id, e.to_string())),
+    };
+    send(WorkerEvent::Loaded(job.id, scan.clone()));
+    let Some(model) = model else {
+        return send(WorkerEvent::Failed(
+            job.id,
+            "no model loaded: the scan is shown without APE".into(),
+        ));
+    };
+    let key = cache
+        .and_then(|_| file_hash(&job.path).ok())
+        .map(|scan| CacheKey {
+            scan,
+            model: model.id,
+        });
+    let cached = cache.zip(key).and_then(|(c, k)| c.get(&k));
+    let map = match cached {
+        Some(map) => map,
+        None => {
+            let mut progress = |p: f32| send(WorkerEvent::Progress(job.id, p));
+            match embed_scan(
+                model,
+                device,
+                &scan.volume,
+                &EmbedOptions::default(),
+                &mut progress,
+            ) {
+                Ok((map, _)) => {
+                    if let Some((c, k)) = cache.zip(key) {
+                        // A cache that cannot be written only costs time later.
+                        let _ = c.put(&k, &map);
+                    }
+                    map
+                }
+                Err(e) => return send(WorkerEvent::Failed(job.id, e.to_string())),
+            }
+        }
+    };
+    let index = Arc::new(MapIndex::build(&map));
+    send(WorkerEvent::Embedded(job.id, Arc::new(map), index));
+}

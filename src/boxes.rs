@@ -1,0 +1,219 @@
+//! Few-shot organ boxes (method.md): retrieve each support scan's six edge points of an organ on
+//! a target scan, box the retrieved points, average the boxes over supports; then the
+//! recall-safe enlargement α that crops a scan to an organ with 0.99 recall, and VR@99.
+
+use glam::DVec3;
+use rayon::prelude::*;
+
+use crate::ape_map::ApeMap;
+use crate::geometry::WorldBox;
+use crate::retrieval::Target;
+
+/// The recall the enlargement must reach (method.md: crop at 0.99 recall).
+pub const TARGET_RECALL: f64 = 0.99;
+
+/// One support of an organ: its scan's map and the organ's six edge points there (world mm).
+#[derive(Debug, Clone, Copy)]
+pub struct Support<'a> {
+    pub map: &'a ApeMap,
+    pub edges: [DVec3; 6],
+}
+
+/// The few-shot prediction with any way of carrying a point from support `s` to the target
+/// (`locate(s, point)`): per support, the box of its six located edge points; then the
+/// coordinate-wise mean of those boxes. Supports with a point that cannot be located are
+/// skipped; `None` when none is left.
+pub fn predict_box_by<F>(support_edges: &[[DVec3; 6]], locate: F) -> Option<WorldBox>
+where
+    F: Fn(usize, DVec3) -> Option<DVec3> + Sync,
+{
+    let boxes: Vec<WorldBox> = support_edges
+        .par_iter()
+        .enumerate()
+        .filter_map(|(s, edges)| {
+            let located: Option<Vec<DVec3>> = edges.iter().map(|p| locate(s, *p)).collect();
+            WorldBox::from_points(located?)
+        })
+        .collect();
+    mean_box(&boxes)
+}
+
+/// The few-shot prediction by APE retrieval: each support's edge points embedded on its own
+/// map and retrieved on the target's.
+pub fn predict_box(target: Target<'_>, supports: &[Support<'_>]) -> Option<WorldBox> {
+    let edges: Vec<[DVec3; 6]> = supports.iter().map(|s| s.edges).collect();
+    predict_box_by(&edges, |s, p| {
+        let e = supports[s].map.embedding_at(p)?;
+        Some(target.index.retrieve(target.map, e).world)
+    })
+}
+
+/// Coordinate-wise mean of boxes; `None` for none.
+pub fn mean_box(boxes: &[WorldBox]) -> Option<WorldBox> {
+    if boxes.is_empty() {
+        return None;
+    }
+    let n = boxes.len() as f64;
+    let min = boxes.iter().fold(DVec3::ZERO, |a, b| a + b.min) / n;
+    let max = boxes.iter().fold(DVec3::ZERO, |a, b| a + b.max) / n;
+    Some(WorldBox::new(min, max))
+}
+
+/// Fraction of the organ's voxels (their centres, world mm) inside the box; 1 for no voxels.
+pub fn recall(b: &WorldBox, voxels: &[DVec3]) -> f64 {
+    if voxels.is_empty() {
+        return 1.0;
+    }
+    voxels.iter().filter(|p| b.contains(**p)).count() as f64 / voxels.len() as f64
+}
+
+/// The scale about a box's centre at which `p` just enters it.
+fn entry_scale(b: &WorldBox, p: DVec3) -> f64 {
+    let centre = b.centre();
+    // A flat box (all support points on one plane) still grows, from a 0.5 mm half-size.
+    let half = (b.size() * 0.5).max(DVec3::splat(0.5));
+    let d = (p - centre).abs() / half;
+    d.x.max(d.y).max(d.z)
+}
+
+/// The smallest factor α such that the box scaled by α about its centre holds at least
+/// `target_recall` of the voxels. Exact: the ⌈q·n⌉-th smallest of the voxels' entry scales.
+pub fn alpha_for_recall(b: &WorldBox, voxels: &[DVec3], target_recall: f64) -> f64 {
+    if voxels.is_empty() {
+        return 1.0;
+    }
+    let mut scales: Vec<f64> = voxels.iter().map(|p| entry_scale(b, *p)).collect();
+    let needed = ((target_recall.clamp(0.0, 1.0) * voxels.len() as f64).ceil() as usize)
+        .clamp(1, voxels.len());
+    let (_, kth, _) = scales.select_nth_unstable_by(needed - 1, f64::total_cmp);
+    *kth
+}
+
+/// α for an organ from calibration cases (a predicted box and the true organ voxels each): the
+/// largest α any case needs, so that every calibration case reaches the recall. `None` for none.
+pub fn calibrate_alpha(cases: &[(WorldBox, &[DVec3])], target_recall: f64) -> Option<f64> {
+    cases
+        .iter()
+        .map(|(b, voxels)| alpha_for_recall(b, voxels, target_recall))
+        .max_by(f64::total_cmp)
+}
+
+/// α from the supports alone (leave one out): each support's box predicted from the other
+/// supports, with `locate(from, point, to)` carrying a point between supports; then the largest
+/// α any support needs to reach `target_recall` of its own `voxels`. `None` with fewer than two
+/// supports.
+pub fn calibrate_alpha_leave_one_out<F>(
+    edges: &[[DVec3; 6]],
+    voxels: &[&[DVec3]],
+    locate: F,
+    target_recall: f64,
+) -> Option<f64>
+where
+    F: Fn(usize, DVec3, usize) -> Option<DVec3> + Sync,
+{
+    if edges.len() < 2 || voxels.len() != edges.len() {
+        return None;
+    }
+    let cases: Vec<(WorldBox, &[DVec3])> = (0..edges.len())
+        .into_par_iter()
+        .filter_map(|held| {
+            let others: Vec<usize> = (0..edges.len()).filter(|&o| o != held).collect();
+            let other_edges: Vec<[DVec3; 6]> = others.iter().map(|&o| edges[o]).collect();
+            let b = predict_box_by(&other_edges, |i, p| locate(others[i], p, held))?;
+            Some((b, voxels[held]))
+        })
+        .collect();
+    calibrate_alpha(&cases, target_recall)
+}
+
+/// Volume ratio of a crop (method.md's VR): the scan's volume over the crop's, where the crop is
+/// the box clipped to the scan. Infinite for a crop that misses the scan.
+pub fn volume_ratio(scan: &WorldBox, crop: &WorldBox) -> f64 {
+    match crop.intersection(scan) {
+        Some(c) if c.volume() > 0.0 => scan.volume() / c.volume(),
+        _ => f64::INFINITY,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cube_voxels(lo: f64, hi: f64, step: f64) -> Vec<DVec3> {
+        let mut v = Vec::new();
+        let n = ((hi - lo) / step).round() as usize;
+        for k in 0..=n {
+            for j in 0..=n {
+                for i in 0..=n {
+                    v.push(DVec3::new(i as f64, j as f64, k as f64) * step + DVec3::splat(lo));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn recall_of_known_boxes() {
+        // 11 × 11 × 11 voxels at 0..10 mm.
+        let voxels = cube_voxels(0.0, 10.0, 1.0);
+        let whole = WorldBox::new(DVec3::ZERO, DVec3::splat(10.0));
+        assert_eq!(recall(&whole, &voxels), 1.0);
+        // Half in x: x in 0..=5 holds 6 of 11 planes.
+        let half = WorldBox::new(DVec3::ZERO, DVec3::new(5.0, 10.0, 10.0));
+        assert!((recall(&half, &voxels) - 6.0 / 11.0).abs() < 1e-12);
+        let outside = WorldBox::new(DVec3::splat(20.0), DVec3::splat(30.0));
+        assert_eq!(recall(&outside, &voxels), 0.0);
+    }
+
+    #[test]
+    fn alpha_reaches_the_recall_and_no_less_would() {
+        let voxels = cube_voxels(-10.0, 10.0, 1.0); // 21³ voxels
+        // A box half the organ's size: α = 2 holds everything.
+        let small = WorldBox::new(DVec3::splat(-5.0), DVec3::splat(5.0));
+        assert!((alpha_for_recall(&small, &voxels, 1.0) - 2.0).abs() < 1e-12);
+        for q in [0.5, 0.9, 0.99] {
+            let alpha = alpha_for_recall(&small, &voxels, q);
+            assert!(recall(&small.scaled(alpha), &voxels) >= q, "q {q}");
+            assert!(recall(&small.scaled(alpha * 0.999), &voxels) < q, "q {q}");
+        }
+        // A box already holding the organ needs α ≤ 1.
+        let big = WorldBox::new(DVec3::splat(-20.0), DVec3::splat(20.0));
+        assert!(alpha_for_recall(&big, &voxels, 0.99) <= 1.0);
+        // An off-centre box: α grows until the far side is covered.
+        let shifted = WorldBox::new(DVec3::new(0.0, -10.0, -10.0), DVec3::new(10.0, 10.0, 10.0));
+        let alpha = alpha_for_recall(&shifted, &voxels, 1.0);
+        assert!((alpha - 3.0).abs() < 1e-12, "{alpha}");
+    }
+
+    #[test]
+    fn calibration_takes_the_hardest_case() {
+        let voxels = cube_voxels(-10.0, 10.0, 1.0);
+        let a = WorldBox::new(DVec3::splat(-10.0), DVec3::splat(10.0));
+        let b = WorldBox::new(DVec3::splat(-5.0), DVec3::splat(5.0));
+        let alpha = calibrate_alpha(&[(a, &voxels), (b, &voxels)], 1.0).unwrap();
+        assert!((alpha - 2.0).abs() < 1e-12);
+        assert_eq!(calibrate_alpha(&[], 0.99), None);
+    }
+
+    #[test]
+    fn volume_ratio_of_known_crops() {
+        let scan = WorldBox::new(DVec3::ZERO, DVec3::new(100.0, 100.0, 100.0));
+        let crop = WorldBox::new(DVec3::ZERO, DVec3::new(50.0, 50.0, 50.0));
+        assert!((volume_ratio(&scan, &crop) - 8.0).abs() < 1e-12);
+        // Clipped to the scan: a box hanging out by half counts only its inside part.
+        let hanging = WorldBox::new(DVec3::new(-50.0, 0.0, 0.0), DVec3::new(50.0, 100.0, 100.0));
+        assert!((volume_ratio(&scan, &hanging) - 2.0).abs() < 1e-12);
+        let away = WorldBox::new(DVec3::splat(200.0), DVec3::splat(300.0));
+        assert!(volume_ratio(&scan, &away).is_infinite());
+    }
+
+    #[test]
+    fn mean_box_averages_coordinates() {
+        let a = WorldBox::new(DVec3::ZERO, DVec3::splat(10.0));
+        let b = WorldBox::new(DVec3::splat(2.0), DVec3::splat(20.0));
+        let m = mean_box(&[a, b]).unwrap();
+        assert_eq!(m.min, DVec3::splat(1.0));
+        assert_eq!(m.max, DVec3::splat(15.0));
+        assert_eq!(mean_box(&[]), None);
+    }
+}

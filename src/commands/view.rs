@@ -1,0 +1,111 @@
+//! `ape view [SCAN|FOLDER]...`: the viewer. Without paths it opens a demo cohort: four BTCV
+//! scans from ../shared/data/btcv when present, else four synthetic phantoms it writes itself.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ape::app::{ApeApp, scans_in};
+use ape::cache::MapCache;
+use ape::model::backend::{BackendChoice, select};
+
+use super::model::load_model;
+
+#[derive(Debug, clap::Args)]
+pub struct ViewArgs {
+    /// Scans (NIfTI) or folders of scans; none: the demo cohort.
+    paths: Vec<PathBuf>,
+    /// A model file instead of the bundled model.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Where the network runs: auto (wgpu on a hardware GPU, else CPU), wgpu or cpu.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+}
+
+impl ViewArgs {
+    /// No paths, the bundled model, automatic backend: what `ape` alone opens.
+    pub fn demo() -> Self {
+        Self {
+            paths: Vec::new(),
+            model: None,
+            backend: BackendChoice::Auto,
+        }
+    }
+}
+
+/// The demo cohort's scans, and what they are.
+pub fn demo_cohort() -> anyhow::Result<(Vec<PathBuf>, String)> {
+    let btcv = Path::new("../shared/data/btcv");
+    let cases: Vec<PathBuf> = ["btcv_02", "btcv_05", "btcv_25", "btcv_28"]
+        .iter()
+        .map(|c| btcv.join(format!("{c}.nii.gz")))
+        .collect();
+    if cases.iter().all(|c| c.is_file()) {
+        return Ok((
+            cases,
+            format!("demo: four BTCV scans from {}", btcv.display()),
+        ));
+    }
+    let dir = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".cache/ape/demo"))
+        .unwrap_or_else(|| std::env::temp_dir().join("ape-demo-cohort"));
+    let scans = ape::phantom::write_demo_cohort(&dir, 4)?;
+    Ok((
+        scans,
+        format!(
+            "demo: four synthetic phantoms in {} (no ../shared/data here)",
+            dir.display()
+        ),
+    ))
+}
+
+pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
+    let (paths, what) = if args.paths.is_empty() {
+        demo_cohort()?
+    } else {
+        let mut paths = Vec::new();
+        for p in &args.paths {
+            if p.is_dir() {
+                paths.extend(scans_in(p));
+            } else {
+                paths.push(p.clone());
+            }
+        }
+        (paths, String::new())
+    };
+    let compute = select(args.backend)?;
+    // A model that cannot be read must not keep the viewer from opening: scans still show.
+    let (model, note) = match load_model(args.model.as_deref(), &compute.device) {
+        Ok(m) => (
+            Some(Arc::new(m)),
+            format!("{what}  ·  {}", compute.description),
+        ),
+        Err(e) => (None, format!("no APE model: {e:#}")),
+    };
+    let device = compute.device.clone();
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("ape: Anatomical Positional Embeddings")
+            .with_inner_size([1400.0, 950.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "ape",
+        options,
+        Box::new(move |cc| {
+            let mut app = ApeApp::new(
+                &cc.egui_ctx,
+                model,
+                device,
+                Some(MapCache::default_location()),
+                note,
+            );
+            app.open(paths);
+            Ok(Box::new(app))
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("the viewer could not start: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}

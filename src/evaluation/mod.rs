@@ -1,0 +1,538 @@
+//! The evaluation protocol of method.md on a labelled cohort: landmark retrieval (organ centres
+//! and edge points, MRE_c and MRE_ep, per axis and per organ), few-shot organ boxes over
+//! cross-validation folds (IoU), the recall-safe enlargement α and VR@99; every figure for APE
+//! and, computed the same way, for the model-free body-box baseline.
+
+pub mod plots;
+pub mod report;
+
+use std::collections::BTreeMap;
+
+use glam::DVec3;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use burn::tensor::Device;
+
+use crate::ape_map::ApeMap;
+use crate::boxes::{
+    TARGET_RECALL, calibrate_alpha_leave_one_out, predict_box_by, recall, volume_ratio,
+};
+use crate::cache::{MapCache, embed_file_cached};
+use crate::cohort::LabelledCase;
+use crate::geometry::WorldBox;
+use crate::labels::{LabelMap, OrganStats, organ_voxel_points};
+use crate::model::ApeModel;
+use crate::retrieval::{ErrorStats, MapIndex, body_box, body_box_transfer};
+use crate::scan::Scan;
+
+/// One labelled scan, reduced to what the protocol needs (the voxels are not kept).
+#[derive(Debug)]
+pub struct EvalScan {
+    pub name: String,
+    pub map: ApeMap,
+    pub index: MapIndex,
+    pub organs: Vec<OrganStats>,
+    /// World points of each organ's voxels, for recall.
+    pub organ_voxels: BTreeMap<u16, Vec<DVec3>>,
+    /// The body's box, for the baseline.
+    pub body: WorldBox,
+    /// The scan's world extent (voxel edges), for volume ratios.
+    pub extent: WorldBox,
+    /// Seconds the embedding took; `None` when the map came from the cache.
+    pub embed_seconds: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{name}: no body found (no voxel above {threshold} HU)")]
+    NoBody { name: String, threshold: f32 },
+    #[error("{name}: the label map holds no organ")]
+    NoOrgans { name: String },
+    #[error("{found} scans, but few-shot boxes with {shots} supports need at least {needed}")]
+    TooFewScans {
+        found: usize,
+        shots: usize,
+        needed: usize,
+    },
+    #[error("--shots must be at least 1")]
+    NoShots,
+    #[error(transparent)]
+    Volume(#[from] crate::VolumeError),
+    #[error("{name}: {source}")]
+    Embed {
+        name: String,
+        #[source]
+        source: crate::embed::EmbedError,
+    },
+}
+
+impl EvalScan {
+    /// Reads a labelled case and embeds its scan (through `cache` when given).
+    pub fn load(
+        case: &LabelledCase,
+        model: &ApeModel,
+        device: &Device,
+        cache: Option<&MapCache>,
+    ) -> Result<Self, EvalError> {
+        let scan = Scan::read(&case.scan)?;
+        let labels = LabelMap::read(&case.labels)?;
+        let (map, times) = embed_file_cached(cache, model, device, &case.scan, &scan.volume)
+            .map_err(|source| EvalError::Embed {
+                name: case.name.clone(),
+                source,
+            })?;
+        let seconds = times.map(|t| (t.preprocess + t.network).as_secs_f64());
+        Self::new(case.name.clone(), &scan, &labels, map, seconds)
+    }
+
+    pub fn new(
+        name: String,
+        scan: &Scan,
+        labels: &LabelMap,
+        map: ApeMap,
+        embed_seconds: Option<f64>,
+    ) -> Result<Self, EvalError> {
+        let threshold = scan.body_threshold_hu();
+        let body = body_box(&scan.volume, threshold).ok_or_else(|| EvalError::NoBody {
+            name: name.clone(),
+            threshold,
+        })?;
+        let organs = labels.organs();
+        if organs.is_empty() {
+            return Err(EvalError::NoOrgans { name });
+        }
+        Ok(Self {
+            index: MapIndex::build(&map),
+            map,
+            organ_voxels: organ_voxel_points(&labels.volume),
+            organs,
+            body,
+            extent: scan.volume.world_bounds(),
+            embed_seconds,
+            name,
+        })
+    }
+
+    pub fn organ(&self, label: u16) -> Option<&OrganStats> {
+        self.organs.iter().find(|o| o.label == label)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Supports per few-shot box (method.md: 5).
+    pub shots: usize,
+    /// Names of scans the model never saw in training, reported separately.
+    pub held_out: Vec<String>,
+    /// Label names by label.
+    pub label_names: BTreeMap<u16, String>,
+}
+
+/// The two ways of carrying a point from one scan to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Method {
+    /// Nearest embedding (k-d tree, refined).
+    Ape,
+    /// Same relative position in the body's box.
+    BodyBoxBaseline,
+}
+
+impl Method {
+    fn locate(self, scans: &[EvalScan], from: usize, point: DVec3, to: usize) -> Option<DVec3> {
+        let (a, b) = (&scans[from], &scans[to]);
+        match self {
+            Method::Ape => {
+                let e = a.map.embedding_at(point)?;
+                Some(b.index.retrieve(&b.map, e).world)
+            }
+            Method::BodyBoxBaseline => Some(body_box_transfer(point, &a.body, &b.body)),
+        }
+    }
+}
+
+/// Per-organ figures of one method.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrganRow {
+    pub label: u16,
+    pub organ: String,
+    pub mre_c: ErrorStats,
+    pub mre_ep: ErrorStats,
+    /// Mean IoU of few-shot boxes with the true box, over folds and targets.
+    pub iou: Option<f64>,
+    pub box_count: usize,
+    /// Mean calibrated enlargement over folds.
+    pub alpha: Option<f64>,
+    /// Mean recall of the organ's voxels in the enlarged boxes, and the share of targets that
+    /// reach 0.99: whether α calibrated on supports carries to new scans.
+    pub recall: Option<f64>,
+    pub reached_99: Option<f64>,
+    /// Mean volume ratio of the enlarged boxes (VR@99).
+    pub vr99: Option<f64>,
+}
+
+/// All figures of one method over a set of scans.
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodResults {
+    pub method: Method,
+    pub mre_c: ErrorStats,
+    pub mre_ep: ErrorStats,
+    /// Means over organs of the per-organ figures.
+    pub iou: Option<f64>,
+    pub recall: Option<f64>,
+    pub vr99: Option<f64>,
+    pub organs: Vec<OrganRow>,
+    /// Radial errors of organ centres, mm, for the histogram.
+    pub centre_errors: Vec<f64>,
+}
+
+/// An organ centre of one scan in APE space (the paper's Figure 3).
+#[derive(Debug, Clone, Serialize)]
+pub struct CentreEmbedding {
+    pub scan: String,
+    pub label: u16,
+    pub embedding: [f32; 3],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanRow {
+    pub name: String,
+    pub held_out: bool,
+    pub organs: usize,
+    pub embed_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Subset {
+    /// Which pairs count: landmark pairs with both scans in the subset, boxes on targets in it.
+    pub scans: Vec<String>,
+    pub ape: MethodResults,
+    pub baseline: MethodResults,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalResults {
+    pub shots: usize,
+    pub target_recall: f64,
+    pub folds: Vec<Vec<String>>,
+    pub scans: Vec<ScanRow>,
+    /// Every scan as query and target.
+    pub all: Subset,
+    /// Only the scans held out of training, when there are at least two.
+    pub held_out: Option<Subset>,
+    pub centres_in_ape_space: Vec<CentreEmbedding>,
+    pub label_names: BTreeMap<u16, String>,
+}
+
+impl EvalResults {
+    /// The one-line summary `ape eval` ends with.
+    pub fn summary_line(&self) -> String {
+        let a = &self.all.ape;
+        let b = &self.all.baseline;
+        let opt = |v: Option<f64>, digits: usize| {
+            v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
+        };
+        format!(
+            "MRE_c={:.1} MRE_ep={:.1} IoU={} VR99={} baseline_MRE_c={:.1}",
+            a.mre_c.mean,
+            a.mre_ep.mean,
+            opt(a.iou, 3),
+            opt(a.vr99, 1),
+            b.mre_c.mean
+        )
+    }
+}
+
+/// One located landmark: query scan, target scan, organ, located and true point.
+struct Located {
+    from: usize,
+    to: usize,
+    label: u16,
+    centre: bool,
+    found: DVec3,
+    truth: DVec3,
+}
+
+/// One few-shot box on a target.
+struct BoxOutcome {
+    target: usize,
+    label: u16,
+    iou: f64,
+    alpha: Option<f64>,
+    recall: Option<f64>,
+    vr: Option<f64>,
+}
+
+/// Runs the whole protocol.
+pub fn evaluate(scans: &[EvalScan], options: &EvalOptions) -> Result<EvalResults, EvalError> {
+    if options.shots == 0 {
+        return Err(EvalError::NoShots);
+    }
+    if scans.len() < options.shots + 1 {
+        return Err(EvalError::TooFewScans {
+            found: scans.len(),
+            shots: options.shots,
+            needed: options.shots + 1,
+        });
+    }
+    // Folds: consecutive groups of `shots` supports; a remainder serves only as targets.
+    let folds: Vec<Vec<usize>> = (0..scans.len() / options.shots)
+        .map(|f| (f * options.shots..(f + 1) * options.shots).collect())
+        .collect();
+    let is_held_out: Vec<bool> = scans
+        .iter()
+        .map(|s| options.held_out.contains(&s.name))
+        .collect();
+
+    let per_method = [Method::Ape, Method::BodyBoxBaseline].map(|method| {
+        (
+            method,
+            locate_landmarks(scans, method),
+            few_shot_boxes(scans, &folds, method),
+        )
+    });
+    // [APE, baseline] over the scans that `include` admits.
+    let subset = |include: &dyn Fn(usize) -> bool| -> [MethodResults; 2] {
+        per_method.each_ref().map(|(method, landmarks, boxes)| {
+            let landmarks: Vec<&Located> = landmarks
+                .iter()
+                .filter(|l| include(l.from) && include(l.to))
+                .collect();
+            let boxes: Vec<&BoxOutcome> = boxes.iter().filter(|b| include(b.target)).collect();
+            summarise(*method, &landmarks, &boxes, &options.label_names)
+        })
+    };
+    let [ape, baseline] = subset(&|_| true);
+    let held_names: Vec<String> = scans
+        .iter()
+        .zip(&is_held_out)
+        .filter(|(_, h)| **h)
+        .map(|(s, _)| s.name.clone())
+        .collect();
+    let held_out = (held_names.len() >= 2).then(|| {
+        let [ape, baseline] = subset(&|i| is_held_out[i]);
+        Subset {
+            scans: held_names,
+            ape,
+            baseline,
+        }
+    });
+    let centres_in_ape_space = scans
+        .iter()
+        .flat_map(|s| {
+            s.organs.iter().filter_map(|o| {
+                Some(CentreEmbedding {
+                    scan: s.name.clone(),
+                    label: o.label,
+                    embedding: s.map.embedding_at(o.centre)?,
+                })
+            })
+        })
+        .collect();
+    Ok(EvalResults {
+        shots: options.shots,
+        target_recall: TARGET_RECALL,
+        folds: folds
+            .iter()
+            .map(|f| f.iter().map(|&i| scans[i].name.clone()).collect())
+            .collect(),
+        scans: scans
+            .iter()
+            .zip(&is_held_out)
+            .map(|(s, &held_out)| ScanRow {
+                name: s.name.clone(),
+                held_out,
+                organs: s.organs.len(),
+                embed_seconds: s.embed_seconds,
+            })
+            .collect(),
+        all: Subset {
+            scans: scans.iter().map(|s| s.name.clone()).collect(),
+            ape,
+            baseline,
+        },
+        held_out,
+        centres_in_ape_space,
+        label_names: options.label_names.clone(),
+    })
+}
+
+/// Every organ centre and edge point of every scan, located on every other scan.
+fn locate_landmarks(scans: &[EvalScan], method: Method) -> Vec<Located> {
+    let pairs: Vec<(usize, usize)> = (0..scans.len())
+        .flat_map(|a| {
+            (0..scans.len())
+                .filter(move |&b| b != a)
+                .map(move |b| (a, b))
+        })
+        .collect();
+    pairs
+        .par_iter()
+        .flat_map_iter(|&(from, to)| {
+            let mut out = Vec::new();
+            for organ in &scans[from].organs {
+                let Some(truth) = scans[to].organ(organ.label) else {
+                    continue;
+                };
+                let mut push = |point: DVec3, true_point: DVec3, centre: bool| {
+                    if let Some(found) = method.locate(scans, from, point, to) {
+                        out.push(Located {
+                            from,
+                            to,
+                            label: organ.label,
+                            centre,
+                            found,
+                            truth: true_point,
+                        });
+                    }
+                };
+                push(organ.centre, truth.centre, true);
+                for (p, t) in organ.edges.points().iter().zip(truth.edges.points()) {
+                    push(*p, t, false);
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+/// Few-shot boxes of every organ on every target of every fold, with α calibrated on the fold's
+/// supports (each support predicted from the others) and applied to the targets.
+fn few_shot_boxes(scans: &[EvalScan], folds: &[Vec<usize>], method: Method) -> Vec<BoxOutcome> {
+    let labels: Vec<u16> = {
+        let mut l: Vec<u16> = scans
+            .iter()
+            .flat_map(|s| s.organs.iter().map(|o| o.label))
+            .collect();
+        l.sort_unstable();
+        l.dedup();
+        l
+    };
+    let jobs: Vec<(usize, u16)> = (0..folds.len())
+        .flat_map(|f| labels.iter().map(move |&l| (f, l)))
+        .collect();
+    jobs.par_iter()
+        .flat_map_iter(|&(f, label)| {
+            let supports: Vec<usize> = folds[f]
+                .iter()
+                .copied()
+                .filter(|&s| scans[s].organ(label).is_some())
+                .collect();
+            let edges: Vec<[DVec3; 6]> = supports
+                .iter()
+                .filter_map(|&s| scans[s].organ(label).map(|o| o.edges.points()))
+                .collect();
+            let voxels: Vec<&[DVec3]> = supports
+                .iter()
+                .map(|&s| {
+                    scans[s]
+                        .organ_voxels
+                        .get(&label)
+                        .map_or(&[][..], Vec::as_slice)
+                })
+                .collect();
+            let alpha = calibrate_alpha_leave_one_out(
+                &edges,
+                &voxels,
+                |from, p, to| method.locate(scans, supports[from], p, supports[to]),
+                TARGET_RECALL,
+            );
+            let predict = |target: usize| {
+                predict_box_by(&edges, |i, p| method.locate(scans, supports[i], p, target))
+            };
+            let targets: Vec<usize> = (0..scans.len())
+                .filter(|t| !folds[f].contains(t) && scans[*t].organ(label).is_some())
+                .collect();
+            let mut out = Vec::new();
+            if supports.is_empty() {
+                return out;
+            }
+            for target in targets {
+                let (Some(b), Some(truth)) = (predict(target), scans[target].organ(label)) else {
+                    continue;
+                };
+                let voxels = scans[target].organ_voxels.get(&label);
+                let enlarged = alpha.map(|a| b.scaled(a));
+                out.push(BoxOutcome {
+                    target,
+                    label,
+                    iou: b.iou(&truth.bbox),
+                    alpha,
+                    recall: enlarged.zip(voxels).map(|(e, v)| recall(&e, v)),
+                    vr: enlarged.map(|e| volume_ratio(&scans[target].extent, &e)),
+                });
+            }
+            out
+        })
+        .collect()
+}
+
+fn mean(values: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values
+        .into_iter()
+        .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    (n > 0).then(|| sum / n as f64)
+}
+
+fn summarise(
+    method: Method,
+    landmarks: &[&Located],
+    boxes: &[&BoxOutcome],
+    names: &BTreeMap<u16, String>,
+) -> MethodResults {
+    let pairs = |centre: bool, label: Option<u16>| -> Vec<(DVec3, DVec3)> {
+        landmarks
+            .iter()
+            .filter(|l| l.centre == centre && label.is_none_or(|x| x == l.label))
+            .map(|l| (l.found, l.truth))
+            .collect()
+    };
+    let mut labels: Vec<u16> = landmarks.iter().map(|l| l.label).collect();
+    labels.extend(boxes.iter().map(|b| b.label));
+    labels.sort_unstable();
+    labels.dedup();
+    let organs: Vec<OrganRow> = labels
+        .iter()
+        .map(|&label| {
+            let b: Vec<&&BoxOutcome> = boxes.iter().filter(|b| b.label == label).collect();
+            let vrs: Vec<f64> = b
+                .iter()
+                .filter_map(|b| b.vr)
+                .filter(|v| v.is_finite())
+                .collect();
+            OrganRow {
+                label,
+                organ: names
+                    .get(&label)
+                    .cloned()
+                    .unwrap_or_else(|| format!("label {label}")),
+                mre_c: ErrorStats::from_pairs(&pairs(true, Some(label))),
+                mre_ep: ErrorStats::from_pairs(&pairs(false, Some(label))),
+                iou: mean(b.iter().map(|b| b.iou)),
+                box_count: b.len(),
+                alpha: mean(b.iter().filter_map(|b| b.alpha)),
+                recall: mean(b.iter().filter_map(|b| b.recall)),
+                reached_99: mean(
+                    b.iter()
+                        .filter_map(|b| b.recall)
+                        .map(|r| f64::from(u8::from(r >= TARGET_RECALL))),
+                ),
+                vr99: mean(vrs),
+            }
+        })
+        .collect();
+    let centre_pairs = pairs(true, None);
+    MethodResults {
+        method,
+        mre_c: ErrorStats::from_pairs(&centre_pairs),
+        mre_ep: ErrorStats::from_pairs(&pairs(false, None)),
+        iou: mean(organs.iter().filter_map(|o| o.iou)),
+        recall: mean(organs.iter().filter_map(|o| o.recall)),
+        vr99: mean(organs.iter().filter_map(|o| o.vr99)),
+        centre_errors: centre_pairs
+            .iter()
+            .map(|(a, b)| (*a - *b).length())
+            .collect(),
+        organs,
+    }
+}

@@ -1,0 +1,243 @@
+//! PNG figures of an evaluation: per-organ IoU bars, the radial-error histogram, and organ
+//! centres of every scan in APE space as three 2-D projections (the paper's Figure 3).
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::{EvalResults, MethodResults};
+
+const FONT: &str = "sans-serif";
+const APE_COLOUR: RGBColor = RGBColor(31, 119, 180);
+const BASELINE_COLOUR: RGBColor = RGBColor(170, 170, 170);
+
+/// Twenty distinguishable colours (Tableau 20 order), one per organ.
+const PALETTE: [RGBColor; 20] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
+    RGBColor(255, 152, 150),
+    RGBColor(197, 176, 213),
+    RGBColor(196, 156, 148),
+    RGBColor(247, 182, 210),
+    RGBColor(199, 199, 199),
+    RGBColor(219, 219, 141),
+    RGBColor(158, 218, 229),
+];
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: could not draw the plot: {detail}")]
+pub struct PlotError {
+    pub path: String,
+    pub detail: String,
+}
+
+/// Registers the bundled font (egui's Ubuntu Light) for plot text; once per process suffices.
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // A font that fails to parse leaves the plots without text, not without figures.
+        let _ = plotters::style::register_font(
+            FONT,
+            FontStyle::Normal,
+            epaint_default_fonts::UBUNTU_LIGHT,
+        );
+    });
+}
+
+fn draw(
+    path: &Path,
+    size: (u32, u32),
+    f: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<(), PlotError> {
+    register_font();
+    let fail = |e: &dyn std::fmt::Display| PlotError {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    };
+    let root = BitMapBackend::new(path, size).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    f(&root).map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))
+}
+
+/// Horizontal bars of per-organ IoU, APE beside the baseline.
+pub fn iou_bars(
+    path: &Path,
+    ape: &MethodResults,
+    baseline: &MethodResults,
+) -> Result<(), PlotError> {
+    let rows: Vec<(String, f64, f64)> = ape
+        .organs
+        .iter()
+        .map(|o| {
+            let b = baseline
+                .organs
+                .iter()
+                .find(|b| b.label == o.label)
+                .and_then(|b| b.iou)
+                .unwrap_or(0.0);
+            (o.organ.clone(), o.iou.unwrap_or(0.0), b)
+        })
+        .collect();
+    let n = rows.len().max(1);
+    let height = 80 + 34 * n as u32;
+    draw(path, (900, height), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "Few-shot organ boxes: IoU with the true box (blue APE, grey body-box baseline)",
+                (FONT, 18),
+            )
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(190)
+            .build_cartesian_2d(0.0..1.0f64, 0.0..n as f64)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(0)
+            .x_desc("IoU")
+            .label_style((FONT, 14))
+            .draw()?;
+        for (i, (_, a, b)) in rows.iter().enumerate() {
+            let y = (n - 1 - i) as f64;
+            chart.draw_series([
+                Rectangle::new([(0.0, y + 0.52), (*a, y + 0.9)], APE_COLOUR.filled()),
+                Rectangle::new([(0.0, y + 0.1), (*b, y + 0.48)], BASELINE_COLOUR.filled()),
+            ])?;
+        }
+        let style =
+            TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
+        for (i, (name, _, _)) in rows.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(0.0, (n - 1 - i) as f64 + 0.5));
+            root.draw(&Text::new(name.clone(), (px - 8, py), style.clone()))?;
+        }
+        Ok(())
+    })
+}
+
+/// Histogram of radial errors of organ centres, 10 mm bins, APE and baseline as outlines.
+pub fn error_histogram(
+    path: &Path,
+    ape: &MethodResults,
+    baseline: &MethodResults,
+) -> Result<(), PlotError> {
+    const BIN: f64 = 10.0;
+    let top = ape
+        .centre_errors
+        .iter()
+        .chain(&baseline.centre_errors)
+        .fold(100.0f64, |m, e| m.max(*e))
+        .min(600.0);
+    let bins = (top / BIN).ceil() as usize;
+    let histogram = |errors: &[f64]| {
+        let mut counts = vec![0usize; bins];
+        for e in errors {
+            counts[((e / BIN) as usize).min(bins - 1)] += 1;
+        }
+        counts
+    };
+    let (a, b) = (
+        histogram(&ape.centre_errors),
+        histogram(&baseline.centre_errors),
+    );
+    let peak = a.iter().chain(&b).copied().max().unwrap_or(1).max(1);
+    draw(path, (900, 450), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "Radial error of organ centres (blue APE, grey body-box baseline)",
+                (FONT, 18),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..bins as f64 * BIN, 0.0..peak as f64 * 1.08)?;
+        chart
+            .configure_mesh()
+            .x_desc("radial error, mm (last bin: that and more)")
+            .y_desc("landmark pairs")
+            .label_style((FONT, 14))
+            .draw()?;
+        for (counts, colour) in [(&b, BASELINE_COLOUR), (&a, APE_COLOUR)] {
+            let steps = counts
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &c)| [(i as f64 * BIN, c as f64), ((i + 1) as f64 * BIN, c as f64)]);
+            chart.draw_series(LineSeries::new(steps, colour.stroke_width(3)))?;
+        }
+        Ok(())
+    })
+}
+
+/// Organ centres of every scan in APE space, three 2-D projections, one colour per organ.
+pub fn ape_space(path: &Path, results: &EvalResults) -> Result<(), PlotError> {
+    let labels: Vec<u16> = results.label_names.keys().copied().collect();
+    let colour_of = |label: u16| {
+        let i = labels
+            .iter()
+            .position(|l| *l == label)
+            .unwrap_or(label as usize);
+        PALETTE[i % PALETTE.len()]
+    };
+    let points = &results.centres_in_ape_space;
+    let range = |c: usize| {
+        let (lo, hi) = points
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), p| {
+                (lo.min(p.embedding[c]), hi.max(p.embedding[c]))
+            });
+        if lo.is_finite() && hi > lo {
+            let pad = 0.05 * (hi - lo);
+            (lo - pad) as f64..(hi + pad) as f64
+        } else {
+            -1.0..1.0
+        }
+    };
+    draw(path, (1500, 560), |root| {
+        let (plots, legend) = root.split_horizontally(1260);
+        let panels = plots.split_evenly((1, 3));
+        for (panel, (u, v)) in panels.iter().zip([(0, 1), (0, 2), (1, 2)]) {
+            let mut chart = ChartBuilder::on(panel)
+                .caption(format!("APE channels {u} and {v}"), (FONT, 18))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(44)
+                .build_cartesian_2d(range(u), range(v))?;
+            chart
+                .configure_mesh()
+                .x_desc(format!("channel {u}"))
+                .y_desc(format!("channel {v}"))
+                .label_style((FONT, 13))
+                .draw()?;
+            chart.draw_series(points.iter().map(|p| {
+                Circle::new(
+                    (p.embedding[u] as f64, p.embedding[v] as f64),
+                    4,
+                    colour_of(p.label).filled(),
+                )
+            }))?;
+        }
+        for (i, (label, name)) in results.label_names.iter().enumerate() {
+            let y = 60 + 26 * i as i32;
+            legend.draw(&Circle::new((14, y), 6, colour_of(*label).filled()))?;
+            legend.draw(&Text::new(
+                name.clone(),
+                (28, y - 9),
+                (FONT, 16).into_font(),
+            ))?;
+        }
+        Ok(())
+    })
+}

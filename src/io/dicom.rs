@@ -1,0 +1,365 @@
+//! DICOM CT series (dicom-rs): a folder of slice files becomes one volume in HU with its world
+//! affine. Slices are grouped by SeriesInstanceUID, sorted along the slice normal by
+//! ImagePositionPatient and checked for missing or uneven slices; RescaleSlope/Intercept give
+//! HU; ImageOrientationPatient and PixelSpacing give the affine, in DICOM's LPS turned into RAS.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use dicom_core::value::{PrimitiveValue, Value};
+use dicom_dictionary_std::tags;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use glam::{DMat3, DVec3};
+
+use crate::error::VolumeError;
+use crate::geometry::Affine;
+use crate::io::nifti::{NiftiInfo, NiftiVolume, TransformSource};
+use crate::volume::Volume;
+
+/// Largest series read (voxels): 2³¹, as for NIfTI.
+const MAX_VOXELS: u64 = 1 << 31;
+
+/// Whether `path` is a folder holding at least one DICOM file (the `DICM` magic at byte 128).
+pub fn is_dicom_folder(path: &Path) -> bool {
+    path.is_dir() && dicom_files(path).is_ok_and(|f| !f.is_empty())
+}
+
+fn has_dicom_magic(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 132];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && &head[128..132] == b"DICM"
+}
+
+fn dicom_files(dir: &Path) -> Result<Vec<PathBuf>, VolumeError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| VolumeError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && has_dicom_magic(p))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn bad(path: &Path, detail: impl Into<String>) -> VolumeError {
+    VolumeError::Dicom {
+        path: path.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+/// One slice's header.
+#[derive(Debug, Clone)]
+struct SliceHeader {
+    path: PathBuf,
+    series: String,
+    position: DVec3,
+    row_dir: DVec3,
+    col_dir: DVec3,
+    /// (between rows, between columns), mm.
+    spacing: [f64; 2],
+    rows: usize,
+    columns: usize,
+    bits_allocated: u16,
+    signed: bool,
+    slope: f64,
+    intercept: f64,
+}
+
+fn floats(
+    obj: &DefaultDicomObject,
+    tag: dicom_core::Tag,
+    path: &Path,
+    what: &str,
+) -> Result<Vec<f64>, VolumeError> {
+    obj.element(tag)
+        .map_err(|_| bad(path, format!("no {what}")))?
+        .to_multi_float64()
+        .map_err(|e| bad(path, format!("unreadable {what}: {e}")))
+}
+
+fn header(path: &Path) -> Result<SliceHeader, VolumeError> {
+    let obj = OpenFileOptions::new()
+        .read_until(tags::PIXEL_DATA)
+        .open_file(path)
+        .map_err(|e| bad(path, format!("not a readable DICOM file: {e}")))?;
+    let int = |tag, what: &str| -> Result<u16, VolumeError> {
+        obj.element(tag)
+            .map_err(|_| bad(path, format!("no {what}")))?
+            .to_int::<u16>()
+            .map_err(|e| bad(path, format!("unreadable {what}: {e}")))
+    };
+    let optional = |tag, default: f64| {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_float64().ok())
+            .unwrap_or(default)
+    };
+    let position = floats(
+        &obj,
+        tags::IMAGE_POSITION_PATIENT,
+        path,
+        "ImagePositionPatient",
+    )?;
+    let orientation = floats(
+        &obj,
+        tags::IMAGE_ORIENTATION_PATIENT,
+        path,
+        "ImageOrientationPatient",
+    )?;
+    let spacing = floats(&obj, tags::PIXEL_SPACING, path, "PixelSpacing")?;
+    if position.len() != 3 || orientation.len() != 6 || spacing.len() != 2 {
+        return Err(bad(
+            path,
+            "ImagePositionPatient, ImageOrientationPatient or PixelSpacing has the wrong number of values",
+        ));
+    }
+    let row_dir = DVec3::new(orientation[0], orientation[1], orientation[2]);
+    let col_dir = DVec3::new(orientation[3], orientation[4], orientation[5]);
+    let orthonormal = (row_dir.length() - 1.0).abs() < 1e-3
+        && (col_dir.length() - 1.0).abs() < 1e-3
+        && row_dir.dot(col_dir).abs() < 1e-3;
+    let finite = position.iter().chain(&spacing).all(|v| v.is_finite());
+    if !orthonormal || !finite || spacing.iter().any(|s| *s <= 0.0 || *s > 100.0) {
+        return Err(bad(
+            path,
+            format!(
+                "absurd geometry: orientation {orientation:?}, spacing {spacing:?}, position {position:?}"
+            ),
+        ));
+    }
+    let series = obj
+        .element(tags::SERIES_INSTANCE_UID)
+        .ok()
+        .and_then(|e| {
+            e.to_str()
+                .ok()
+                .map(|s| s.trim_end_matches('\0').trim().to_owned())
+        })
+        .unwrap_or_default();
+    Ok(SliceHeader {
+        path: path.to_owned(),
+        series,
+        position: DVec3::new(position[0], position[1], position[2]),
+        row_dir: row_dir.normalize(),
+        col_dir: col_dir.normalize(),
+        spacing: [spacing[0], spacing[1]],
+        rows: int(tags::ROWS, "Rows")? as usize,
+        columns: int(tags::COLUMNS, "Columns")? as usize,
+        bits_allocated: int(tags::BITS_ALLOCATED, "BitsAllocated")?,
+        signed: int(tags::PIXEL_REPRESENTATION, "PixelRepresentation")? == 1,
+        slope: optional(tags::RESCALE_SLOPE, 1.0),
+        intercept: optional(tags::RESCALE_INTERCEPT, 0.0),
+    })
+}
+
+/// The stored values of one slice's pixel data, row by row.
+fn pixels(h: &SliceHeader) -> Result<Vec<f32>, VolumeError> {
+    let path = &h.path;
+    let obj = dicom_object::open_file(path)
+        .map_err(|e| bad(path, format!("not a readable DICOM file: {e}")))?;
+    let syntax = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches('\0')
+        .to_owned();
+    let element = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|_| bad(path, "no pixel data"))?;
+    let n = h.rows * h.columns;
+    let truncated = |found: usize| VolumeError::Truncated {
+        path: path.clone(),
+        what: "pixel data",
+        needed: n as u64,
+        found: found as u64,
+    };
+    let values: Vec<f32> = match element.value() {
+        Value::PixelSequence(_) => {
+            return Err(bad(
+                path,
+                format!(
+                    "compressed pixel data (transfer syntax {syntax}{}) is not supported; \
+                     decompress the series first (e.g. `gdcmconv --raw`)",
+                    transfer_syntax_name(&syntax).map_or(String::new(), |n| format!(", {n}"))
+                ),
+            ));
+        }
+        Value::Primitive(p) => match (p, h.bits_allocated, h.signed) {
+            (PrimitiveValue::U16(v), 16, false) => v.iter().map(|&x| x as f32).collect(),
+            (PrimitiveValue::U16(v), 16, true) => v.iter().map(|&x| x as i16 as f32).collect(),
+            (PrimitiveValue::I16(v), 16, _) => v.iter().map(|&x| x as f32).collect(),
+            (PrimitiveValue::U8(b), 16, signed) => b
+                .chunks_exact(2)
+                .map(|c| {
+                    let raw = u16::from_le_bytes([c[0], c[1]]);
+                    if signed {
+                        raw as i16 as f32
+                    } else {
+                        raw as f32
+                    }
+                })
+                .collect(),
+            (PrimitiveValue::U8(b), 8, _) => b.iter().map(|&x| x as f32).collect(),
+            (_, bits, _) => {
+                return Err(bad(
+                    path,
+                    format!("unsupported pixel data: {bits} bits allocated ({syntax})"),
+                ));
+            }
+        },
+        Value::Sequence(_) => return Err(bad(path, "pixel data is a sequence")),
+    };
+    if values.len() < n {
+        return Err(truncated(values.len()));
+    }
+    Ok(values.into_iter().take(n).collect())
+}
+
+fn transfer_syntax_name(uid: &str) -> Option<&'static str> {
+    Some(match uid {
+        "1.2.840.10008.1.2.4.50" => "JPEG Baseline",
+        "1.2.840.10008.1.2.4.51" => "JPEG Extended",
+        "1.2.840.10008.1.2.4.57" | "1.2.840.10008.1.2.4.70" => "JPEG Lossless",
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "JPEG-LS",
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "JPEG 2000",
+        "1.2.840.10008.1.2.5" => "RLE Lossless",
+        _ => return None,
+    })
+}
+
+/// Reads the one CT series in `dir` (several series: an error listing them).
+pub fn read_dicom_series(dir: &Path) -> Result<NiftiVolume, VolumeError> {
+    let files = dicom_files(dir)?;
+    if files.is_empty() {
+        return Err(bad(dir, "no DICOM files (none has the DICM marker)"));
+    }
+    let headers: Vec<SliceHeader> = files.iter().map(|f| header(f)).collect::<Result<_, _>>()?;
+    let mut series: BTreeMap<&str, Vec<&SliceHeader>> = BTreeMap::new();
+    for h in &headers {
+        series.entry(h.series.as_str()).or_default().push(h);
+    }
+    if series.len() > 1 {
+        let list: Vec<String> = series
+            .iter()
+            .map(|(uid, s)| format!("{uid} ({} slices)", s.len()))
+            .collect();
+        return Err(bad(
+            dir,
+            format!(
+                "{} series in one folder: {}; put each series in its own folder",
+                series.len(),
+                list.join(", ")
+            ),
+        ));
+    }
+    let mut slices: Vec<&SliceHeader> = headers.iter().collect();
+    let first = slices[0];
+    for s in &slices {
+        let same = s.rows == first.rows
+            && s.columns == first.columns
+            && (s.row_dir - first.row_dir).length() < 1e-4
+            && (s.col_dir - first.col_dir).length() < 1e-4
+            && (s.spacing[0] - first.spacing[0]).abs() < 1e-4
+            && (s.spacing[1] - first.spacing[1]).abs() < 1e-4;
+        if !same {
+            return Err(bad(
+                &s.path,
+                format!(
+                    "its size, orientation or pixel spacing differs from {}'s",
+                    first.path.display()
+                ),
+            ));
+        }
+    }
+    let normal = first.row_dir.cross(first.col_dir).normalize();
+    slices.sort_by(|a, b| a.position.dot(normal).total_cmp(&b.position.dot(normal)));
+    let nz = slices.len();
+    let slice_step = if nz > 1 {
+        let gaps: Vec<f64> = slices
+            .windows(2)
+            .map(|w| (w[1].position - w[0].position).dot(normal))
+            .collect();
+        let mut sorted = gaps.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        if median <= 1e-6 {
+            return Err(bad(dir, "several slices share one position (duplicates?)"));
+        }
+        for (i, g) in gaps.iter().enumerate() {
+            if (g - median).abs() > 0.01 * median + 0.01 {
+                return Err(bad(
+                    dir,
+                    format!(
+                        "uneven slices: {:.3} mm between {} and {} where the series steps {median:.3} mm \
+                         (a missing slice?)",
+                        g,
+                        slices[i].path.display(),
+                        slices[i + 1].path.display()
+                    ),
+                ));
+            }
+        }
+        median
+    } else {
+        1.0
+    };
+    let (nx, ny) = (first.columns, first.rows);
+    let voxels = (nx * ny) as u64 * nz as u64;
+    if voxels == 0 || voxels > MAX_VOXELS {
+        return Err(VolumeError::TooLarge {
+            path: dir.to_owned(),
+            voxels,
+            bytes: voxels * 2,
+            limit: MAX_VOXELS,
+        });
+    }
+    // Voxel (i, j, k): column i, row j, slice k. LPS world, then RAS.
+    let lps = DMat3::from_cols(
+        first.row_dir * first.spacing[1],
+        first.col_dir * first.spacing[0],
+        normal * slice_step,
+    );
+    let to_ras = DMat3::from_diagonal(DVec3::new(-1.0, -1.0, 1.0));
+    let affine = Affine::new(to_ras * lps, to_ras * slices[0].position)
+        .map_err(|e| bad(dir, format!("singular geometry: {e}")))?;
+
+    let mut data = Vec::with_capacity(voxels as usize);
+    let (mut slope, mut intercept) = (first.slope, first.intercept);
+    for s in &slices {
+        let raw = pixels(s)?;
+        data.extend(
+            raw.iter()
+                .map(|&v| (v as f64 * s.slope + s.intercept) as f32),
+        );
+        slope = slope.min(s.slope);
+        intercept = intercept.min(s.intercept);
+    }
+    if let Some(v) = data.iter().find(|v| !v.is_finite()) {
+        return Err(bad(dir, format!("non-finite value {v} after rescaling")));
+    }
+    let volume = Volume::new(data, [nx, ny, nz], affine)
+        .map_err(|e| bad(dir, format!("cannot form a volume: {e}")))?;
+    let datatype = match (first.bits_allocated, first.signed) {
+        (8, _) => "uint8",
+        (16, true) => "int16",
+        _ => "uint16",
+    };
+    Ok(NiftiVolume {
+        info: NiftiInfo {
+            path: dir.to_owned(),
+            datatype,
+            scl_slope: slope as f32,
+            scl_inter: intercept as f32,
+            transform: TransformSource::DicomPatient,
+            gzipped: false,
+            description: format!("DICOM series {} ({} slices)", first.series, nz),
+            channels: 1,
+        },
+        volume,
+    })
+}

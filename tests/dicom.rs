@@ -1,0 +1,164 @@
+//! DICOM series on the real IRCAD scan: shape, spacing and HU as its README states, the world
+//! affine equal to that of its NIfTI liver mask, liver HU inside the mask; and broken series
+//! (missing slice, mixed series, no pixel data, truncated file, no DICOM at all) each give a
+//! clear error naming the problem, never a panic.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use ape::labels::LabelMap;
+use ape::scan::Scan;
+use ape::summary::{VolumeKind, summarize};
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use glam::DVec3;
+
+fn ircad(test: &str) -> Option<PathBuf> {
+    common::shared_data(test).map(|d| d.join("ircad_17"))
+}
+
+#[test]
+fn ircad_series_reads_with_the_affine_of_its_liver_mask_and_liver_hu() {
+    let Some(dir) = ircad("ircad_series_reads_with_the_affine_of_its_liver_mask_and_liver_hu")
+    else {
+        return;
+    };
+    let summary = summarize(&dir.join("dicom"), VolumeKind::Auto).unwrap();
+    assert_eq!(summary.shape, [512, 512, 119]);
+    let s = summary.spacing_mm;
+    assert!(
+        (s[0] - 0.743).abs() < 1e-3 && (s[1] - 0.743).abs() < 1e-3,
+        "{s:?}"
+    );
+    assert!((s[2] - 1.6).abs() < 1e-3, "{s:?}");
+    assert_eq!(summary.kind, "scan");
+
+    let scan = Scan::read(dir.join("dicom")).unwrap();
+    let (lo, hi) = scan.hu_range();
+    assert_eq!((lo, hi), (-1024.0, 1023.0));
+    let mask = LabelMap::read(dir.join("liver_label.nii.gz")).unwrap();
+    assert_eq!(mask.volume.shape(), scan.volume.shape());
+    let [nx, ny, nz] = scan.volume.shape();
+    for v in [
+        [0, 0, 0],
+        [nx - 1, 0, 0],
+        [0, ny - 1, 0],
+        [0, 0, nz - 1],
+        [nx - 1, ny - 1, nz - 1],
+    ] {
+        let a = scan.volume.voxel_to_world(v);
+        let b = mask.volume.voxel_to_world(v);
+        assert!(
+            (a - b).length() < 0.01,
+            "voxel {v:?}: DICOM {a} vs mask {b}"
+        );
+    }
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for (hu, label) in scan.volume.data().iter().zip(mask.volume.data()) {
+        if *label > 0 {
+            sum += *hu as f64;
+            n += 1;
+        }
+    }
+    let mean = sum / n as f64;
+    assert!(
+        (40.0..200.0).contains(&mean),
+        "mean HU in the liver {mean} over {n} voxels"
+    );
+    // The liver lies on the patient's right: +x in RAS.
+    let centre = mask.organs()[0].centre;
+    assert!(centre.x > scan.volume.world_bounds().centre().x, "{centre}");
+}
+
+/// A copy of the first `n` IRCAD slices (as files named like the originals) in a temp folder.
+fn copy_slices(src: &Path, n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..n {
+        let name = format!("image_{i}");
+        std::fs::copy(src.join(&name), dir.path().join(&name)).unwrap();
+    }
+    dir
+}
+
+fn error_of(dir: &Path) -> String {
+    Scan::read(dir).map(|_| ()).unwrap_err().to_string()
+}
+
+#[test]
+fn broken_series_give_clear_errors() {
+    let Some(ircad) = ircad("broken_series_give_clear_errors") else {
+        return;
+    };
+    let src = ircad.join("dicom");
+    // Slice positions: which file is which slice is not in the names; find two adjacent ones by
+    // reading a small series and dropping its middle file by position.
+    let dir = copy_slices(&src, 12);
+    let whole = Scan::read(dir.path()).unwrap();
+    assert_eq!(whole.volume.shape()[2], 12);
+
+    // A missing slice: remove the file whose position is in the middle of the stack.
+    let middle = whole.volume.voxel_to_world([0, 0, 6]);
+    let mut removed = false;
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let obj = dicom_object::open_file(&path).unwrap();
+        let p = obj
+            .element(tags::IMAGE_POSITION_PATIENT)
+            .unwrap()
+            .to_multi_float64()
+            .unwrap();
+        let ras = DVec3::new(-p[0], -p[1], p[2]);
+        if (ras - middle).length() < 0.01 {
+            std::fs::remove_file(&path).unwrap();
+            removed = true;
+        }
+    }
+    assert!(removed, "no slice at {middle}");
+    let e = error_of(dir.path());
+    assert!(
+        e.contains("uneven slices") && e.contains("missing slice"),
+        "{e}"
+    );
+
+    // Two series in one folder.
+    let dir = copy_slices(&src, 4);
+    let path = dir.path().join("image_0");
+    let mut obj = dicom_object::open_file(&path).unwrap();
+    obj.put(DataElement::new(
+        tags::SERIES_INSTANCE_UID,
+        VR::UI,
+        PrimitiveValue::from("1.2.3.4"),
+    ));
+    obj.write_to_file(&path).unwrap();
+    let e = error_of(dir.path());
+    assert!(
+        e.contains("2 series in one folder") && e.contains("1.2.3.4"),
+        "{e}"
+    );
+
+    // No pixel data.
+    let dir = copy_slices(&src, 3);
+    let path = dir.path().join("image_1");
+    let mut obj = dicom_object::open_file(&path).unwrap();
+    obj.remove_element(tags::PIXEL_DATA);
+    obj.write_to_file(&path).unwrap();
+    let e = error_of(dir.path());
+    assert!(e.contains("no pixel data") && e.contains("image_1"), "{e}");
+
+    // A file cut short inside its pixel data.
+    let dir = copy_slices(&src, 3);
+    let path = dir.path().join("image_2");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100_000]).unwrap();
+    let e = error_of(dir.path());
+    assert!(e.contains("image_2"), "{e}");
+
+    // A folder without DICOM files.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("notes.txt"), "not DICOM").unwrap();
+    let e = error_of(empty.path());
+    assert!(e.contains("no DICOM files"), "{e}");
+}
