@@ -48,6 +48,26 @@ pub fn predict_box(target: Target<'_>, supports: &[Support<'_>]) -> Option<World
     })
 }
 
+/// The six edge points of a box drawn by a user (no mask to take them from): the centres of its
+/// faces, in the order of [`crate::labels::EdgePoints::points`] (min x, max x, min y, max y,
+/// min z, max z).
+pub fn edges_of_box(b: &WorldBox) -> [DVec3; 6] {
+    let c = b.centre();
+    let at = |axis: usize, v: f64| {
+        let mut p = c;
+        p[axis] = v;
+        p
+    };
+    [
+        at(0, b.min.x),
+        at(0, b.max.x),
+        at(1, b.min.y),
+        at(1, b.max.y),
+        at(2, b.min.z),
+        at(2, b.max.z),
+    ]
+}
+
 /// Coordinate-wise mean of boxes; `None` for none.
 pub fn mean_box(boxes: &[WorldBox]) -> Option<WorldBox> {
     if boxes.is_empty() {
@@ -205,6 +225,14 @@ mod tests {
         assert!((volume_ratio(&scan, &hanging) - 2.0).abs() < 1e-12);
         let away = WorldBox::new(DVec3::splat(200.0), DVec3::splat(300.0));
         assert!(volume_ratio(&scan, &away).is_infinite());
+    }
+
+    #[test]
+    fn a_drawn_box_gives_edge_points_that_box_it_again() {
+        let b = WorldBox::new(DVec3::new(-10.0, 5.0, 20.0), DVec3::new(30.0, 15.0, 80.0));
+        let edges = edges_of_box(&b);
+        assert_eq!(WorldBox::from_points(edges), Some(b));
+        assert_eq!(edges[4], DVec3::new(10.0, 10.0, 20.0));
     }
 
     #[test]

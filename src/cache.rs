@@ -46,10 +46,7 @@ impl MapCache {
     /// Stores a map; a failure only costs a recomputation later, so it is returned, not fatal.
     pub fn put(&self, key: &CacheKey, map: &ApeMap) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let path = self.path_of(key);
-        let partial = path.with_extension(format!("partial-{}", std::process::id()));
-        std::fs::write(&partial, map.to_bytes())?;
-        std::fs::rename(&partial, &path)
+        crate::io::atomic::write_atomically(&self.path_of(key), &map.to_bytes())
     }
 }
 

@@ -65,6 +65,19 @@ enum Command {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// Rewrite a model file's metadata (description, held-out scans); the weights are unchanged.
+    #[command(hide = true)]
+    ModelDescribe {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long)]
+        description: Option<String>,
+        /// Scans kept out of training (names without extension), comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        held_out: Option<Vec<String>>,
+    },
     /// Show what ape reads, on a demo scan (a BTCV scan from ../shared when present, else a
     /// synthetic phantom).
     Demo {
@@ -84,6 +97,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::ModelInfo { model }) => model::info(model),
         Some(Command::ModelInit { seed, output }) => model::init(seed, &output),
         Some(Command::View(args)) => view::run(args),
+        Some(Command::ModelDescribe {
+            model,
+            output,
+            description,
+            held_out,
+        }) => model::describe(&model, &output, description, held_out),
         None => view::run(view::ViewArgs::demo()),
     }
 }

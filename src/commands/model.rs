@@ -83,3 +83,22 @@ pub fn init(seed: u64, output: &Path) -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// Rewrites a model file's description and held-out list, keeping its weights.
+pub fn describe(
+    input: &Path,
+    output: &Path,
+    description: Option<String>,
+    held_out: Option<Vec<String>>,
+) -> anyhow::Result<ExitCode> {
+    let mut model = ApeModel::load(input, &cpu().device)?;
+    if let Some(d) = description {
+        model.meta.description = d;
+    }
+    if let Some(h) = held_out {
+        model.meta.held_out = h;
+    }
+    model.save(output)?;
+    say!("wrote {} ({})", output.display(), model.meta.description);
+    Ok(ExitCode::SUCCESS)
+}

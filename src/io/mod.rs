@@ -1,5 +1,6 @@
 //! Reading and writing volumes on disk.
 
+pub mod atomic;
 pub mod dicom;
 pub mod nifti;
 

@@ -779,17 +779,8 @@ fn write_array<T: NiftiElement, D: ndarray::Dimension + ndarray::RemoveAxis>(
             "the file name must end in .nii or .nii.gz".to_owned(),
         ));
     };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
     // The nifti writer rewrites extensions, so the partial name has no other dots.
-    static PARTIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let serial = PARTIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let partial = dir.join(format!(
-        ".ape-partial-{}-{serial}.{extension}",
-        std::process::id()
-    ));
+    let partial = crate::io::atomic::partial_path(path, extension);
 
     let header = header_for(affine, intent);
     let result = nifti::writer::WriterOptions::new(&partial)
@@ -798,7 +789,7 @@ fn write_array<T: NiftiElement, D: ndarray::Dimension + ndarray::RemoveAxis>(
         .write_nifti(view)
         .map_err(|e| write_err(e.to_string()))
         .and_then(|()| {
-            std::fs::rename(&partial, path).map_err(|source| VolumeError::Io {
+            crate::io::atomic::commit(&partial, path).map_err(|source| VolumeError::Io {
                 path: path.to_owned(),
                 source,
             })

@@ -215,8 +215,14 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let handler_stop = Arc::clone(&stop);
     let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
 
-    let mut trainer =
-        train::Trainer::new(config, meta, compute.device.clone(), &args.out, args.resume)?;
+    let mut trainer = train::Trainer::start(
+        config,
+        meta,
+        compute.device.clone(),
+        &args.out,
+        args.resume,
+        args.init.as_deref(),
+    )?;
     if trainer.step > 0 {
         println!("resuming at step {}", trainer.step);
     }

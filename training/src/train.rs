@@ -56,6 +56,36 @@ impl Trainer {
         }
     }
 
+    /// How a run starts: from the last checkpoint in `out` when `resume` and there is one; else
+    /// from the weights of the model file `init` when given (fine-tuning, fresh optimiser; its
+    /// network must be the one `meta` describes); else from a seeded initialisation.
+    pub fn start(
+        config: TrainConfig,
+        meta: ModelMeta,
+        device: Device,
+        out: &Path,
+        resume: bool,
+        init: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let resumable = resume && out.join("checkpoint").join("state.json").is_file();
+        match init {
+            Some(path) if !resumable => {
+                let model = ApeModel::load(path, &device)?;
+                anyhow::ensure!(
+                    model.meta.net == meta.net,
+                    "{}: its network ({:?}) is not the one being trained ({:?})",
+                    path.display(),
+                    model.meta.net,
+                    meta.net
+                );
+                let mut trainer = Self::from_model(config, model, device);
+                trainer.meta = meta;
+                Ok(trainer)
+            }
+            _ => Self::new(config, meta, device, out, resume),
+        }
+    }
+
     /// A new run, or the last checkpoint in `out` when `resume`.
     pub fn new(
         config: TrainConfig,

@@ -135,6 +135,50 @@ fn a_resumed_run_gives_exactly_the_next_loss() {
 }
 
 #[test]
+fn init_starts_from_the_given_weights() {
+    let Some(path) = shared_scan("init_starts_from_the_given_weights") else {
+        return;
+    };
+    let _serial = one_at_a_time();
+    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
+    let config = tiny_config();
+    let device = backend::cpu().device;
+    let dir = tempfile::tempdir().unwrap();
+    let batch = make_batch(&config, &scans, 0);
+    let mut original =
+        Trainer::new(config.clone(), meta(), device.clone(), dir.path(), false).unwrap();
+    let weights = dir.path().join("init.apemodel");
+    original.model().save(&weights).unwrap();
+    let expected = original.train_step(&batch).total;
+
+    // Another seed, but the weights of `init`: the same loss on the same batch.
+    let other_seed = config.clone().with_seed(99);
+    let out = tempfile::tempdir().unwrap();
+    let mut tuned = Trainer::start(
+        other_seed.clone(),
+        meta(),
+        device.clone(),
+        out.path(),
+        false,
+        Some(&weights),
+    )
+    .unwrap();
+    assert_eq!(tuned.meta, meta());
+    let got = tuned.train_step(&batch).total;
+    assert!(
+        (got - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+        "{got} vs {expected}"
+    );
+    // Without it, that seed starts elsewhere.
+    let mut fresh = Trainer::start(other_seed, meta(), device, out.path(), false, None).unwrap();
+    let fresh_loss = fresh.train_step(&batch).total;
+    assert!(
+        (fresh_loss - expected).abs() > 1e-4,
+        "{fresh_loss} vs {expected}"
+    );
+}
+
+#[test]
 fn crop_pairs_agree_on_their_positive_voxels() {
     let Some(path) = shared_scan("crop_pairs_agree_on_their_positive_voxels") else {
         return;
