@@ -6,6 +6,7 @@
 //! - [`render`]: a view's picture (slice, window/level, overlay) on the CPU.
 //! - [`views`]: the slice views and the cohort strip; [`sidebar`]: the left panel.
 
+pub mod recent;
 pub mod render;
 pub mod sidebar;
 pub mod state;
@@ -34,6 +35,9 @@ pub struct ApeApp {
     worker: Worker,
     hover: Option<Hover>,
     show_help: bool,
+    /// Recently opened scans, and where that list is kept (`None`: not kept, as in tests).
+    recent: Vec<PathBuf>,
+    recent_dir: Option<PathBuf>,
 }
 
 impl ApeApp {
@@ -59,12 +63,27 @@ impl ApeApp {
             worker,
             hover: None,
             show_help: false,
+            recent: Vec::new(),
+            recent_dir: None,
         }
+    }
+
+    /// Remembers opened scans in `dir` across sessions (see [`recent`]).
+    pub fn with_recent_files(mut self, dir: PathBuf) -> Self {
+        self.recent = recent::load(&dir);
+        self.recent_dir = Some(dir);
+        self
     }
 
     /// Adds scans to the cohort; they are read and embedded in the background.
     pub fn open(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
         for path in paths {
+            if let Some(dir) = &self.recent_dir {
+                self.recent = recent::remember(&self.recent, &path);
+                if let Err(e) = recent::save(dir, &self.recent) {
+                    self.state.message = format!("could not save the recent files list: {e}");
+                }
+            }
             let id = self.state.add(path.clone());
             if !self.worker.open(id, path) {
                 self.state.cohort[id].status =
@@ -108,14 +127,40 @@ impl ApeApp {
         self.keyboard(ui.ctx());
         self.dropped_files(ui.ctx());
 
+        let mut reopen = None;
         let actions = egui::Panel::left("sidebar")
             .default_size(300.0)
             .show(ui, |ui| {
                 egui::ScrollArea::vertical()
-                    .show(ui, |ui| sidebar::sidebar(ui, &mut self.state))
+                    .show(ui, |ui| {
+                        let actions = sidebar::sidebar(ui, &mut self.state);
+                        if !self.recent.is_empty() {
+                            ui.separator();
+                            ui.collapsing("Recent", |ui| {
+                                for path in &self.recent {
+                                    let name = path
+                                        .file_name()
+                                        .map_or_else(|| path.display().to_string(), |n| {
+                                            n.to_string_lossy().into_owned()
+                                        });
+                                    if ui
+                                        .link(name)
+                                        .on_hover_text(path.display().to_string())
+                                        .clicked()
+                                    {
+                                        reopen = Some(path.clone());
+                                    }
+                                }
+                            });
+                        }
+                        actions
+                    })
                     .inner
             })
             .inner;
+        if let Some(path) = reopen {
+            self.open([path]);
+        }
         if actions.open_files {
             let files = rfd::FileDialog::new()
                 .add_filter("NIfTI", &["nii", "gz"])

@@ -102,6 +102,9 @@ pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
                 Some(MapCache::default_location()),
                 note,
             );
+            if let Some(dir) = ape::app::recent::config_dir() {
+                app = app.with_recent_files(dir);
+            }
             app.open(paths);
             Ok(Box::new(app))
         }),
