@@ -290,17 +290,20 @@ fn ape_crop_writes_the_scan_inside_the_enlarged_box_voxel_for_voxel() {
     let target = dir.path().join("case_03.nii.gz");
     let out = dir.path().join("crop.nii.gz");
     let cache = tempfile::tempdir().unwrap();
+    let crop = |organ: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ape"))
+            .args(["crop", "--backend", "cpu", "--organ", organ])
+            .arg(&target)
+            .arg("--support")
+            .arg(dir.path())
+            .arg("-o")
+            .arg(&out)
+            .env("APE_CACHE_DIR", cache.path())
+            .output()
+            .unwrap()
+    };
     // case_03 lies in the support folder: it must not serve as its own support.
-    let run = Command::new(env!("CARGO_BIN_EXE_ape"))
-        .args(["crop", "--backend", "cpu", "--organ", "Liver"])
-        .arg(&target)
-        .arg("--support")
-        .arg(dir.path())
-        .arg("-o")
-        .arg(&out)
-        .env("APE_CACHE_DIR", cache.path())
-        .output()
-        .unwrap();
+    let run = crop("Liver");
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(
         run.status.success(),
@@ -335,16 +338,7 @@ fn ape_crop_writes_the_scan_inside_the_enlarged_box_voxel_for_voxel() {
     }
 
     // An organ the supports do not name is a clear error.
-    let run = Command::new(env!("CARGO_BIN_EXE_ape"))
-        .args(["crop", "--backend", "cpu", "--organ", "brain"])
-        .arg(&target)
-        .arg("--support")
-        .arg(dir.path())
-        .arg("-o")
-        .arg(&out)
-        .env("APE_CACHE_DIR", cache.path())
-        .output()
-        .unwrap();
+    let run = crop("brain");
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
     assert!(stderr.contains("no organ named \"brain\""), "{stderr}");

@@ -101,3 +101,32 @@ fn a_clicked_landmark_is_found_on_the_other_scan_and_one_click_jumps_there() {
         Err(e) => panic!("{e}"),
     }
 }
+
+#[test]
+fn without_a_model_the_viewer_still_opens_and_shows_the_scan() {
+    // What `ape view` does when the model file is corrupt or foreign: no model, a note.
+    let dir = tempfile::tempdir().unwrap();
+    let scans = ape::phantom::write_demo_cohort(dir.path(), 1).unwrap();
+    let broken = dir.path().join("broken.apemodel");
+    std::fs::write(&broken, b"not a model").unwrap();
+    let error = ApeModel::load(&broken, &cpu().device)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("broken.apemodel"), "{error}");
+    let note = format!("no APE model: {error}");
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1280.0, 860.0))
+        .build_eframe(move |cc| ApeApp::new(&cc.egui_ctx, None, cpu().device, None, note));
+    harness.state_mut().open(scans);
+    step_until(&mut harness, "the scan to be read", |app| {
+        matches!(app.state.cohort[0].status, ScanStatus::Failed(_))
+    });
+    let app = harness.state();
+    assert!(app.state.cohort[0].scan.is_some(), "the scan is shown");
+    assert!(app.state.cohort[0].map.is_none());
+    match &app.state.cohort[0].status {
+        ScanStatus::Failed(why) => assert!(why.contains("no model"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(harness.query_by_label("axial view of phantom_00").is_some());
+}

@@ -138,11 +138,10 @@ impl ApeApp {
                             ui.separator();
                             ui.collapsing("Recent", |ui| {
                                 for path in &self.recent {
-                                    let name = path
-                                        .file_name()
-                                        .map_or_else(|| path.display().to_string(), |n| {
-                                            n.to_string_lossy().into_owned()
-                                        });
+                                    let name = path.file_name().map_or_else(
+                                        || path.display().to_string(),
+                                        |n| n.to_string_lossy().into_owned(),
+                                    );
                                     if ui
                                         .link(name)
                                         .on_hover_text(path.display().to_string())

@@ -47,7 +47,9 @@ mod tests {
         let b = PathBuf::from("/scans/b.nii.gz");
         let list = remember(&remember(&remember(&[], &a), &b), &a);
         assert_eq!(list, [a.clone(), b.clone()]);
-        let many = (0..30).fold(Vec::new(), |l, i| remember(&l, Path::new(&format!("/s/{i}"))));
+        let many = (0..30).fold(Vec::new(), |l, i| {
+            remember(&l, Path::new(&format!("/s/{i}")))
+        });
         assert_eq!(many.len(), KEEP);
         assert_eq!(many[0], PathBuf::from("/s/29"));
 
