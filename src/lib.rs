@@ -15,6 +15,7 @@
 //! - [`embed`]: whole-scan inference, tiled without seams, to an [`ApeMap`](ape_map::ApeMap).
 //! - [`phantom`]: a synthetic abdominal CT with labels, for demos and tests.
 //! - [`retrieval`]: nearest-embedding retrieval, errors per axis, the body-box baseline.
+//! - [`annotations`]: organ boxes saved as JSON, CSV or 3D Slicer markups; undo/redo.
 //! - [`boxes`]: few-shot organ boxes, the recall-safe enlargement α, volume ratios.
 //! - [`cohort`]: labelled scans in a folder (BTCV layout).
 //! - [`evaluation`]: method.md's protocol on a labelled cohort, with its report and plots.
@@ -23,6 +24,7 @@
 //! - [`slicing`]: axial, coronal and sagittal slices in world space, window/level.
 //! - [`app`]: the eframe/egui viewer.
 
+pub mod annotations;
 pub mod ape_map;
 pub mod app;
 pub mod boxes;
