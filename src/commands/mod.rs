@@ -16,6 +16,7 @@ macro_rules! say_raw {
     }};
 }
 
+mod boxes;
 mod crop;
 mod demo;
 mod embed;
@@ -51,6 +52,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Crop a scan to an organ's few-shot box from labelled supports, enlarged for 0.99 recall.
     Crop(crop::CropArgs),
+    /// Convert organ box files between JSON, CSV and 3D Slicer markups (.mrk.json, LPS).
+    Boxes(boxes::BoxesArgs),
     /// Print the model's size, FLOPs per patch, receptive field, input spacing and HU window.
     ModelInfo {
         /// A model file instead of the bundled model.
@@ -94,6 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Embed(args)) => embed::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
         Some(Command::Crop(args)) => crop::run(&args),
+        Some(Command::Boxes(args)) => boxes::run(&args),
         Some(Command::ModelInfo { model }) => model::info(model),
         Some(Command::ModelInit { seed, output }) => model::init(seed, &output),
         Some(Command::View(args)) => view::run(args),
