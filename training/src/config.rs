@@ -110,6 +110,36 @@ impl TrainConfig {
         peak * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
     }
 
+    /// Reads a config file in which any field but `variant` may be left out: missing fields take
+    /// their defaults, so that files written before a field existed still load.
+    pub fn load_with_defaults(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Self::from_json_with_defaults(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// As [`Self::load_with_defaults`], from JSON text.
+    pub fn from_json_with_defaults(text: &str) -> anyhow::Result<Self> {
+        let given: serde_json::Value = serde_json::from_str(text)?;
+        let variant: Variant = serde_json::from_value(
+            given
+                .get("variant")
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("no `variant` (Naive, Aug or Equiv)"))?,
+        )?;
+        let mut merged = serde_json::to_value(TrainConfig::new(variant))?;
+        if let (Some(base), Some(fields)) = (merged.as_object_mut(), given.as_object()) {
+            for (key, value) in fields {
+                if !base.contains_key(key) {
+                    anyhow::bail!("unknown field `{key}`");
+                }
+                base.insert(key.clone(), value.clone());
+            }
+        }
+        Ok(serde_json::from_value(merged)?)
+    }
+
     /// The crop regime of a step: from `regimes` when given, else from the spacings, weights and
     /// S–I curriculum phase.
     pub fn regime_at(&self, step: usize) -> Regime {
@@ -138,6 +168,23 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_files_may_leave_fields_out_but_not_misspell_them() {
+        let c = TrainConfig::from_json_with_defaults(r#"{"variant": "Equiv", "steps": 12}"#).unwrap();
+        assert_eq!(c.steps, 12);
+        assert_eq!(c.normalise, Normalise::PerAxis);
+        assert_eq!(c.pairs, TrainConfig::new(Variant::Equiv).pairs);
+        let e = TrainConfig::from_json_with_defaults(r#"{"variant": "Equiv", "stpes": 1}"#);
+        assert!(e.unwrap_err().to_string().contains("stpes"));
+        assert!(TrainConfig::from_json_with_defaults(r#"{"steps": 1}"#).is_err());
+        // Every config in training/configs loads.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            TrainConfig::load_with_defaults(&path).unwrap();
+        }
+    }
 
     #[test]
     fn regimes_alternate_by_step_and_replace_the_z_phase() {

@@ -149,12 +149,8 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let saved = args.out.join("config.json");
     let mut config = match (&args.config, args.resume && saved.is_file()) {
-        (Some(path), _) => {
-            TrainConfig::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-        }
-        (None, true) => {
-            TrainConfig::load(&saved).map_err(|e| anyhow::anyhow!("{}: {e}", saved.display()))?
-        }
+        (Some(path), _) => TrainConfig::load_with_defaults(path)?,
+        (None, true) => TrainConfig::load_with_defaults(&saved)?,
         (None, false) => TrainConfig::new(match args.variant {
             VariantArg::Naive => Variant::Naive,
             VariantArg::Aug => Variant::Aug,
