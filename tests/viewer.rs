@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ape::annotations::BoxOrigin;
 use ape::app::ApeApp;
 use ape::app::state::ScanStatus;
 use ape::cache::MapCache;
@@ -129,4 +130,139 @@ fn without_a_model_the_viewer_still_opens_and_shows_the_scan() {
         other => panic!("{other:?}"),
     }
     assert!(harness.query_by_label("axial view of phantom_00").is_some());
+}
+
+#[test]
+fn a_drawn_box_is_predicted_on_the_other_scan_exported_and_reimported() {
+    let dir = tempfile::tempdir().unwrap();
+    let scans = ape::phantom::write_demo_cohort(dir.path(), 2).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let compute = cpu();
+    let model = Arc::new(ApeModel::bundled(&compute.device).unwrap());
+    let device = compute.device.clone();
+    let cache_dir = cache.path().to_owned();
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1280.0, 860.0))
+        .build_eframe(move |cc| {
+            ApeApp::new(
+                &cc.egui_ctx,
+                Some(model),
+                device,
+                Some(MapCache::new(cache_dir)),
+                "test".into(),
+            )
+        });
+    harness.state_mut().open(scans);
+    step_until(&mut harness, "both scans to be embedded", |app| {
+        app.state
+            .cohort
+            .iter()
+            .all(|s| matches!(s.status, ScanStatus::Ready | ScanStatus::Failed(_)))
+    });
+
+    // Turn on box drawing, then drag a rectangle on the axial view of the first scan.
+    harness
+        .get_by_label("left drag draws the organ's box")
+        .click();
+    harness.step();
+    assert!(harness.state().state.draw_boxes);
+    let rect = harness.get_by_label("axial view of phantom_00").rect();
+    let (a, b) = (
+        rect.center() - egui::vec2(60.0, 40.0),
+        rect.center() + egui::vec2(50.0, 30.0),
+    );
+    let press = |pos, pressed| egui::Event::PointerButton {
+        pos,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::default(),
+    };
+    for event in [
+        egui::Event::PointerMoved(a),
+        press(a, true),
+        egui::Event::PointerMoved(a + egui::vec2(20.0, 10.0)),
+        egui::Event::PointerMoved(b),
+        press(b, false),
+    ] {
+        harness.input_mut().events.push(event);
+        harness.step();
+    }
+    let drawn = harness
+        .state()
+        .state
+        .boxes
+        .get("phantom_00", "liver")
+        .cloned()
+        .expect("a drawn liver box");
+    assert_eq!(drawn.origin, BoxOrigin::Drawn);
+    // 110 × 70 screen points at the view's scale; 50 mm along S–I by default.
+    let size = drawn.bbox.size();
+    assert!(
+        size.x > 20.0 && size.y > 10.0 && (size.z - 50.0).abs() < 1e-9,
+        "{size}"
+    );
+
+    harness.get_by_label("Predict on the other scans").click();
+    harness.step();
+    let predicted = harness
+        .state()
+        .state
+        .boxes
+        .get("phantom_01", "liver")
+        .cloned()
+        .expect("a predicted box on the second scan");
+    assert!(matches!(
+        predicted.origin,
+        BoxOrigin::Predicted { supports: 1, .. }
+    ));
+    harness.get_by_label("accept").scroll_to_me();
+    harness.step();
+    harness.get_by_label("accept").click();
+    harness.step();
+    assert_eq!(
+        harness
+            .state()
+            .state
+            .boxes
+            .get("phantom_01", "liver")
+            .unwrap()
+            .origin,
+        BoxOrigin::Accepted
+    );
+
+    // The drawn box on the first scan's views, the accepted one on the second's.
+    harness.state_mut().state.activate(1);
+    harness.step();
+    match harness.try_snapshot("viewer_accepted_box") {
+        Ok(()) => {}
+        Err(SnapshotError::RenderError { err }) => {
+            eprintln!("SKIPPED snapshot: no wgpu adapter to render with ({err})");
+        }
+        Err(e) => panic!("{e}"),
+    }
+
+    // Export for 3D Slicer, undo everything, re-import: the same boxes.
+    let file = dir.path().join("boxes.mrk.json");
+    harness.state().state.boxes.save(&file).unwrap();
+    let before = harness.state().state.boxes.clone();
+    harness.state_mut().state.boxes = Default::default();
+    harness.state_mut().load_boxes(&file);
+    let after = &harness.state().state.boxes;
+    for (x, y) in before.boxes.iter().zip(&after.boxes) {
+        assert_eq!((&x.scan, &x.organ), (&y.scan, &y.organ));
+        assert!(
+            (x.bbox.min - y.bbox.min).length() < 1e-9 && (x.bbox.max - y.bbox.max).length() < 1e-9
+        );
+    }
+    // Undo goes back to the empty set the import replaced, redo brings the boxes back.
+    harness.get_by_label("Undo").scroll_to_me();
+    harness.step();
+    harness.get_by_label("Undo").click();
+    harness.step();
+    assert!(harness.state().state.boxes.boxes.is_empty());
+    harness.get_by_label("Redo").scroll_to_me();
+    harness.step();
+    harness.get_by_label("Redo").click();
+    harness.step();
+    assert_eq!(harness.state().state.boxes.boxes.len(), 2);
 }

@@ -38,6 +38,8 @@ pub struct ApeApp {
     /// Recently opened scans, and where that list is kept (`None`: not kept, as in tests).
     recent: Vec<PathBuf>,
     recent_dir: Option<PathBuf>,
+    /// The boxes as last autosaved.
+    autosaved: Option<crate::annotations::BoxSet>,
 }
 
 impl ApeApp {
@@ -65,12 +67,19 @@ impl ApeApp {
             show_help: false,
             recent: Vec::new(),
             recent_dir: None,
+            autosaved: None,
         }
     }
 
     /// Remembers opened scans in `dir` across sessions (see [`recent`]).
     pub fn with_recent_files(mut self, dir: PathBuf) -> Self {
         self.recent = recent::load(&dir);
+        // Boxes of the last session come back (the autosave is written atomically).
+        let autosave = dir.join("boxes-autosave.json");
+        if let Ok(set) = crate::annotations::BoxSet::load(&autosave) {
+            self.autosaved = Some(set.clone());
+            self.state.boxes = set;
+        }
         self.recent_dir = Some(dir);
         self
     }
@@ -175,6 +184,25 @@ impl ApeApp {
             request_screenshot(ui.ctx());
         }
         self.show_help ^= actions.help;
+        if actions.save_boxes
+            && let Some(path) = rfd::FileDialog::new()
+                .add_filter("boxes", &["json", "csv"])
+                .set_file_name("boxes.mrk.json")
+                .save_file()
+        {
+            self.state.message = match self.state.boxes.save(&path) {
+                Ok(()) => format!("boxes saved to {}", path.display()),
+                Err(e) => e.to_string(),
+            };
+        }
+        if actions.load_boxes
+            && let Some(path) = rfd::FileDialog::new()
+                .add_filter("boxes", &["json", "csv"])
+                .pick_file()
+        {
+            self.load_boxes(&path);
+        }
+        self.autosave_boxes();
         self.save_screenshots(ui.ctx());
 
         egui::Panel::bottom("status").show(ui, |ui| {
@@ -249,6 +277,37 @@ impl ApeApp {
         }
     }
 
+    /// Replaces the boxes with those of a file (one undo step).
+    pub fn load_boxes(&mut self, path: &Path) {
+        match crate::annotations::BoxSet::load(path) {
+            Ok(set) => {
+                self.state.history.record(&self.state.boxes);
+                self.state.boxes = set;
+                self.state.message = format!("boxes loaded from {}", path.display());
+            }
+            Err(e) => self.state.message = e.to_string(),
+        }
+    }
+
+    /// Writes the boxes to `boxes-autosave.json` in the config folder whenever they change, so
+    /// that a crash loses nothing.
+    fn autosave_boxes(&mut self) {
+        let Some(dir) = &self.recent_dir else {
+            return;
+        };
+        if self.autosaved.as_ref() == Some(&self.state.boxes) {
+            return;
+        }
+        let path = dir.join("boxes-autosave.json");
+        if let Err(e) = std::fs::create_dir_all(dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.state.boxes.save(&path).map_err(|e| e.to_string()))
+        {
+            self.state.message = format!("autosave failed: {e}");
+        }
+        self.autosaved = Some(self.state.boxes.clone());
+    }
+
     fn info_panel(&mut self, ui: &mut egui::Ui) {
         let Some(scan) = self.state.active_scan() else {
             return;
@@ -304,6 +363,16 @@ impl ApeApp {
             }
             if i.key_pressed(Key::F1) || i.key_pressed(Key::H) {
                 self.show_help ^= true;
+            }
+            if i.modifiers.command && i.key_pressed(Key::Z) {
+                let mut boxes = std::mem::take(&mut self.state.boxes);
+                self.state.history.undo(&mut boxes);
+                self.state.boxes = boxes;
+            }
+            if i.modifiers.command && i.key_pressed(Key::Y) {
+                let mut boxes = std::mem::take(&mut self.state.boxes);
+                self.state.history.redo(&mut boxes);
+                self.state.boxes = boxes;
             }
             if i.key_pressed(Key::Tab) && !self.state.cohort.is_empty() {
                 let next = (self.state.active + 1) % self.state.cohort.len();
@@ -380,6 +449,11 @@ fn help(ui: &mut egui::Ui) {
             ("presets abdomen, liver, lung, bone, soft tissue", "1 … 5"),
             ("APE overlay on / off; iso-lines", "O; I"),
             ("next scan of the cohort", "Tab"),
+            (
+                "draw an organ box (with the box option on)",
+                "left drag, in two views",
+            ),
+            ("undo / redo box edits", "Ctrl+Z / Ctrl+Y"),
             ("reset zoom and pan", "R"),
             ("this help", "F1 or H"),
             ("open scans", "drag files or folders onto the window"),

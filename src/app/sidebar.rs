@@ -3,6 +3,7 @@
 
 use egui::{ProgressBar, RichText};
 
+use crate::annotations::BoxOrigin;
 use crate::slicing::WindowLevel;
 
 use super::state::{OverlayMode, ScanStatus, ViewerState};
@@ -14,6 +15,8 @@ pub struct SidebarActions {
     pub open_folder: bool,
     pub screenshot: bool,
     pub help: bool,
+    pub save_boxes: bool,
+    pub load_boxes: bool,
 }
 
 pub fn sidebar(ui: &mut egui::Ui, state: &mut ViewerState) -> SidebarActions {
@@ -167,6 +170,61 @@ pub fn sidebar(ui: &mut egui::Ui, state: &mut ViewerState) -> SidebarActions {
     }
     if let Some(id) = jump {
         state.activate(id);
+    }
+
+    ui.separator();
+    ui.heading("Organ boxes");
+    ui.horizontal(|ui| {
+        let label = ui.label("organ");
+        ui.text_edit_singleline(&mut state.organ)
+            .labelled_by(label.id);
+    });
+    ui.checkbox(&mut state.draw_boxes, "left drag draws the organ's box");
+    ui.horizontal(|ui| {
+        if ui
+            .button("Predict on the other scans")
+            .on_hover_text("few-shot: from every drawn or accepted box of this organ")
+            .clicked()
+        {
+            state.predict_boxes();
+        }
+    });
+    ui.horizontal(|ui| {
+        if ui.button("Undo").on_hover_text("Ctrl+Z").clicked() {
+            let mut boxes = std::mem::take(&mut state.boxes);
+            state.history.undo(&mut boxes);
+            state.boxes = boxes;
+        }
+        if ui.button("Redo").on_hover_text("Ctrl+Y").clicked() {
+            let mut boxes = std::mem::take(&mut state.boxes);
+            state.history.redo(&mut boxes);
+            state.boxes = boxes;
+        }
+        actions.save_boxes = ui.button("Save…").clicked();
+        actions.load_boxes = ui.button("Load…").clicked();
+    });
+    let mut accept = None;
+    for (n, b) in state.boxes.boxes.iter().enumerate() {
+        ui.horizontal(|ui| {
+            let kind = match b.origin {
+                BoxOrigin::Drawn => "drawn".to_owned(),
+                BoxOrigin::Accepted => "accepted".to_owned(),
+                BoxOrigin::Predicted { supports, alpha } => {
+                    format!("predicted ({supports} shots, α {alpha:.2})")
+                }
+            };
+            ui.label(format!("{} {}: {kind}", b.scan, b.organ))
+                .on_hover_text(b.bbox.to_string());
+            if matches!(b.origin, BoxOrigin::Predicted { .. })
+                && ui.small_button("accept").clicked()
+            {
+                accept = Some(n);
+            }
+        });
+    }
+    if let Some(n) = accept {
+        state.history.record(&state.boxes);
+        state.boxes.boxes[n].origin = BoxOrigin::Accepted;
     }
     actions
 }

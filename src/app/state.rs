@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use glam::DVec3;
 
+use crate::annotations::{BoxOrigin, BoxSet, History, OrganBox};
 use crate::ape_map::ApeMap;
+use crate::boxes::{Support, calibrate_alpha_leave_one_out, edges_of_box, predict_box};
+use crate::geometry::WorldBox;
 use crate::retrieval::{MapIndex, Retrieved, Target, retrieve_many};
 use crate::scan::Scan;
 use crate::slicing::WindowLevel;
@@ -87,6 +90,12 @@ pub struct ViewerState {
     pub click_queries: bool,
     /// What the status bar reports (errors, the last action).
     pub message: String,
+    /// Organ boxes of the cohort, their edit history, the organ being drawn, and whether a
+    /// left drag draws a box (instead of panning).
+    pub boxes: BoxSet,
+    pub history: History<BoxSet>,
+    pub organ: String,
+    pub draw_boxes: bool,
 }
 
 impl Default for ViewerState {
@@ -100,6 +109,10 @@ impl Default for ViewerState {
             landmark: None,
             click_queries: true,
             message: String::new(),
+            boxes: BoxSet::default(),
+            history: History::default(),
+            organ: "liver".to_owned(),
+            draw_boxes: false,
         }
     }
 }
@@ -230,4 +243,128 @@ impl ViewerState {
             .as_ref()
             .and_then(|l| l.matches.get(id).copied().flatten())
     }
+
+    /// Sets the box of the current organ on scan `id` (one undo step).
+    pub fn set_box(&mut self, id: usize, bbox: WorldBox, origin: BoxOrigin) {
+        let Some(scan) = self.cohort.get(id).map(|s| s.name.clone()) else {
+            return;
+        };
+        self.history.record(&self.boxes);
+        self.boxes.set(OrganBox {
+            scan,
+            organ: self.organ.clone(),
+            bbox,
+            origin,
+        });
+    }
+
+    /// Predicts the current organ's box on every scan that has a map and no drawn or accepted
+    /// box of it, from all the drawn or accepted ones (few-shot, method.md), as one undo step.
+    /// α for 0.99 recall is calibrated on the supports (leave one out; each support's box
+    /// stands in for its organ) and stored with the prediction. Returns how many were made.
+    pub fn predict_boxes(&mut self) -> usize {
+        let organ = self.organ.clone();
+        let is_support = |b: &OrganBox| {
+            b.organ == organ && matches!(b.origin, BoxOrigin::Drawn | BoxOrigin::Accepted)
+        };
+        let supports: Vec<(usize, WorldBox)> = self
+            .cohort
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.map.is_some())
+            .filter_map(|(i, s)| {
+                let b = self.boxes.get(&s.name, &organ)?;
+                is_support(b).then_some((i, b.bbox))
+            })
+            .collect();
+        if supports.is_empty() {
+            self.message = format!("draw a {organ} box on an embedded scan first");
+            return 0;
+        }
+        let support_refs: Vec<Support<'_>> = supports
+            .iter()
+            .filter_map(|(i, b)| {
+                Some(Support {
+                    map: self.cohort[*i].map.as_deref()?,
+                    edges: edges_of_box(b),
+                })
+            })
+            .collect();
+        // Each support's box as a cloud of points, for recall.
+        let clouds: Vec<Vec<glam::DVec3>> = supports.iter().map(|(_, b)| box_cloud(b)).collect();
+        let cloud_refs: Vec<&[glam::DVec3]> = clouds.iter().map(Vec::as_slice).collect();
+        let edges: Vec<[glam::DVec3; 6]> = support_refs.iter().map(|s| s.edges).collect();
+        let alpha = calibrate_alpha_leave_one_out(
+            &edges,
+            &cloud_refs,
+            |from, p, to| {
+                let e = support_refs[from].map.embedding_at(p)?;
+                let target = &self.cohort[supports[to].0];
+                Some(
+                    target
+                        .index
+                        .as_deref()?
+                        .retrieve(target.map.as_deref()?, e)
+                        .world,
+                )
+            },
+            crate::boxes::TARGET_RECALL,
+        );
+        let alpha_note = alpha.map_or_else(
+            || "α for 0.99 recall needs two supports".to_owned(),
+            |a| format!("α {a:.2} for 0.99 recall"),
+        );
+        let alpha = alpha.unwrap_or(1.0);
+        let mut predicted = Vec::new();
+        for (i, scan) in self.cohort.iter().enumerate() {
+            let (Some(map), Some(index)) = (scan.map.as_deref(), scan.index.as_deref()) else {
+                continue;
+            };
+            if self.boxes.get(&scan.name, &organ).is_some_and(is_support) {
+                continue;
+            }
+            let target = crate::retrieval::Target { map, index };
+            if let Some(b) = predict_box(target, &support_refs) {
+                predicted.push((i, b));
+            }
+        }
+        if predicted.is_empty() {
+            return 0;
+        }
+        self.history.record(&self.boxes);
+        for (i, bbox) in &predicted {
+            self.boxes.set(OrganBox {
+                scan: self.cohort[*i].name.clone(),
+                organ: organ.clone(),
+                bbox: *bbox,
+                origin: BoxOrigin::Predicted {
+                    supports: supports.len(),
+                    alpha,
+                },
+            });
+        }
+        self.message = format!(
+            "{organ}: predicted on {} scan{} from {} support{} ({alpha_note})",
+            predicted.len(),
+            if predicted.len() == 1 { "" } else { "s" },
+            supports.len(),
+            if supports.len() == 1 { "" } else { "s" },
+        );
+        predicted.len()
+    }
+}
+
+/// Points filling a box on a 9 × 9 × 9 lattice.
+fn box_cloud(b: &WorldBox) -> Vec<glam::DVec3> {
+    let n = 8;
+    let mut points = Vec::with_capacity((n + 1) * (n + 1) * (n + 1));
+    for k in 0..=n {
+        for j in 0..=n {
+            for i in 0..=n {
+                let t = glam::DVec3::new(i as f64, j as f64, k as f64) / n as f64;
+                points.push(b.min + (b.max - b.min) * t);
+            }
+        }
+    }
+    points
 }

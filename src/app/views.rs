@@ -18,6 +18,8 @@ pub struct ViewState {
     pub zoom: f64,
     /// In-plane offset of the view's centre from the scan's centre, mm.
     pub pan: DVec3,
+    /// Where a box drag began (world mm), while drawing one.
+    pub drag_from: Option<DVec3>,
 }
 
 impl Default for ViewState {
@@ -25,6 +27,7 @@ impl Default for ViewState {
         Self {
             zoom: 1.0,
             pan: DVec3::ZERO,
+            drag_from: None,
         }
     }
 }
@@ -215,6 +218,33 @@ pub fn slice_view(
         painter.circle_stroke(p, 9.0, Stroke::new(2.0, colour));
     }
 
+    // Organ boxes of this scan that the slice cuts.
+    let (_, _, normal_axis) = plane.axes();
+    let slice_at = state.crosshair.dot(normal_axis);
+    let scan_name = state.cohort[id].name.clone();
+    for b in state.boxes.boxes.iter().filter(|b| b.scan == scan_name) {
+        let (lo, hi) = (b.bbox.min.dot(normal_axis), b.bbox.max.dot(normal_axis));
+        if slice_at < lo.min(hi) - 1e-6 || slice_at > lo.max(hi) + 1e-6 {
+            continue;
+        }
+        let (a, _) = to_screen(b.bbox.min);
+        let (c, _) = to_screen(b.bbox.max);
+        let colour = match b.origin {
+            crate::annotations::BoxOrigin::Drawn => Color32::from_rgb(80, 230, 80),
+            crate::annotations::BoxOrigin::Accepted => Color32::from_rgb(80, 200, 255),
+            crate::annotations::BoxOrigin::Predicted { .. } => Color32::from_rgb(255, 160, 40),
+        };
+        let r = Rect::from_two_pos(a, c);
+        painter.rect_stroke(r, 0.0, Stroke::new(2.0, colour), egui::StrokeKind::Middle);
+        painter.text(
+            r.left_top() + egui::vec2(3.0, 2.0),
+            Align2::LEFT_TOP,
+            &b.organ,
+            FontId::proportional(12.0),
+            colour,
+        );
+    }
+
     // Orientation letters and the view's name.
     let letters = plane.edge_letters();
     let font = FontId::proportional(15.0);
@@ -286,10 +316,27 @@ pub fn slice_view(
             state.crosshair += normal * (slices as f64 * step);
         }
     }
-    if response.dragged_by(PointerButton::Primary) {
+    let world_at =
+        |pos: Pos2| geometry.world_at((pos.x - rect.min.x) as f64, (pos.y - rect.min.y) as f64);
+    if state.draw_boxes && response.dragged_by(PointerButton::Primary) {
+        if let Some(pos) = response.interact_pointer_pos() {
+            let here = world_at(pos);
+            if response.drag_started() || view.drag_from.is_none() {
+                let start = world_at(pos - response.drag_delta());
+                view.drag_from = Some(start);
+                state.history.record(&state.boxes);
+            }
+            if let Some(from) = view.drag_from {
+                draw_box_drag(state, id, plane, from, here);
+            }
+        }
+    } else if response.dragged_by(PointerButton::Primary) {
         let d = response.drag_delta();
         let (right, up, _) = plane.axes();
         view.pan -= (right * d.x as f64 - up * d.y as f64) * geometry.pixel_mm;
+    }
+    if response.drag_stopped() {
+        view.drag_from = None;
     }
     if response.dragged_by(PointerButton::Secondary) {
         // As in ITK-SNAP: horizontal drag widens the window, vertical drag moves the level.
@@ -306,6 +353,31 @@ pub fn slice_view(
             state.query(id, world);
         }
     }
+}
+
+/// A box drag from `from` to `to` in a view: sets the box's two in-plane extents; along the
+/// view's normal it keeps the organ's existing extent, or spans ±25 mm about the crosshair.
+fn draw_box_drag(state: &mut ViewerState, id: usize, plane: Plane, from: DVec3, to: DVec3) {
+    let (_, _, normal) = plane.axes();
+    let axis = (0..3).find(|&a| normal[a].abs() > 0.5).unwrap_or(2);
+    let name = state.cohort[id].name.clone();
+    let (mut lo, mut hi) = (from.min(to), from.max(to));
+    match state.boxes.get(&name, &state.organ) {
+        Some(existing) => {
+            lo[axis] = existing.bbox.min[axis];
+            hi[axis] = existing.bbox.max[axis];
+        }
+        None => {
+            lo[axis] = state.crosshair[axis] - 25.0;
+            hi[axis] = state.crosshair[axis] + 25.0;
+        }
+    }
+    state.boxes.set(crate::annotations::OrganBox {
+        scan: name,
+        organ: state.organ.clone(),
+        bbox: crate::geometry::WorldBox::new(lo, hi),
+        origin: crate::annotations::BoxOrigin::Drawn,
+    });
 }
 
 /// One slice's thickness along a view's normal: the voxel step of the scan along it, mm.

@@ -115,8 +115,7 @@ impl TrainConfig {
     pub fn load_with_defaults(path: &std::path::Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Self::from_json_with_defaults(&text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        Self::from_json_with_defaults(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     /// As [`Self::load_with_defaults`], from JSON text.
@@ -171,7 +170,8 @@ mod tests {
 
     #[test]
     fn config_files_may_leave_fields_out_but_not_misspell_them() {
-        let c = TrainConfig::from_json_with_defaults(r#"{"variant": "Equiv", "steps": 12}"#).unwrap();
+        let c =
+            TrainConfig::from_json_with_defaults(r#"{"variant": "Equiv", "steps": 12}"#).unwrap();
         assert_eq!(c.steps, 12);
         assert_eq!(c.normalise, Normalise::PerAxis);
         assert_eq!(c.pairs, TrainConfig::new(Variant::Equiv).pairs);
