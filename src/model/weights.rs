@@ -4,7 +4,7 @@
 //! Layout: `APEMODEL` · format version (u32 LE) · metadata length (u32 LE) · metadata JSON ·
 //! record length (u64 LE) · burnpack bytes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::module::Module;
 use burn::store::ModuleRecord;
@@ -221,9 +221,7 @@ impl ApeModel {
             source_name: path.display().to_string(),
             source,
         };
-        let partial = PathBuf::from(format!("{}.partial", path.display()));
-        std::fs::write(&partial, bytes).map_err(io)?;
-        std::fs::rename(&partial, path).map_err(io)
+        crate::io::atomic::write_atomically(path, &bytes).map_err(io)
     }
 
     /// Number of learnable parameters.

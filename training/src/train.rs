@@ -67,7 +67,7 @@ impl Trainer {
         resume: bool,
         init: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        let resumable = resume && out.join("checkpoint").join("state.json").is_file();
+        let resumable = resume && checkpoint_dir(out).is_some();
         match init {
             Some(path) if !resumable => {
                 let model = ApeModel::load(path, &device)?;
@@ -98,8 +98,7 @@ impl Trainer {
         let optim_config = AdamWConfig::new()
             .with_weight_decay(config.weight_decay as f32)
             .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip_norm)));
-        let checkpoint = out.join("checkpoint");
-        if resume && checkpoint.join("state.json").is_file() {
+        if let (true, Some(checkpoint)) = (resume, checkpoint_dir(out)) {
             let state: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(checkpoint.join("state.json"))?)?;
             let step = state["step"]
@@ -209,26 +208,52 @@ impl Trainer {
         }
     }
 
-    /// Writes model, optimizer state and step, each whole or not at all.
+    /// Writes model, optimizer state and step as one checkpoint, whole or not at all: into a
+    /// fresh folder, which then replaces `checkpoint/` (the previous one is kept as
+    /// `checkpoint.old/` until the swap is done, and [`checkpoint_dir`] falls back to it).
     pub fn save_checkpoint(&self, out: &Path) -> anyhow::Result<()> {
-        let dir = out.join("checkpoint");
-        std::fs::create_dir_all(&dir)?;
-        self.model().save(&dir.join("model.apemodel"))?;
+        let partial = out.join(format!("checkpoint.partial-{}", std::process::id()));
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial)?;
+        }
+        std::fs::create_dir_all(&partial)?;
+        self.model().save(&partial.join("model.apemodel"))?;
         let bytes: Bytes = self
             .optim
             .into_bytes()
             .map_err(|e| anyhow::anyhow!("optimizer state: {e:?}"))?;
-        let partial = dir.join("optimizer.bin.partial");
-        std::fs::write(&partial, &bytes[..])?;
-        std::fs::rename(&partial, dir.join("optimizer.bin"))?;
+        ape::io::atomic::write_atomically(&partial.join("optimizer.bin"), &bytes[..])?;
         let state = serde_json::json!({ "step": self.step });
-        std::fs::write(
-            dir.join("state.json.partial"),
-            serde_json::to_vec_pretty(&state)?,
+        ape::io::atomic::write_atomically(
+            &partial.join("state.json"),
+            &serde_json::to_vec_pretty(&state)?,
         )?;
-        std::fs::rename(dir.join("state.json.partial"), dir.join("state.json"))?;
+        let current = out.join("checkpoint");
+        let old = out.join("checkpoint.old");
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
+        if current.exists() {
+            std::fs::rename(&current, &old)?;
+        }
+        std::fs::rename(&partial, &current)?;
+        if let Ok(folder) = std::fs::File::open(out) {
+            let _ = folder.sync_all();
+        }
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
         Ok(())
     }
+}
+
+/// The run's last complete checkpoint: `checkpoint/`, or `checkpoint.old/` when a kill came
+/// between the two renames of [`Trainer::save_checkpoint`].
+pub fn checkpoint_dir(out: &Path) -> Option<std::path::PathBuf> {
+    ["checkpoint", "checkpoint.old"]
+        .iter()
+        .map(|name| out.join(name))
+        .find(|dir| dir.join("state.json").is_file())
 }
 
 impl std::fmt::Debug for Trainer {

@@ -232,3 +232,85 @@ fn crop_pairs_agree_on_their_positive_voxels() {
         "same {same}, shuffled {shuffled}"
     );
 }
+
+/// A run killed with SIGKILL at random moments always leaves a checkpoint that loads, and
+/// `--resume` continues from it (the step never goes back).
+#[test]
+fn training_resumes_after_sigkill_from_the_last_checkpoint() {
+    let _serial = one_at_a_time();
+    let data = tempfile::tempdir().unwrap();
+    ape::phantom::write_demo_cohort(data.path(), 1).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let config = out.path().join("tiny.json");
+    std::fs::write(
+        &config,
+        r#"{"variant": "Equiv", "steps": 100000, "pairs": 1, "positives_per_pair": 32,
+            "crop_size": [32, 32, 32], "checkpoint_every": 2, "eval_every": 0,
+            "warmup_steps": 1, "augment": false}"#,
+    )
+    .unwrap();
+    let run_dir = out.path().join("run");
+    let step_of = |dir: &std::path::Path| -> Option<u64> {
+        let text = std::fs::read_to_string(dir.join("state.json")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()?["step"].as_u64()
+    };
+    let mut last = 0;
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    for round in 0..4 {
+        let mut args = vec![
+            "train".to_owned(),
+            "--backend".into(),
+            "cpu".into(),
+            "--data".into(),
+            data.path().display().to_string(),
+            "--out".into(),
+            run_dir.display().to_string(),
+        ];
+        if round == 0 {
+            args.extend(["--config".into(), config.display().to_string()]);
+        } else {
+            args.push("--resume".into());
+        }
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ape-train"))
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait for a checkpoint newer than the last one, then kill at a random moment.
+        let start = std::time::Instant::now();
+        loop {
+            let now = ape_training::train::checkpoint_dir(&run_dir).and_then(|d| step_of(&d));
+            if now.is_some_and(|s| s > last) {
+                break;
+            }
+            assert!(
+                start.elapsed().as_secs() < 120,
+                "no new checkpoint after step {last}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        std::thread::sleep(std::time::Duration::from_millis(state % 400));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        let dir = ape_training::train::checkpoint_dir(&run_dir).expect("a checkpoint survives");
+        let step = step_of(&dir).expect("its state parses");
+        assert!(step > last, "round {round}: step {step} after {last}");
+        ape::model::ApeModel::load(&dir.join("model.apemodel"), &backend::cpu().device)
+            .expect("its model loads");
+        // The trainer resumes from it, at its step.
+        let trainer = Trainer::new(
+            TrainConfig::load_with_defaults(&run_dir.join("config.json")).unwrap(),
+            meta(),
+            backend::cpu().device,
+            &run_dir,
+            true,
+        );
+        assert_eq!(trainer.unwrap().step as u64, step);
+        last = step;
+    }
+}
