@@ -66,13 +66,10 @@ fn perfect_map(scan: &Volume<f32>, i: usize) -> ApeMap {
     ApeMap::new(cells)
 }
 
-#[test]
-fn a_perfect_map_finds_landmarks_and_boxes_and_reaches_the_recall() {
-    let dir = tempfile::tempdir().unwrap();
-    write_cohort(dir.path(), 7);
-    let cases = labelled_cases(dir.path()).unwrap();
-    assert_eq!(cases.len(), 7);
-    let scans: Vec<EvalScan> = cases
+/// The cohort in `dir` read as evaluation scans with perfect maps.
+fn perfect_scans(dir: &Path) -> Vec<EvalScan> {
+    labelled_cases(dir)
+        .unwrap()
         .iter()
         .enumerate()
         .map(|(i, case)| {
@@ -81,7 +78,16 @@ fn a_perfect_map_finds_landmarks_and_boxes_and_reaches_the_recall() {
             let map = perfect_map(&scan.volume, i);
             EvalScan::new(case.name.clone(), &scan, &labels, map, Some(0.0)).unwrap()
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn a_perfect_map_finds_landmarks_and_boxes_and_reaches_the_recall() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cohort(dir.path(), 7);
+    let cases = labelled_cases(dir.path()).unwrap();
+    assert_eq!(cases.len(), 7);
+    let scans = perfect_scans(dir.path());
     let label_names = DatasetSidecar::find_for(&cases[0].labels).unwrap().labels;
     let options = EvalOptions {
         shots: 3,
@@ -182,23 +188,7 @@ fn a_perfect_map_finds_landmarks_and_boxes_and_reaches_the_recall() {
 fn too_few_scans_for_the_shots_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     write_cohort(dir.path(), 2);
-    let cases = labelled_cases(dir.path()).unwrap();
-    let scans: Vec<EvalScan> = cases
-        .iter()
-        .enumerate()
-        .map(|(i, case)| {
-            let scan = Scan::read(&case.scan).unwrap();
-            let labels = LabelMap::read(&case.labels).unwrap();
-            EvalScan::new(
-                case.name.clone(),
-                &scan,
-                &labels,
-                perfect_map(&scan.volume, i),
-                None,
-            )
-            .unwrap()
-        })
-        .collect();
+    let scans = perfect_scans(dir.path());
     let options = EvalOptions {
         shots: 5,
         held_out: Vec::new(),

@@ -30,8 +30,13 @@ fn step_until(harness: &mut Harness<'_, ApeApp>, what: &str, done: impl Fn(&ApeA
     harness.step();
 }
 
-#[test]
-fn a_clicked_landmark_is_found_on_the_other_scan_and_one_click_jumps_there() {
+/// The app with two demo phantoms opened and embedded by the bundled model (CPU), its folder and
+/// map cache (kept alive by the caller).
+fn two_embedded_phantoms() -> (
+    Harness<'static, ApeApp>,
+    tempfile::TempDir,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let scans = ape::phantom::write_demo_cohort(dir.path(), 2).unwrap();
     let cache = tempfile::tempdir().unwrap();
@@ -50,13 +55,19 @@ fn a_clicked_landmark_is_found_on_the_other_scan_and_one_click_jumps_there() {
                 "test".into(),
             )
         });
-    harness.state_mut().open(scans.clone());
+    harness.state_mut().open(scans);
     step_until(&mut harness, "both scans to be embedded", |app| {
         app.state
             .cohort
             .iter()
             .all(|s| matches!(s.status, ScanStatus::Ready | ScanStatus::Failed(_)))
     });
+    (harness, dir, cache)
+}
+
+#[test]
+fn a_clicked_landmark_is_found_on_the_other_scan_and_one_click_jumps_there() {
+    let (mut harness, _dir, _cache) = two_embedded_phantoms();
     for s in &harness.state().state.cohort {
         assert!(
             matches!(s.status, ScanStatus::Ready),
@@ -134,31 +145,7 @@ fn without_a_model_the_viewer_still_opens_and_shows_the_scan() {
 
 #[test]
 fn a_drawn_box_is_predicted_on_the_other_scan_exported_and_reimported() {
-    let dir = tempfile::tempdir().unwrap();
-    let scans = ape::phantom::write_demo_cohort(dir.path(), 2).unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let compute = cpu();
-    let model = Arc::new(ApeModel::bundled(&compute.device).unwrap());
-    let device = compute.device.clone();
-    let cache_dir = cache.path().to_owned();
-    let mut harness = Harness::builder()
-        .with_size(egui::vec2(1280.0, 860.0))
-        .build_eframe(move |cc| {
-            ApeApp::new(
-                &cc.egui_ctx,
-                Some(model),
-                device,
-                Some(MapCache::new(cache_dir)),
-                "test".into(),
-            )
-        });
-    harness.state_mut().open(scans);
-    step_until(&mut harness, "both scans to be embedded", |app| {
-        app.state
-            .cohort
-            .iter()
-            .all(|s| matches!(s.status, ScanStatus::Ready | ScanStatus::Failed(_)))
-    });
+    let (mut harness, dir, _cache) = two_embedded_phantoms();
 
     // Turn on box drawing, then drag a rectangle on the axial view of the first scan.
     harness

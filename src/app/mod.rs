@@ -365,14 +365,10 @@ impl ApeApp {
                 self.show_help ^= true;
             }
             if i.modifiers.command && i.key_pressed(Key::Z) {
-                let mut boxes = std::mem::take(&mut self.state.boxes);
-                self.state.history.undo(&mut boxes);
-                self.state.boxes = boxes;
+                self.state.undo();
             }
             if i.modifiers.command && i.key_pressed(Key::Y) {
-                let mut boxes = std::mem::take(&mut self.state.boxes);
-                self.state.history.redo(&mut boxes);
-                self.state.boxes = boxes;
+                self.state.redo();
             }
             if i.key_pressed(Key::Tab) && !self.state.cohort.is_empty() {
                 let next = (self.state.active + 1) % self.state.cohort.len();

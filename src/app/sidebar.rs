@@ -191,14 +191,10 @@ pub fn sidebar(ui: &mut egui::Ui, state: &mut ViewerState) -> SidebarActions {
     });
     ui.horizontal(|ui| {
         if ui.button("Undo").on_hover_text("Ctrl+Z").clicked() {
-            let mut boxes = std::mem::take(&mut state.boxes);
-            state.history.undo(&mut boxes);
-            state.boxes = boxes;
+            state.undo();
         }
         if ui.button("Redo").on_hover_text("Ctrl+Y").clicked() {
-            let mut boxes = std::mem::take(&mut state.boxes);
-            state.history.redo(&mut boxes);
-            state.boxes = boxes;
+            state.redo();
         }
         actions.save_boxes = ui.button("Save…").clicked();
         actions.load_boxes = ui.button("Load…").clicked();

@@ -244,6 +244,16 @@ impl ViewerState {
             .and_then(|l| l.matches.get(id).copied().flatten())
     }
 
+    /// Undoes the last box edit; `false` when there is none.
+    pub fn undo(&mut self) -> bool {
+        self.history.undo(&mut self.boxes)
+    }
+
+    /// Redoes the last undone box edit; `false` when there is none.
+    pub fn redo(&mut self) -> bool {
+        self.history.redo(&mut self.boxes)
+    }
+
     /// Sets the box of the current organ on scan `id` (one undo step).
     pub fn set_box(&mut self, id: usize, bbox: WorldBox, origin: BoxOrigin) {
         let Some(scan) = self.cohort.get(id).map(|s| s.name.clone()) else {
