@@ -42,10 +42,7 @@ where
 /// map and retrieved on the target's.
 pub fn predict_box(target: Target<'_>, supports: &[Support<'_>]) -> Option<WorldBox> {
     let edges: Vec<[DVec3; 6]> = supports.iter().map(|s| s.edges).collect();
-    predict_box_by(&edges, |s, p| {
-        let e = supports[s].map.embedding_at(p)?;
-        Some(target.index.retrieve(target.map, e).world)
-    })
+    predict_box_by(&edges, |s, p| target.locate(supports[s].map, p))
 }
 
 /// The six edge points of a box drawn by a user (no mask to take them from): the centres of its

@@ -77,14 +77,16 @@ pub fn bytes_hash(bytes: &[u8]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(bytes)
 }
 
-/// The map of a scan file: from the cache when there (`None` times), else computed and stored.
-/// A cache that cannot be written costs a recomputation later, so it only warns on stderr.
+/// The map of a scan file: from the cache when there (`None` times), else computed (reporting
+/// progress 0…1) and stored. A cache that cannot be written costs a recomputation later, so it
+/// only warns on stderr.
 pub fn embed_file_cached(
     cache: Option<&MapCache>,
     model: &crate::model::ApeModel,
     device: &burn::tensor::Device,
     scan_path: &Path,
     scan_hu: &crate::Volume<f32>,
+    progress: &mut dyn FnMut(f32),
 ) -> Result<(ApeMap, Option<crate::embed::StageTimes>), crate::embed::EmbedError> {
     let key = cache
         .and_then(|_| file_hash(scan_path).ok())
@@ -102,7 +104,7 @@ pub fn embed_file_cached(
         device,
         scan_hu,
         &crate::embed::EmbedOptions::default(),
-        &mut |_| {},
+        progress,
     )?;
     if let (Some(cache), Some(key)) = (cache, key)
         && let Err(e) = cache.put(&key, &map)

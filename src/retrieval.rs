@@ -91,6 +91,15 @@ pub struct Target<'a> {
     pub index: &'a MapIndex,
 }
 
+impl Target<'_> {
+    /// Where `point` of the scan mapped by `from` lies on this target: the world point whose
+    /// embedding is nearest to the embedding there (`None` when `point` is outside `from`).
+    pub fn locate(&self, from: &ApeMap, point: DVec3) -> Option<DVec3> {
+        let e = from.embedding_at(point)?;
+        Some(self.index.retrieve(self.map, e).world)
+    }
+}
+
 /// Every query on every target, in parallel: `result[q][t]`.
 pub fn retrieve_many(queries: &[Embedding], targets: &[Target<'_>]) -> Vec<Vec<Retrieved>> {
     queries

@@ -57,7 +57,11 @@ pub fn sidebar(ui: &mut egui::Ui, state: &mut ViewerState) -> SidebarActions {
                 }
                 ScanStatus::Failed(e) => {
                     // A scan that was read but not embedded is still shown: say what is missing.
-                    let what = if scan.scan.is_some() { "no APE" } else { "failed" };
+                    let what = if scan.scan.is_some() {
+                        "no APE"
+                    } else {
+                        "failed"
+                    };
                     ui.label(RichText::new(what).color(egui::Color32::LIGHT_RED))
                         .on_hover_text(e);
                 }

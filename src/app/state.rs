@@ -308,15 +308,12 @@ impl ViewerState {
             &edges,
             &cloud_refs,
             |from, p, to| {
-                let e = support_refs[from].map.embedding_at(p)?;
                 let target = &self.cohort[supports[to].0];
-                Some(
-                    target
-                        .index
-                        .as_deref()?
-                        .retrieve(target.map.as_deref()?, e)
-                        .world,
-                )
+                let target = Target {
+                    map: target.map.as_deref()?,
+                    index: target.index.as_deref()?,
+                };
+                target.locate(support_refs[from].map, p)
             },
             crate::boxes::TARGET_RECALL,
         );
@@ -333,7 +330,7 @@ impl ViewerState {
             if self.boxes.get(&scan.name, &organ).is_some_and(is_support) {
                 continue;
             }
-            let target = crate::retrieval::Target { map, index };
+            let target = Target { map, index };
             if let Some(b) = predict_box(target, &support_refs) {
                 predicted.push((i, b));
             }

@@ -9,8 +9,7 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use burn::tensor::Device;
 
 use crate::ape_map::ApeMap;
-use crate::cache::{CacheKey, MapCache, file_hash};
-use crate::embed::{EmbedOptions, embed_scan};
+use crate::cache::{MapCache, embed_file_cached};
 use crate::model::ApeModel;
 use crate::retrieval::MapIndex;
 use crate::scan::Scan;
@@ -100,34 +99,11 @@ fn run_job(
             "no model loaded: the scan is shown without APE".into(),
         ));
     };
-    let key = cache
-        .and_then(|_| file_hash(&job.path).ok())
-        .map(|scan| CacheKey {
-            scan,
-            model: model.id,
-        });
-    let cached = cache.zip(key).and_then(|(c, k)| c.get(&k));
-    let map = match cached {
-        Some(map) => map,
-        None => {
-            let mut progress = |p: f32| send(WorkerEvent::Progress(job.id, p));
-            match embed_scan(
-                model,
-                device,
-                &scan.volume,
-                &EmbedOptions::default(),
-                &mut progress,
-            ) {
-                Ok((map, _)) => {
-                    if let Some((c, k)) = cache.zip(key) {
-                        // A cache that cannot be written only costs time later.
-                        let _ = c.put(&k, &map);
-                    }
-                    map
-                }
-                Err(e) => return send(WorkerEvent::Failed(job.id, e.to_string())),
-            }
-        }
+    let mut progress = |p: f32| send(WorkerEvent::Progress(job.id, p));
+    let map = match embed_file_cached(cache, model, device, &job.path, &scan.volume, &mut progress)
+    {
+        Ok((map, _)) => map,
+        Err(e) => return send(WorkerEvent::Failed(job.id, e.to_string())),
     };
     let index = Arc::new(MapIndex::build(&map));
     send(WorkerEvent::Embedded(job.id, Arc::new(map), index));

@@ -105,6 +105,7 @@ pub fn run(args: &CropArgs) -> anyhow::Result<ExitCode> {
         &compute.device,
         &args.scan,
         &scan.volume,
+        &mut |_| {},
     )?;
     let index = MapIndex::build(&map);
     let edges: Vec<[DVec3; 6]> = supports
@@ -137,10 +138,7 @@ pub fn run(args: &CropArgs) -> anyhow::Result<ExitCode> {
             calibrate_alpha_leave_one_out(
                 &edges,
                 &voxels,
-                |from, p, to| {
-                    let e = supports[from].map.embedding_at(p)?;
-                    Some(supports[to].index.retrieve(&supports[to].map, e).world)
-                },
+                |from, p, to| supports[to].target().locate(&supports[from].map, p),
                 TARGET_RECALL,
             )
             .context("calibrating α needs at least two supports with the organ; give --alpha")?

@@ -23,7 +23,7 @@ use crate::cohort::LabelledCase;
 use crate::geometry::WorldBox;
 use crate::labels::{LabelMap, OrganStats, organ_voxel_points};
 use crate::model::ApeModel;
-use crate::retrieval::{ErrorStats, MapIndex, body_box, body_box_transfer};
+use crate::retrieval::{ErrorStats, MapIndex, Target, body_box, body_box_transfer};
 use crate::scan::Scan;
 
 /// One labelled scan, reduced to what the protocol needs (the voxels are not kept).
@@ -77,11 +77,12 @@ impl EvalScan {
     ) -> Result<Self, EvalError> {
         let scan = Scan::read(&case.scan)?;
         let labels = LabelMap::read(&case.labels)?;
-        let (map, times) = embed_file_cached(cache, model, device, &case.scan, &scan.volume)
-            .map_err(|source| EvalError::Embed {
-                name: case.name.clone(),
-                source,
-            })?;
+        let (map, times) =
+            embed_file_cached(cache, model, device, &case.scan, &scan.volume, &mut |_| {})
+                .map_err(|source| EvalError::Embed {
+                    name: case.name.clone(),
+                    source,
+                })?;
         let seconds = times.map(|t| (t.preprocess + t.network).as_secs_f64());
         Self::new(case.name.clone(), &scan, &labels, map, seconds)
     }
@@ -114,6 +115,14 @@ impl EvalScan {
         })
     }
 
+    /// This scan as a retrieval target.
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            map: &self.map,
+            index: &self.index,
+        }
+    }
+
     pub fn organ(&self, label: u16) -> Option<&OrganStats> {
         self.organs.iter().find(|o| o.label == label)
     }
@@ -142,10 +151,7 @@ impl Method {
     fn locate(self, scans: &[EvalScan], from: usize, point: DVec3, to: usize) -> Option<DVec3> {
         let (a, b) = (&scans[from], &scans[to]);
         match self {
-            Method::Ape => {
-                let e = a.map.embedding_at(point)?;
-                Some(b.index.retrieve(&b.map, e).world)
-            }
+            Method::Ape => b.target().locate(&a.map, point),
             Method::BodyBoxBaseline => Some(body_box_transfer(point, &a.body, &b.body)),
         }
     }
