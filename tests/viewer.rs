@@ -143,6 +143,73 @@ fn without_a_model_the_viewer_still_opens_and_shows_the_scan() {
     assert!(harness.query_by_label("axial view of phantom_00").is_some());
 }
 
+/// A left drag from `a` to `b` through the harness's input, one frame per event.
+fn drag(harness: &mut Harness<'_, ApeApp>, a: egui::Pos2, b: egui::Pos2) {
+    let press = |pos, pressed| egui::Event::PointerButton {
+        pos,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::default(),
+    };
+    let nudge = a + (b - a) * 0.25;
+    for event in [
+        egui::Event::PointerMoved(a),
+        press(a, true),
+        egui::Event::PointerMoved(nudge),
+        egui::Event::PointerMoved(b),
+        press(b, false),
+    ] {
+        harness.input_mut().events.push(event);
+        harness.step();
+    }
+}
+
+#[test]
+fn a_box_is_resized_by_its_edge_and_moved_from_inside() {
+    let (mut harness, _dir, _cache) = two_embedded_phantoms();
+    harness
+        .get_by_label("left drag draws the organ's box")
+        .click();
+    harness.step();
+    let rect = harness.get_by_label("axial view of phantom_00").rect();
+    let (a, b) = (
+        rect.center() - egui::vec2(60.0, 40.0),
+        rect.center() + egui::vec2(50.0, 30.0),
+    );
+    drag(&mut harness, a, b);
+    let boxed = |h: &Harness<'_, ApeApp>| h.state().state.boxes.get("phantom_00", "liver").unwrap().bbox;
+    let drawn = boxed(&harness);
+
+    // The right edge (screen) dragged 30 points further right: that face alone moves, by
+    // 30/110 of the drawn width; the view's right is the patient's left (−x).
+    drag(&mut harness, egui::pos2(b.x, rect.center().y - 5.0), egui::pos2(b.x + 30.0, rect.center().y));
+    let grown = boxed(&harness);
+    assert!((grown.max.x - drawn.max.x).abs() < 1e-9, "{drawn} → {grown}");
+    let expected = drawn.size().x * 30.0 / 110.0;
+    assert!(
+        ((drawn.min.x - grown.min.x) - expected).abs() < 0.1 * expected,
+        "{drawn} → {grown}"
+    );
+    assert_eq!((grown.min.y, grown.max.y, grown.min.z, grown.max.z), (drawn.min.y, drawn.max.y, drawn.min.z, drawn.max.z));
+    assert_eq!(
+        harness.state().state.boxes.get("phantom_00", "liver").unwrap().origin,
+        BoxOrigin::Drawn
+    );
+
+    // Dragged from inside: the box moves, its size stays.
+    let inside = rect.center();
+    drag(&mut harness, inside, inside + egui::vec2(0.0, 20.0));
+    let moved = boxed(&harness);
+    assert!((moved.size() - grown.size()).length() < 1e-6, "{grown} → {moved}");
+    assert!(moved.min.y < grown.min.y - 1.0, "down on screen is posterior: {grown} → {moved}");
+
+    // Each edit is one undo step.
+    assert!(harness.state_mut().state.undo());
+    assert_eq!(boxed(&harness), grown);
+    assert!(harness.state_mut().state.undo());
+    assert_eq!(boxed(&harness), drawn);
+}
+
 #[test]
 fn a_drawn_box_is_predicted_on_the_other_scan_exported_and_reimported() {
     let (mut harness, dir, _cache) = two_embedded_phantoms();
@@ -158,22 +225,7 @@ fn a_drawn_box_is_predicted_on_the_other_scan_exported_and_reimported() {
         rect.center() - egui::vec2(60.0, 40.0),
         rect.center() + egui::vec2(50.0, 30.0),
     );
-    let press = |pos, pressed| egui::Event::PointerButton {
-        pos,
-        button: egui::PointerButton::Primary,
-        pressed,
-        modifiers: egui::Modifiers::default(),
-    };
-    for event in [
-        egui::Event::PointerMoved(a),
-        press(a, true),
-        egui::Event::PointerMoved(a + egui::vec2(20.0, 10.0)),
-        egui::Event::PointerMoved(b),
-        press(b, false),
-    ] {
-        harness.input_mut().events.push(event);
-        harness.step();
-    }
+    drag(&mut harness, a, b);
     let drawn = harness
         .state()
         .state

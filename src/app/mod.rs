@@ -5,7 +5,9 @@
 //! - [`worker`]: reading and embedding scans on a background thread.
 //! - [`render`]: a view's picture (slice, window/level, overlay) on the CPU.
 //! - [`views`]: the slice views and the cohort strip; [`sidebar`]: the left panel.
+//! - [`box_edit`]: what a drag grabs of an organ box (edges, corners, inside) and what it does.
 
+pub mod box_edit;
 pub mod recent;
 pub mod render;
 pub mod sidebar;
@@ -448,6 +450,10 @@ fn help(ui: &mut egui::Ui) {
             (
                 "draw an organ box (with the box option on)",
                 "left drag, in two views",
+            ),
+            (
+                "adjust a box (box option on)",
+                "drag an edge or corner handle; drag inside to move it",
             ),
             ("undo / redo box edits", "Ctrl+Z / Ctrl+Y"),
             ("reset zoom and pan", "R"),

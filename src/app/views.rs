@@ -5,7 +5,11 @@ use std::collections::HashMap;
 use egui::{Align2, Color32, FontId, PointerButton, Pos2, Rect, Sense, Stroke, TextureHandle};
 use glam::DVec3;
 
+use crate::annotations::{BoxOrigin, OrganBox};
+use crate::geometry::WorldBox;
 use crate::slicing::{Plane, SliceGeometry};
+
+use super::box_edit::{BoxGrip, GRIP_PIXELS, grip_at};
 
 use super::render::render_view;
 use super::state::{OverlaySettings, ViewerState};
@@ -18,8 +22,21 @@ pub struct ViewState {
     pub zoom: f64,
     /// In-plane offset of the view's centre from the scan's centre, mm.
     pub pan: DVec3,
-    /// Where a box drag began (world mm), while drawing one.
-    pub drag_from: Option<DVec3>,
+    /// The box drag under way, if any.
+    pub drag: Option<BoxDrag>,
+}
+
+/// A left drag in box mode: drawing a new box, or editing the organ's box through a grip.
+#[derive(Debug, Clone, Copy)]
+pub enum BoxDrag {
+    /// A new box from this world point.
+    New { from: DVec3 },
+    /// The box as it was when the drag began, what of it was grabbed, and where (world mm).
+    Edit {
+        grip: BoxGrip,
+        original: WorldBox,
+        from: DVec3,
+    },
 }
 
 impl Default for ViewState {
@@ -27,7 +44,7 @@ impl Default for ViewState {
         Self {
             zoom: 1.0,
             pan: DVec3::ZERO,
-            drag_from: None,
+            drag: None,
         }
     }
 }
@@ -189,6 +206,9 @@ pub fn slice_view(
             off,
         )
     };
+    let screen_rect = |b: &WorldBox| Rect::from_two_pos(to_screen(b.min).0, to_screen(b.max).0);
+    // Picture pixel (continuous) of a screen position.
+    let pixel_at = |pos: Pos2| ((pos.x - rect.min.x) as f64, (pos.y - rect.min.y) as f64);
 
     // Crosshair.
     let (c, _) = to_screen(state.crosshair);
@@ -218,23 +238,20 @@ pub fn slice_view(
         painter.circle_stroke(p, 9.0, Stroke::new(2.0, colour));
     }
 
-    // Organ boxes of this scan that the slice cuts.
-    let (_, _, normal_axis) = plane.axes();
-    let slice_at = state.crosshair.dot(normal_axis);
+    // Organ boxes of this scan that the slice cuts; the current organ's with grips, predictions
+    // with their recall-safe (α-enlarged) box dashed around them.
     let scan_name = state.cohort[id].name.clone();
+    let scan_bounds = state.cohort[id]
+        .scan
+        .as_ref()
+        .map(|s| s.volume.world_bounds());
+    let cut = |b: &WorldBox| box_cut_by_slice(b, plane, state.crosshair);
     for b in state.boxes.boxes.iter().filter(|b| b.scan == scan_name) {
-        let (lo, hi) = (b.bbox.min.dot(normal_axis), b.bbox.max.dot(normal_axis));
-        if slice_at < lo.min(hi) - 1e-6 || slice_at > lo.max(hi) + 1e-6 {
+        if !cut(&b.bbox) {
             continue;
         }
-        let (a, _) = to_screen(b.bbox.min);
-        let (c, _) = to_screen(b.bbox.max);
-        let colour = match b.origin {
-            crate::annotations::BoxOrigin::Drawn => Color32::from_rgb(80, 230, 80),
-            crate::annotations::BoxOrigin::Accepted => Color32::from_rgb(80, 200, 255),
-            crate::annotations::BoxOrigin::Predicted { .. } => Color32::from_rgb(255, 160, 40),
-        };
-        let r = Rect::from_two_pos(a, c);
+        let colour = box_colour(b.origin);
+        let r = screen_rect(&b.bbox);
         painter.rect_stroke(r, 0.0, Stroke::new(2.0, colour), egui::StrokeKind::Middle);
         painter.text(
             r.left_top() + egui::vec2(3.0, 2.0),
@@ -243,6 +260,45 @@ pub fn slice_view(
             FontId::proportional(12.0),
             colour,
         );
+        if let BoxOrigin::Predicted { alpha, .. } = b.origin
+            && (alpha - 1.0).abs() > 1e-3
+        {
+            let enlarged = b.bbox.scaled(alpha);
+            let enlarged = scan_bounds
+                .and_then(|s| enlarged.intersection(&s))
+                .unwrap_or(enlarged);
+            let e = screen_rect(&enlarged);
+            let corners = [e.left_top(), e.right_top(), e.right_bottom(), e.left_bottom(), e.left_top()];
+            painter.extend(egui::Shape::dashed_line(
+                &corners,
+                Stroke::new(1.0, colour),
+                6.0,
+                4.0,
+            ));
+            painter.text(
+                e.right_bottom() - egui::vec2(3.0, 2.0),
+                Align2::RIGHT_BOTTOM,
+                format!("α {alpha:.2}: 0.99 recall"),
+                FontId::proportional(11.0),
+                colour,
+            );
+        }
+        if state.draw_boxes && b.organ == state.organ {
+            for p in [
+                r.left_top(),
+                r.center_top(),
+                r.right_top(),
+                r.right_center(),
+                r.right_bottom(),
+                r.center_bottom(),
+                r.left_bottom(),
+                r.left_center(),
+            ] {
+                let handle = Rect::from_center_size(p, egui::vec2(7.0, 7.0));
+                painter.rect_filled(handle, 1.0, Color32::WHITE);
+                painter.rect_stroke(handle, 1.0, Stroke::new(1.0, colour), egui::StrokeKind::Middle);
+            }
+        }
     }
 
     // Orientation letters and the view's name.
@@ -318,16 +374,51 @@ pub fn slice_view(
     }
     let world_at =
         |pos: Pos2| geometry.world_at((pos.x - rect.min.x) as f64, (pos.y - rect.min.y) as f64);
+    // The current organ's box on this slice, and what a drag from the pointer would grab of it.
+    let organ_box = state
+        .boxes
+        .get(&scan_name, &state.organ)
+        .map(|b| b.bbox)
+        .filter(|b| box_cut_by_slice(b, plane, state.crosshair));
+    let grip_under = |pos: Pos2| {
+        let (u, v) = pixel_at(pos);
+        organ_box.and_then(|b| grip_at(&b, &geometry, u, v, GRIP_PIXELS).map(|g| (g, b)))
+    };
+    if state.draw_boxes
+        && view.drag.is_none()
+        && let Some((grip, _)) = response.hover_pos().and_then(grip_under)
+    {
+        ui.ctx().set_cursor_icon(grip.cursor(&geometry));
+    }
     if state.draw_boxes && response.dragged_by(PointerButton::Primary) {
         if let Some(pos) = response.interact_pointer_pos() {
             let here = world_at(pos);
-            if response.drag_started() || view.drag_from.is_none() {
-                let start = world_at(pos - response.drag_delta());
-                view.drag_from = Some(start);
+            if response.drag_started() || view.drag.is_none() {
+                let start_pos = pos - response.drag_delta();
+                let from = world_at(start_pos);
                 state.history.record(&state.boxes);
+                view.drag = Some(match grip_under(start_pos) {
+                    Some((grip, original)) => BoxDrag::Edit {
+                        grip,
+                        original,
+                        from,
+                    },
+                    None => BoxDrag::New { from },
+                });
             }
-            if let Some(from) = view.drag_from {
-                draw_box_drag(state, id, plane, from, here);
+            match view.drag {
+                Some(BoxDrag::New { from }) => draw_box_drag(state, id, plane, from, here),
+                Some(BoxDrag::Edit {
+                    grip,
+                    original,
+                    from,
+                }) => state.boxes.set(OrganBox {
+                    scan: scan_name.clone(),
+                    organ: state.organ.clone(),
+                    bbox: grip.apply(&original, from, here),
+                    origin: BoxOrigin::Drawn,
+                }),
+                None => {}
             }
         }
     } else if response.dragged_by(PointerButton::Primary) {
@@ -336,7 +427,7 @@ pub fn slice_view(
         view.pan -= (right * d.x as f64 - up * d.y as f64) * geometry.pixel_mm;
     }
     if response.drag_stopped() {
-        view.drag_from = None;
+        view.drag = None;
     }
     if response.dragged_by(PointerButton::Secondary) {
         // As in ITK-SNAP: horizontal drag widens the window, vertical drag moves the level.
@@ -352,6 +443,23 @@ pub fn slice_view(
         if state.click_queries {
             state.query(id, world);
         }
+    }
+}
+
+/// Whether the slice through `crosshair` of a view cuts a box.
+fn box_cut_by_slice(b: &WorldBox, plane: Plane, crosshair: DVec3) -> bool {
+    let (_, _, normal) = plane.axes();
+    let at = crosshair.dot(normal);
+    let (lo, hi) = (b.min.dot(normal), b.max.dot(normal));
+    at >= lo.min(hi) - 1e-6 && at <= lo.max(hi) + 1e-6
+}
+
+/// Green: drawn or corrected by the user; cyan: an accepted prediction; orange: a prediction.
+fn box_colour(origin: BoxOrigin) -> Color32 {
+    match origin {
+        BoxOrigin::Drawn => Color32::from_rgb(80, 230, 80),
+        BoxOrigin::Accepted => Color32::from_rgb(80, 200, 255),
+        BoxOrigin::Predicted { .. } => Color32::from_rgb(255, 160, 40),
     }
 }
 

@@ -86,6 +86,10 @@ pub struct TrainConfig {
     pub x_weight: f64,
     #[config(default = "Normalise::PerAxis")]
     pub normalise: Normalise,
+    /// Weight μ of the axis anchor (`loss::axis_anchor`): embedding differences equal
+    /// normalised RAS position differences. 0 = method.md's loss.
+    #[config(default = 0.0)]
+    pub axis_weight: f64,
     /// Alternating crop regimes; when not empty they replace the spacings, weights and z phase.
     #[config(default = "Vec::new()")]
     pub regimes: Vec<Regime>,

@@ -45,24 +45,81 @@ pub fn target_distances(
     Tensor::from_data(TensorData::new(d, [n, n]), device)
 }
 
+/// Positions normalised to zero mean and unit standard deviation per axis over the batch,
+/// unweighted: `[N, 3]`, channel c = world axis c (R, A, S).
+pub fn normalised_positions(points: &[DVec3], device: &Device) -> Tensor<2> {
+    let n = points.len().max(1);
+    let mean = points.iter().fold(DVec3::ZERO, |a, p| a + *p) / n as f64;
+    let var = points
+        .iter()
+        .fold(DVec3::ZERO, |a, p| a + (*p - mean) * (*p - mean))
+        / n as f64;
+    let std = var.max(DVec3::splat(1e-6)).to_array().map(f64::sqrt);
+    let data: Vec<f32> = points
+        .iter()
+        .flat_map(|p| {
+            let q = (*p - mean).to_array();
+            [0, 1, 2].map(|c| (q[c] / std[c]) as f32)
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(data, [points.len(), 3]), device)
+}
+
+/// The axis anchor: mean over all i, j of ‖(a_i − a_j⁺) − (p̂_i − p̂_j)‖², i.e. embedding
+/// *differences* equal normalised position differences, channel by channel. The distance loss
+/// alone is invariant to rotations and mirror images of the embedding, and its small-network,
+/// few-step optimum folds one axis (left and right flanks mapped together, or S–I flattened);
+/// fixing the embedding's orientation to the scan's RAS axes makes every fold cost loss. No
+/// labels: it uses the same physical positions as the distance term.
+/// Computed without the N×N matrix: with u = a − p̂ and v = a⁺ − p̂, the mean of ‖u_i − v_j‖²
+/// is var(u) + var(v) + ‖ū − v̄‖².
+pub fn axis_anchor(a: Tensor<2>, a_plus: Tensor<2>, positions: Tensor<2>) -> Tensor<1> {
+    let u = a - positions.clone();
+    let v = a_plus - positions;
+    let u_mean = u.clone().mean_dim(0); // [1, 3]
+    let v_mean = v.clone().mean_dim(0);
+    let u_var = (u - u_mean.clone()).powi_scalar(2).sum_dim(1).mean();
+    let v_var = (v - v_mean.clone()).powi_scalar(2).sum_dim(1).mean();
+    let shift = (u_mean - v_mean).powi_scalar(2).sum();
+    u_var + v_var + shift
+}
+
 /// The terms of the loss.
 #[derive(Debug)]
 pub struct LossTerms {
     pub total: Tensor<1>,
     pub distance: Tensor<1>,
     pub equivariance: Tensor<1>,
+    /// The axis anchor term (zero tensor when its weight is zero).
+    pub axis: Tensor<1>,
 }
 
-/// `a`, `a_plus`: `[N, 3]` embeddings of the positive pairs; `target`: `[N, N]`.
-pub fn ape_loss(a: Tensor<2>, a_plus: Tensor<2>, target: Tensor<2>, lambda: f64) -> LossTerms {
+/// `a`, `a_plus`: `[N, 3]` embeddings of the positive pairs; `target`: `[N, N]`; `positions`:
+/// `[N, 3]` normalised positions for the axis anchor, weighted by `mu` (skipped when 0).
+pub fn ape_loss(
+    a: Tensor<2>,
+    a_plus: Tensor<2>,
+    target: Tensor<2>,
+    lambda: f64,
+    anchor: Option<(Tensor<2>, f64)>,
+) -> LossTerms {
     let predicted = pairwise_distances(a.clone(), a_plus.clone());
     let distance = (predicted - target).powi_scalar(2).mean();
-    let equivariance = (a - a_plus).powi_scalar(2).sum_dim(1).mean();
-    let total = distance.clone() + equivariance.clone().mul_scalar(lambda);
+    let equivariance = (a.clone() - a_plus.clone()).powi_scalar(2).sum_dim(1).mean();
+    let mut total = distance.clone() + equivariance.clone().mul_scalar(lambda);
+    let axis = match anchor {
+        Some((positions, mu)) if mu > 0.0 => {
+            let axis = axis_anchor(a, a_plus, positions);
+            total = total + axis.clone().mul_scalar(mu);
+            axis
+        }
+        _ => distance.clone().mul_scalar(0.0),
+    };
     LossTerms {
         total,
         distance,
         equivariance,
+        axis,
     }
 }
 
@@ -82,6 +139,52 @@ mod tests {
             .into_data()
             .try_to_vec::<f32>()
             .unwrap_or_default()
+    }
+
+    fn tensor(rows: &[[f32; 3]]) -> Tensor<2> {
+        let device = ape::model::backend::cpu().device;
+        let data: Vec<f32> = rows.iter().flatten().copied().collect();
+        Tensor::from_data(TensorData::new(data, [rows.len(), 3]), &device)
+    }
+
+    fn value(t: Tensor<1>) -> f32 {
+        t.into_data().try_to_vec::<f32>().unwrap()[0]
+    }
+
+    #[test]
+    fn axis_anchor_is_zero_up_to_translation_and_punishes_a_mirror() {
+        let points = [
+            DVec3::new(-100.0, 0.0, 10.0),
+            DVec3::new(100.0, 20.0, -10.0),
+            DVec3::new(0.0, -20.0, 300.0),
+            DVec3::new(50.0, 0.0, -300.0),
+        ];
+        let device = ape::model::backend::cpu().device;
+        let p = normalised_positions(&points, &device);
+        let rows: Vec<[f32; 3]> = p.clone().into_data().into_vec::<f32>().unwrap()
+            .chunks(3).map(|c| [c[0], c[1], c[2]]).collect();
+        // Unit variance per axis.
+        for c in 0..3 {
+            let var: f32 = rows.iter().map(|r| r[c] * r[c]).sum::<f32>() / 4.0;
+            assert!((var - 1.0).abs() < 1e-4, "{var}");
+        }
+        // The embedding = positions + any constant: no loss.
+        let shifted: Vec<[f32; 3]> = rows.iter().map(|r| [r[0] + 5.0, r[1] - 1.0, r[2]]).collect();
+        let zero = value(axis_anchor(tensor(&shifted), tensor(&shifted), p.clone()));
+        assert!(zero.abs() < 1e-5, "{zero}");
+        // The R–L mirror image keeps every distance but costs 4·var(x) = 4 (twice: a and a⁺).
+        let mirrored: Vec<[f32; 3]> = rows.iter().map(|r| [-r[0], r[1], r[2]]).collect();
+        let cost = value(axis_anchor(tensor(&mirrored), tensor(&mirrored), p.clone()));
+        assert!((cost - 8.0).abs() < 1e-3, "{cost}");
+        // Brute force over all pairs agrees.
+        let a = tensor(&mirrored);
+        let brute: f32 = (0..4).flat_map(|i| (0..4).map(move |j| (i, j))).map(|(i, j)| {
+            (0..3).map(|c| {
+                let d = (mirrored[i][c] - mirrored[j][c]) - (rows[i][c] - rows[j][c]);
+                d * d
+            }).sum::<f32>()
+        }).sum::<f32>() / 16.0;
+        assert!((value(axis_anchor(a.clone(), a, p)) - brute).abs() < 1e-3);
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub fn plot_csv(csv: &Path, png: &Path) -> anyhow::Result<()> {
                 total: f.get(1)?.parse().ok()?,
                 distance: f.get(2)?.parse().ok()?,
                 equivariance: f.get(3)?.parse().ok()?,
+                axis: f.get(7).and_then(|v| v.parse().ok()).unwrap_or(0.0),
             })
         })
         .collect();

@@ -17,7 +17,7 @@ use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use crate::config::{TrainConfig, Variant};
 use crate::data::{Batch, TrainScan, make_batch};
 use crate::evaluate::HeldOut;
-use crate::loss::{ape_loss, target_distances};
+use crate::loss::{ape_loss, normalised_positions, target_distances};
 
 /// Losses of one step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,6 +26,8 @@ pub struct StepLoss {
     pub total: f32,
     pub distance: f32,
     pub equivariance: f32,
+    /// The axis anchor term (0 when its weight is 0).
+    pub axis: f32,
 }
 
 pub struct Trainer {
@@ -175,7 +177,9 @@ impl Trainer {
         } else {
             0.0
         };
-        let terms = ape_loss(a, a_plus, target, lambda);
+        let anchor = (config.axis_weight > 0.0)
+            .then(|| (normalised_positions(&points, &self.device), config.axis_weight));
+        let terms = ape_loss(a, a_plus, target, lambda, anchor);
         let scalar = |t: &Tensor<1>| {
             t.clone()
                 .into_data()
@@ -189,6 +193,7 @@ impl Trainer {
             total: scalar(&terms.total),
             distance: scalar(&terms.distance),
             equivariance: scalar(&terms.equivariance),
+            axis: scalar(&terms.axis),
         };
         let grads = GradientsParams::from_grads(terms.total.backward(), &self.net);
         let lr = config.learning_rate_at(batch.step);
@@ -307,14 +312,15 @@ pub fn run(
         let loss = trainer.train_step(&batch);
         writeln!(
             csv,
-            "{},{},{},{},{},{},{:.2}",
+            "{},{},{},{},{},{},{:.2},{}",
             loss.step,
             loss.total,
             loss.distance,
             loss.equivariance,
             config.learning_rate_at(loss.step),
             batch.z_weight,
-            began.elapsed().as_secs_f64()
+            began.elapsed().as_secs_f64(),
+            loss.axis
         )?;
         progress.set_message(format!("loss {:.4}", loss.total));
         progress.inc(1);
@@ -348,7 +354,7 @@ pub fn run(
 
 /// The loss CSV, keeping only rows before `start_step` (so a resumed run continues it).
 fn open_csv(path: &Path, start_step: usize) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
-    let header = "step,loss,distance,equivariance,lr,z_weight,seconds";
+    let header = "step,loss,distance,equivariance,lr,z_weight,seconds,axis";
     let mut kept = vec![header.to_owned()];
     let previous = if start_step > 0 {
         std::fs::read_to_string(path).unwrap_or_default()
