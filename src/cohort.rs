@@ -61,13 +61,7 @@ pub fn labelled_cases(dir: &Path) -> Result<Vec<LabelledCase>, CohortError> {
         let Some(name) = nifti_stem(&scan) else {
             continue;
         };
-        let prefix = format!("{name}_");
-        let mut matches = label_files.iter().filter(|l| {
-            nifti_stem(l).is_some_and(|stem| {
-                stem.strip_prefix(&prefix)
-                    .is_some_and(|rest| named_like_label_map(Path::new(rest)))
-            })
-        });
+        let mut matches = label_files.iter().filter(|l| is_label_map_of(&name, l));
         if let (Some(labels), None) = (matches.next(), matches.next()) {
             cases.push(LabelledCase {
                 name,
@@ -84,9 +78,60 @@ pub fn labelled_cases(dir: &Path) -> Result<Vec<LabelledCase>, CohortError> {
     Ok(cases)
 }
 
+/// Whether `file` is named as the label map of the scan called `scan_name`
+/// (`<scan_name>_<label|seg|mask…>.nii[.gz]`).
+fn is_label_map_of(scan_name: &str, file: &Path) -> bool {
+    let prefix = format!("{scan_name}_");
+    nifti_stem(file).is_some_and(|stem| {
+        stem.strip_prefix(&prefix)
+            .is_some_and(|rest| named_like_label_map(Path::new(rest)))
+    })
+}
+
+/// The one label map beside a scan, named as [`labelled_cases`] expects; `None` when there is
+/// none or more than one.
+pub fn label_map_for(scan: &Path) -> Option<PathBuf> {
+    let name = nifti_stem(scan)?;
+    let dir = scan.parent()?;
+    let mut matches = std::fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    })
+    .ok()?
+    .filter_map(|e| e.ok().map(|e| e.path()))
+    .filter(|p| p.is_file() && is_label_map_of(&name, p));
+    match (matches.next(), matches.next()) {
+        (Some(labels), None) => Some(labels),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scan_finds_its_one_label_map() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in [
+            "a.nii.gz",
+            "a_label.nii.gz",
+            "ab.nii.gz",
+            "b.nii",
+            "b_seg.nii",
+            "b_mask.nii",
+        ] {
+            std::fs::write(dir.path().join(f), b"").unwrap();
+        }
+        assert_eq!(
+            label_map_for(&dir.path().join("a.nii.gz")),
+            Some(dir.path().join("a_label.nii.gz"))
+        );
+        assert_eq!(label_map_for(&dir.path().join("ab.nii.gz")), None);
+        // Two candidates: ambiguous, none taken.
+        assert_eq!(label_map_for(&dir.path().join("b.nii")), None);
+    }
 
     #[test]
     fn pairs_scans_with_their_label_maps() {

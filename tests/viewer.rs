@@ -177,22 +177,45 @@ fn a_box_is_resized_by_its_edge_and_moved_from_inside() {
         rect.center() + egui::vec2(50.0, 30.0),
     );
     drag(&mut harness, a, b);
-    let boxed = |h: &Harness<'_, ApeApp>| h.state().state.boxes.get("phantom_00", "liver").unwrap().bbox;
+    let boxed = |h: &Harness<'_, ApeApp>| {
+        h.state()
+            .state
+            .boxes
+            .get("phantom_00", "liver")
+            .unwrap()
+            .bbox
+    };
     let drawn = boxed(&harness);
 
     // The right edge (screen) dragged 30 points further right: that face alone moves, by
     // 30/110 of the drawn width; the view's right is the patient's left (−x).
-    drag(&mut harness, egui::pos2(b.x, rect.center().y - 5.0), egui::pos2(b.x + 30.0, rect.center().y));
+    drag(
+        &mut harness,
+        egui::pos2(b.x, rect.center().y - 5.0),
+        egui::pos2(b.x + 30.0, rect.center().y),
+    );
     let grown = boxed(&harness);
-    assert!((grown.max.x - drawn.max.x).abs() < 1e-9, "{drawn} → {grown}");
+    assert!(
+        (grown.max.x - drawn.max.x).abs() < 1e-9,
+        "{drawn} → {grown}"
+    );
     let expected = drawn.size().x * 30.0 / 110.0;
     assert!(
         ((drawn.min.x - grown.min.x) - expected).abs() < 0.1 * expected,
         "{drawn} → {grown}"
     );
-    assert_eq!((grown.min.y, grown.max.y, grown.min.z, grown.max.z), (drawn.min.y, drawn.max.y, drawn.min.z, drawn.max.z));
     assert_eq!(
-        harness.state().state.boxes.get("phantom_00", "liver").unwrap().origin,
+        (grown.min.y, grown.max.y, grown.min.z, grown.max.z),
+        (drawn.min.y, drawn.max.y, drawn.min.z, drawn.max.z)
+    );
+    assert_eq!(
+        harness
+            .state()
+            .state
+            .boxes
+            .get("phantom_00", "liver")
+            .unwrap()
+            .origin,
         BoxOrigin::Drawn
     );
 
@@ -200,8 +223,14 @@ fn a_box_is_resized_by_its_edge_and_moved_from_inside() {
     let inside = rect.center();
     drag(&mut harness, inside, inside + egui::vec2(0.0, 20.0));
     let moved = boxed(&harness);
-    assert!((moved.size() - grown.size()).length() < 1e-6, "{grown} → {moved}");
-    assert!(moved.min.y < grown.min.y - 1.0, "down on screen is posterior: {grown} → {moved}");
+    assert!(
+        (moved.size() - grown.size()).length() < 1e-6,
+        "{grown} → {moved}"
+    );
+    assert!(
+        moved.min.y < grown.min.y - 1.0,
+        "down on screen is posterior: {grown} → {moved}"
+    );
 
     // Each edit is one undo step.
     assert!(harness.state_mut().state.undo());
@@ -304,4 +333,50 @@ fn a_drawn_box_is_predicted_on_the_other_scan_exported_and_reimported() {
     harness.get_by_label("Redo").click();
     harness.step();
     assert_eq!(harness.state().state.boxes.boxes.len(), 2);
+}
+
+#[test]
+fn the_cohort_is_plotted_in_ape_space_with_organ_centres_from_the_label_maps() {
+    let (mut harness, _dir, _cache) = two_embedded_phantoms();
+    // The label maps beside the phantoms were read: organ centres in world mm.
+    step_until(&mut harness, "organ centres", |app| {
+        app.state.cohort.iter().all(|s| !s.organs.is_empty())
+    });
+    let organs: Vec<&str> = harness.state().state.cohort[0]
+        .organs
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(
+        organs.contains(&"liver") && organs.contains(&"spleen"),
+        "{organs:?}"
+    );
+    // A landmark, then the plot.
+    harness.get_by_label("axial view of phantom_00").click();
+    harness.step();
+    harness.get_by_label("APE space").click();
+    harness.step();
+    harness.step();
+    assert!(
+        harness
+            .query_by_label("APE channel 0 against channel 2")
+            .is_some()
+    );
+    let points = ape::app::embedding_plot::plot_points(&harness.state().state);
+    // Every organ of both scans, plus the landmark on each.
+    let n_organs: usize = harness
+        .state()
+        .state
+        .cohort
+        .iter()
+        .map(|s| s.organs.len())
+        .sum();
+    assert_eq!(points.len(), n_organs + 2);
+    match harness.try_snapshot("viewer_ape_space") {
+        Ok(()) => {}
+        Err(SnapshotError::RenderError { err }) => {
+            eprintln!("SKIPPED snapshot: no wgpu adapter to render with ({err})");
+        }
+        Err(e) => panic!("{e}"),
+    }
 }

@@ -93,7 +93,10 @@ impl BoxGrip {
         match self {
             BoxGrip::Move => egui::CursorIcon::Move,
             BoxGrip::Faces(faces) => {
-                match (faces[axis_of(right)].is_some(), faces[axis_of(up)].is_some()) {
+                match (
+                    faces[axis_of(right)].is_some(),
+                    faces[axis_of(up)].is_some(),
+                ) {
                     (true, true) => egui::CursorIcon::Crosshair,
                     (true, false) => egui::CursorIcon::ResizeHorizontal,
                     _ => egui::CursorIcon::ResizeVertical,
@@ -170,7 +173,10 @@ mod tests {
             plane: Plane::Coronal,
             ..axial()
         };
-        let b = WorldBox::new(DVec3::new(-20.0, -30.0, -40.0), DVec3::new(40.0, 10.0, 60.0));
+        let b = WorldBox::new(
+            DVec3::new(-20.0, -30.0, -40.0),
+            DVec3::new(40.0, 10.0, 60.0),
+        );
         let (u, v) = screen(&g, DVec3::new(0.0, 0.0, 60.0));
         assert_eq!(
             grip_at(&b, &g, u, v, GRIP_PIXELS),

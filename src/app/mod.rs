@@ -5,9 +5,11 @@
 //! - [`worker`]: reading and embedding scans on a background thread.
 //! - [`render`]: a view's picture (slice, window/level, overlay) on the CPU.
 //! - [`views`]: the slice views and the cohort strip; [`sidebar`]: the left panel.
+//! - [`embedding_plot`]: the cohort in APE space (organ centres, boxes, landmark).
 //! - [`box_edit`]: what a drag grabs of an organ box (edges, corners, inside) and what it does.
 
 pub mod box_edit;
+pub mod embedding_plot;
 pub mod recent;
 pub mod render;
 pub mod sidebar;
@@ -37,6 +39,7 @@ pub struct ApeApp {
     worker: Worker,
     hover: Option<Hover>,
     show_help: bool,
+    show_embedding_plot: bool,
     /// Recently opened scans, and where that list is kept (`None`: not kept, as in tests).
     recent: Vec<PathBuf>,
     recent_dir: Option<PathBuf>,
@@ -67,6 +70,7 @@ impl ApeApp {
             worker,
             hover: None,
             show_help: false,
+            show_embedding_plot: false,
             recent: Vec::new(),
             recent_dir: None,
             autosaved: None,
@@ -122,6 +126,14 @@ impl ApeApp {
                     }
                 }
                 WorkerEvent::Embedded(id, map, index) => self.state.map_ready(id, map, index),
+                WorkerEvent::Organs(id, organs) => match (organs, self.state.cohort.get_mut(id)) {
+                    (Ok(organs), Some(s)) => s.organs = organs,
+                    (Err(e), Some(s)) => {
+                        self.state.message =
+                            format!("{}: its label map was not read: {e}", s.path.display());
+                    }
+                    (_, None) => {}
+                },
                 WorkerEvent::Failed(id, e) => {
                     if let Some(s) = self.state.cohort.get_mut(id) {
                         self.state.message = format!("{}: {e}", s.path.display());
@@ -186,6 +198,7 @@ impl ApeApp {
             request_screenshot(ui.ctx());
         }
         self.show_help ^= actions.help;
+        self.show_embedding_plot ^= actions.embedding_plot;
         if actions.save_boxes
             && let Some(path) = rfd::FileDialog::new()
                 .add_filter("boxes", &["json", "csv"])
@@ -272,6 +285,21 @@ impl ApeApp {
                 .collapsible(false)
                 .open(&mut self.show_help)
                 .show(ui.ctx(), help);
+        }
+        if self.show_embedding_plot {
+            let mut open = true;
+            let mut clicked = None;
+            egui::Window::new("APE space")
+                .open(&mut open)
+                .default_width(760.0)
+                .show(ui.ctx(), |ui| {
+                    clicked = embedding_plot::embedding_plot(ui, &self.state)
+                });
+            self.show_embedding_plot = open;
+            if let Some(p) = clicked {
+                self.state.activate(p.scan);
+                self.state.crosshair = p.world;
+            }
         }
         if self.busy() {
             ui.ctx()
@@ -363,6 +391,9 @@ impl ApeApp {
             if i.key_pressed(Key::R) {
                 self.views = [ViewState::default(); 3];
             }
+            if i.key_pressed(Key::E) {
+                self.show_embedding_plot ^= true;
+            }
             if i.key_pressed(Key::F1) || i.key_pressed(Key::H) {
                 self.show_help ^= true;
             }
@@ -447,6 +478,10 @@ fn help(ui: &mut egui::Ui) {
             ("presets abdomen, liver, lung, bone, soft tissue", "1 … 5"),
             ("APE overlay on / off; iso-lines", "O; I"),
             ("next scan of the cohort", "Tab"),
+            (
+                "the cohort in APE space (organ centres, boxes, landmark)",
+                "E",
+            ),
             (
                 "draw an organ box (with the box option on)",
                 "left drag, in two views",

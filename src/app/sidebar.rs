@@ -15,6 +15,7 @@ pub struct SidebarActions {
     pub open_folder: bool,
     pub screenshot: bool,
     pub help: bool,
+    pub embedding_plot: bool,
     pub save_boxes: bool,
     pub load_boxes: bool,
 }
@@ -30,6 +31,10 @@ pub fn sidebar(ui: &mut egui::Ui, state: &mut ViewerState) -> SidebarActions {
         actions.screenshot = ui
             .button("Screenshot")
             .on_hover_text("Save the window as PNG")
+            .clicked();
+        actions.embedding_plot = ui
+            .button("APE space")
+            .on_hover_text("Organ centres, boxes and the landmark of the cohort in APE space (E)")
             .clicked();
         actions.help = ui
             .button("?")

@@ -33,6 +33,8 @@ pub struct CohortScan {
     pub scan: Option<Arc<Scan>>,
     pub map: Option<Arc<ApeMap>>,
     pub index: Option<Arc<MapIndex>>,
+    /// Organ centres (name, world RAS mm) from a label map beside the scan, if it has one.
+    pub organs: Vec<(String, DVec3)>,
 }
 
 /// How APE maps are drawn over the scan.
@@ -134,6 +136,7 @@ impl ViewerState {
             scan: None,
             map: None,
             index: None,
+            organs: Vec::new(),
         });
         self.cohort.len() - 1
     }

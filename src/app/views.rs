@@ -268,7 +268,13 @@ pub fn slice_view(
                 .and_then(|s| enlarged.intersection(&s))
                 .unwrap_or(enlarged);
             let e = screen_rect(&enlarged);
-            let corners = [e.left_top(), e.right_top(), e.right_bottom(), e.left_bottom(), e.left_top()];
+            let corners = [
+                e.left_top(),
+                e.right_top(),
+                e.right_bottom(),
+                e.left_bottom(),
+                e.left_top(),
+            ];
             painter.extend(egui::Shape::dashed_line(
                 &corners,
                 Stroke::new(1.0, colour),
@@ -296,7 +302,12 @@ pub fn slice_view(
             ] {
                 let handle = Rect::from_center_size(p, egui::vec2(7.0, 7.0));
                 painter.rect_filled(handle, 1.0, Color32::WHITE);
-                painter.rect_stroke(handle, 1.0, Stroke::new(1.0, colour), egui::StrokeKind::Middle);
+                painter.rect_stroke(
+                    handle,
+                    1.0,
+                    Stroke::new(1.0, colour),
+                    egui::StrokeKind::Middle,
+                );
             }
         }
     }

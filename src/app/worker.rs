@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+
+use glam::DVec3;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
 use burn::tensor::Device;
@@ -21,6 +23,9 @@ pub enum WorkerEvent {
     Progress(usize, f32),
     Embedded(usize, Arc<ApeMap>, Arc<MapIndex>),
     Failed(usize, String),
+    /// Organ centres (name, world RAS mm) from the label map beside the scan, or why it could
+    /// not be read. Not sent for scans without one.
+    Organs(usize, Result<Vec<(String, DVec3)>, String>),
 }
 
 struct Job {
@@ -93,6 +98,9 @@ fn run_job(
         Err(e) => return send(WorkerEvent::Failed(job.id, e.to_string())),
     };
     send(WorkerEvent::Loaded(job.id, scan.clone()));
+    if let Some(labels) = crate::cohort::label_map_for(&job.path) {
+        send(WorkerEvent::Organs(job.id, organ_centres(&labels)));
+    }
     let Some(model) = model else {
         return send(WorkerEvent::Failed(
             job.id,
@@ -107,4 +115,14 @@ fn run_job(
     };
     let index = Arc::new(MapIndex::build(&map));
     send(WorkerEvent::Embedded(job.id, Arc::new(map), index));
+}
+
+/// The centre of every organ of a label map, by name.
+fn organ_centres(path: &std::path::Path) -> Result<Vec<(String, DVec3)>, String> {
+    let labels = crate::labels::LabelMap::read(path).map_err(|e| e.to_string())?;
+    Ok(labels
+        .organs()
+        .iter()
+        .map(|o| (labels.name_of(o.label), o.centre))
+        .collect())
 }

@@ -105,7 +105,10 @@ pub fn ape_loss(
 ) -> LossTerms {
     let predicted = pairwise_distances(a.clone(), a_plus.clone());
     let distance = (predicted - target).powi_scalar(2).mean();
-    let equivariance = (a.clone() - a_plus.clone()).powi_scalar(2).sum_dim(1).mean();
+    let equivariance = (a.clone() - a_plus.clone())
+        .powi_scalar(2)
+        .sum_dim(1)
+        .mean();
     let mut total = distance.clone() + equivariance.clone().mul_scalar(lambda);
     let axis = match anchor {
         Some((positions, mu)) if mu > 0.0 => {
@@ -161,15 +164,24 @@ mod tests {
         ];
         let device = ape::model::backend::cpu().device;
         let p = normalised_positions(&points, &device);
-        let rows: Vec<[f32; 3]> = p.clone().into_data().into_vec::<f32>().unwrap()
-            .chunks(3).map(|c| [c[0], c[1], c[2]]).collect();
+        let rows: Vec<[f32; 3]> = p
+            .clone()
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap()
+            .chunks(3)
+            .map(|c| [c[0], c[1], c[2]])
+            .collect();
         // Unit variance per axis.
         for c in 0..3 {
             let var: f32 = rows.iter().map(|r| r[c] * r[c]).sum::<f32>() / 4.0;
             assert!((var - 1.0).abs() < 1e-4, "{var}");
         }
         // The embedding = positions + any constant: no loss.
-        let shifted: Vec<[f32; 3]> = rows.iter().map(|r| [r[0] + 5.0, r[1] - 1.0, r[2]]).collect();
+        let shifted: Vec<[f32; 3]> = rows
+            .iter()
+            .map(|r| [r[0] + 5.0, r[1] - 1.0, r[2]])
+            .collect();
         let zero = value(axis_anchor(tensor(&shifted), tensor(&shifted), p.clone()));
         assert!(zero.abs() < 1e-5, "{zero}");
         // The R–L mirror image keeps every distance but costs 4·var(x) = 4 (twice: a and a⁺).
@@ -178,12 +190,18 @@ mod tests {
         assert!((cost - 8.0).abs() < 1e-3, "{cost}");
         // Brute force over all pairs agrees.
         let a = tensor(&mirrored);
-        let brute: f32 = (0..4).flat_map(|i| (0..4).map(move |j| (i, j))).map(|(i, j)| {
-            (0..3).map(|c| {
-                let d = (mirrored[i][c] - mirrored[j][c]) - (rows[i][c] - rows[j][c]);
-                d * d
-            }).sum::<f32>()
-        }).sum::<f32>() / 16.0;
+        let brute: f32 = (0..4)
+            .flat_map(|i| (0..4).map(move |j| (i, j)))
+            .map(|(i, j)| {
+                (0..3)
+                    .map(|c| {
+                        let d = (mirrored[i][c] - mirrored[j][c]) - (rows[i][c] - rows[j][c]);
+                        d * d
+                    })
+                    .sum::<f32>()
+            })
+            .sum::<f32>()
+            / 16.0;
         assert!((value(axis_anchor(a.clone(), a, p)) - brute).abs() < 1e-3);
     }
 

@@ -177,8 +177,12 @@ impl Trainer {
         } else {
             0.0
         };
-        let anchor = (config.axis_weight > 0.0)
-            .then(|| (normalised_positions(&points, &self.device), config.axis_weight));
+        let anchor = (config.axis_weight > 0.0).then(|| {
+            (
+                normalised_positions(&points, &self.device),
+                config.axis_weight,
+            )
+        });
         let terms = ape_loss(a, a_plus, target, lambda, anchor);
         let scalar = |t: &Tensor<1>| {
             t.clone()
