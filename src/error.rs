@@ -8,6 +8,15 @@ pub enum VolumeError {
     #[error("{path}: file not found")]
     NotFound { path: PathBuf },
 
+    #[error(
+        "{labels}: not on the grid of its scan {scan} ({detail}); a label map must match its scan voxel for voxel"
+    )]
+    LabelGridMismatch {
+        labels: PathBuf,
+        scan: PathBuf,
+        detail: String,
+    },
+
     #[error("{path}: {detail}")]
     Dicom { path: PathBuf, detail: String },
 

@@ -39,6 +39,55 @@ impl LabelMap {
         })
     }
 
+    /// Reads the label map of a scan, checking that it lies on the scan's grid (see
+    /// [`Self::check_grid`]).
+    pub fn read_for_scan<T>(
+        path: impl AsRef<Path>,
+        scan: &Volume<T>,
+        scan_path: &Path,
+    ) -> Result<Self, VolumeError> {
+        let labels = Self::read(path)?;
+        labels.check_grid(scan, scan_path)?;
+        Ok(labels)
+    }
+
+    /// Whether the label map matches a scan voxel for voxel: the same shape, and every corner
+    /// voxel at the same world point within 0.01 mm. A label map resampled, cropped or written
+    /// with another affine would put organs in the wrong place, so it is refused by name.
+    pub fn check_grid<T>(&self, scan: &Volume<T>, scan_path: &Path) -> Result<(), VolumeError> {
+        let mismatch = |detail: String| VolumeError::LabelGridMismatch {
+            labels: self.path.clone(),
+            scan: scan_path.to_owned(),
+            detail,
+        };
+        let (ls, ss) = (self.volume.shape(), scan.shape());
+        if ls != ss {
+            return Err(mismatch(format!(
+                "{} × {} × {} voxels against {} × {} × {}",
+                ls[0], ls[1], ls[2], ss[0], ss[1], ss[2]
+            )));
+        }
+        let corners = crate::geometry::WorldBox::new(
+            glam::DVec3::ZERO,
+            glam::DVec3::new(ss[0] as f64 - 1.0, ss[1] as f64 - 1.0, ss[2] as f64 - 1.0),
+        )
+        .corners();
+        for voxel in corners {
+            let (a, b) = (
+                self.volume.affine().to_world(voxel),
+                scan.affine().to_world(voxel),
+            );
+            if (a - b).length() > 0.01 {
+                return Err(mismatch(format!(
+                    "voxel ({}, {}, {}) lies at ({:.2}, {:.2}, {:.2}) mm in the labels and at \
+                     ({:.2}, {:.2}, {:.2}) mm in the scan",
+                    voxel.x, voxel.y, voxel.z, a.x, a.y, a.z, b.x, b.y, b.z
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// A label map from a NIfTI volume already read as f32; every voxel must be a whole number
     /// from 0 to 65535.
     pub fn from_nifti(nifti: NiftiVolume) -> Result<Self, VolumeError> {

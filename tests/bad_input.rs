@@ -365,6 +365,41 @@ fn a_scan_is_not_a_label_map() {
 }
 
 #[test]
+fn a_label_map_on_another_grid_than_its_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let scan_path = valid_file(dir.path(), "scan.nii");
+    let scan = read_nifti(&scan_path).unwrap().volume;
+    let write_labels = |name: &str, shape: [usize; 3], affine: Affine| {
+        let v = Volume::from_fn(shape, affine, |i, _, _| (i % 2) as u8).unwrap();
+        let path = dir.path().join(name);
+        write_nifti(&path, &v).unwrap();
+        path
+    };
+    // The scan's own grid: accepted.
+    let same = write_labels("same_label.nii", [6, 5, 4], *scan.affine());
+    ape::labels::LabelMap::read_for_scan(&same, &scan, &scan_path).unwrap();
+    // Another shape, and the same shape shifted by 2 mm: refused, naming both files.
+    let shifted_affine =
+        Affine::from_spacing(DVec3::new(1.0, 1.5, 2.0), DVec3::new(-1.0, 2.0, 1.0)).unwrap();
+    for (path, hint) in [
+        (
+            write_labels("small_label.nii", [6, 5, 3], *scan.affine()),
+            "6 × 5 × 3 voxels against 6 × 5 × 4",
+        ),
+        (
+            write_labels("shifted_label.nii", [6, 5, 4], shifted_affine),
+            "lies at",
+        ),
+    ] {
+        let e = ape::labels::LabelMap::read_for_scan(&path, &scan, &scan_path).unwrap_err();
+        assert!(matches!(e, VolumeError::LabelGridMismatch { .. }), "{e}");
+        assert_names_file(&e, &path);
+        assert_names_file(&e, &scan_path);
+        assert!(e.to_string().contains(hint), "{e}");
+    }
+}
+
+#[test]
 fn big_endian_files_read_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let source = valid_file(dir.path(), "little.nii");

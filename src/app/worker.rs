@@ -99,7 +99,10 @@ fn run_job(
     };
     send(WorkerEvent::Loaded(job.id, scan.clone()));
     if let Some(labels) = crate::cohort::label_map_for(&job.path) {
-        send(WorkerEvent::Organs(job.id, organ_centres(&labels)));
+        send(WorkerEvent::Organs(
+            job.id,
+            organ_centres(&labels, &scan, &job.path),
+        ));
     }
     let Some(model) = model else {
         return send(WorkerEvent::Failed(
@@ -117,9 +120,14 @@ fn run_job(
     send(WorkerEvent::Embedded(job.id, Arc::new(map), index));
 }
 
-/// The centre of every organ of a label map, by name.
-fn organ_centres(path: &std::path::Path) -> Result<Vec<(String, DVec3)>, String> {
-    let labels = crate::labels::LabelMap::read(path).map_err(|e| e.to_string())?;
+/// The centre of every organ of a scan's label map, by name.
+fn organ_centres(
+    path: &std::path::Path,
+    scan: &Scan,
+    scan_path: &std::path::Path,
+) -> Result<Vec<(String, DVec3)>, String> {
+    let labels = crate::labels::LabelMap::read_for_scan(path, &scan.volume, scan_path)
+        .map_err(|e| e.to_string())?;
     Ok(labels
         .organs()
         .iter()

@@ -76,7 +76,7 @@ impl EvalScan {
         cache: Option<&MapCache>,
     ) -> Result<Self, EvalError> {
         let scan = Scan::read(&case.scan)?;
-        let labels = LabelMap::read(&case.labels)?;
+        let labels = LabelMap::read_for_scan(&case.labels, &scan.volume, &case.scan)?;
         let (map, times) =
             embed_file_cached(cache, model, device, &case.scan, &scan.volume, &mut |_| {})
                 .map_err(|source| EvalError::Embed {

@@ -82,7 +82,7 @@ impl HeldOut {
         let mut scans = Vec::new();
         for (scan_path, label_path) in pairs {
             let scan = Scan::read(scan_path)?;
-            let labels = LabelMap::read(label_path)?;
+            let labels = LabelMap::read_for_scan(label_path, &scan.volume, scan_path)?;
             let centres = labels
                 .organs()
                 .iter()
