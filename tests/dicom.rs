@@ -135,7 +135,19 @@ fn broken_series_give_clear_errors() {
     obj.write_to_file(&path).unwrap();
     let e = error_of(dir.path());
     assert!(
-        e.contains("2 series in one folder") && e.contains("1.2.3.4"),
+        e.contains("2 series in one folder") && e.contains("1.2.3.4") && e.contains("open one as"),
+        "{e}"
+    );
+    // Each series can be listed and opened by its path `DIR/<SeriesInstanceUID>`.
+    let series = ape::io::dicom::list_series(dir.path()).unwrap();
+    assert_eq!(series.len(), 2, "{series:?}");
+    let other = series.iter().find(|s| s.uid != "1.2.3.4").unwrap();
+    assert_eq!(other.slices, 3);
+    let path = ape::io::dicom::series_path(dir.path(), &other.uid);
+    assert_eq!(Scan::read(&path).unwrap().volume.shape(), [512, 512, 3]);
+    let e = error_of(&ape::io::dicom::series_path(dir.path(), "9.9"));
+    assert!(
+        e.contains("no series 9.9") && e.contains("1.2.3.4 (1 slices)"),
         "{e}"
     );
 

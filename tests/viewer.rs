@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -379,4 +381,67 @@ fn the_cohort_is_plotted_in_ape_space_with_organ_centres_from_the_label_maps() {
         }
         Err(e) => panic!("{e}"),
     }
+}
+
+#[test]
+fn a_dicom_folder_with_two_series_asks_which_to_open() {
+    let Some(data) = common::shared_data("a_dicom_folder_with_two_series_asks_which_to_open")
+    else {
+        return;
+    };
+    // Four IRCAD slices, one of them moved to a second series.
+    let dir = tempfile::tempdir().unwrap();
+    let study = dir.path().join("study");
+    std::fs::create_dir(&study).unwrap();
+    for i in 0..4 {
+        let name = format!("image_{i}");
+        std::fs::copy(data.join("ircad_17/dicom").join(&name), study.join(&name)).unwrap();
+    }
+    let path = study.join("image_0");
+    let mut obj = dicom_object::open_file(&path).unwrap();
+    obj.put(dicom_core::DataElement::new(
+        dicom_dictionary_std::tags::SERIES_INSTANCE_UID,
+        dicom_core::VR::UI,
+        dicom_core::PrimitiveValue::from("1.2.3.4"),
+    ));
+    obj.write_to_file(&path).unwrap();
+
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1280.0, 860.0))
+        .build_eframe(|cc| ApeApp::new(&cc.egui_ctx, None, cpu().device, None, "test".into()));
+    harness.state_mut().open(ape::app::scans_in(&study));
+    for _ in 0..3 {
+        harness.step(); // a new window is sized on its first frame, shown on the next
+    }
+    // Nothing opened yet: the chooser lists both series.
+    assert!(harness.state().state.cohort.is_empty());
+    assert!(harness.query_by_label_contains("holds 2 series").is_some());
+    assert!(harness.query_by_label("1.2.3.4").is_some());
+    // "Open" on the row of the three-slice series (rows in the order of `list_series`).
+    let row = ape::io::dicom::list_series(&study)
+        .unwrap()
+        .iter()
+        .position(|s| s.slices == 3)
+        .unwrap();
+    let opens: Vec<_> = harness.get_all_by_label("Open").collect();
+    assert_eq!(opens.len(), 2);
+    opens[row].click();
+    harness.step();
+    step_until(&mut harness, "the series to be read", |app| {
+        app.state.cohort.len() == 1 && app.state.cohort[0].scan.is_some()
+    });
+    let app = harness.state();
+    assert!(
+        app.state.cohort[0].name.starts_with("study · …"),
+        "{}",
+        app.state.cohort[0].name
+    );
+    assert_eq!(
+        app.state.cohort[0].scan.as_ref().unwrap().volume.shape(),
+        [512, 512, 3]
+    );
+    assert!(
+        harness.query_by_label_contains("holds 2 series").is_none(),
+        "the chooser closed"
+    );
 }

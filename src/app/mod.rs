@@ -40,6 +40,8 @@ pub struct ApeApp {
     hover: Option<Hover>,
     show_help: bool,
     show_embedding_plot: bool,
+    /// A DICOM folder with several series, waiting for the user to choose.
+    choose_series: Option<(PathBuf, Vec<crate::io::dicom::SeriesInfo>)>,
     /// Recently opened scans, and where that list is kept (`None`: not kept, as in tests).
     recent: Vec<PathBuf>,
     recent_dir: Option<PathBuf>,
@@ -71,6 +73,7 @@ impl ApeApp {
             hover: None,
             show_help: false,
             show_embedding_plot: false,
+            choose_series: None,
             recent: Vec::new(),
             recent_dir: None,
             autosaved: None,
@@ -90,9 +93,18 @@ impl ApeApp {
         self
     }
 
-    /// Adds scans to the cohort; they are read and embedded in the background.
+    /// Adds scans to the cohort; they are read and embedded in the background. A DICOM folder
+    /// with several series asks which one to open.
     pub fn open(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
         for path in paths {
+            if path.is_dir()
+                && crate::io::dicom::is_dicom_folder(&path)
+                && let Ok(series) = crate::io::dicom::list_series(&path)
+                && series.len() > 1
+            {
+                self.choose_series = Some((path, series));
+                continue;
+            }
             if let Some(dir) = &self.recent_dir {
                 self.recent = recent::remember(&self.recent, &path);
                 if let Err(e) = recent::save(dir, &self.recent) {
@@ -286,6 +298,7 @@ impl ApeApp {
                 .open(&mut self.show_help)
                 .show(ui.ctx(), help);
         }
+        self.series_chooser(ui.ctx());
         if self.show_embedding_plot {
             let mut open = true;
             let mut clicked = None;
@@ -305,6 +318,46 @@ impl ApeApp {
             ui.ctx()
                 .request_repaint_after(std::time::Duration::from_millis(100));
         }
+    }
+
+    /// The window that asks which series of a DICOM folder to open.
+    fn series_chooser(&mut self, ctx: &egui::Context) {
+        let Some((dir, series)) = self.choose_series.clone() else {
+            return;
+        };
+        let mut chosen: Vec<PathBuf> = Vec::new();
+        let mut open = true;
+        egui::Window::new("Choose a DICOM series")
+            .collapsible(false)
+            .open(&mut open)
+            .show(ctx, |ui| {
+                ui.label(format!("{} holds {} series:", dir.display(), series.len()));
+                egui::Grid::new("series").striped(true).show(ui, |ui| {
+                    for s in &series {
+                        ui.label(if s.description.is_empty() {
+                            "(no description)"
+                        } else {
+                            s.description.as_str()
+                        });
+                        ui.label(format!("{} slices", s.slices));
+                        ui.monospace(&s.uid);
+                        if ui.button("Open").clicked() {
+                            chosen.push(crate::io::dicom::series_path(&dir, &s.uid));
+                        }
+                        ui.end_row();
+                    }
+                });
+                if ui.button("Open all").clicked() {
+                    chosen = series
+                        .iter()
+                        .map(|s| crate::io::dicom::series_path(&dir, &s.uid))
+                        .collect();
+                }
+            });
+        if !chosen.is_empty() || !open {
+            self.choose_series = None;
+        }
+        self.open(chosen);
     }
 
     /// Replaces the boxes with those of a file (one undo step).

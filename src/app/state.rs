@@ -126,7 +126,23 @@ impl ViewerState {
 
     /// Adds a scan (still loading); returns its index.
     pub fn add(&mut self, path: PathBuf) -> usize {
-        let name = crate::cohort::nifti_stem(&path)
+        let series = crate::io::dicom::split_series_path(&path).map(|(dir, uid)| {
+            // `folder · …<end of the series UID>`: short, and tells series of a study apart.
+            let tail: String = uid
+                .chars()
+                .rev()
+                .take(8)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let folder = dir
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+            format!("{folder} · …{tail}")
+        });
+        let name = series
+            .or_else(|| crate::cohort::nifti_stem(&path))
             .or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| path.display().to_string());
         self.cohort.push(CohortScan {

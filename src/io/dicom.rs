@@ -58,6 +58,8 @@ fn bad(path: &Path, detail: impl Into<String>) -> VolumeError {
 struct SliceHeader {
     path: PathBuf,
     series: String,
+    /// SeriesDescription, empty when absent.
+    description: String,
     position: DVec3,
     row_dir: DVec3,
     col_dir: DVec3,
@@ -133,18 +135,20 @@ fn header(path: &Path) -> Result<SliceHeader, VolumeError> {
             ),
         ));
     }
-    let series = obj
-        .element(tags::SERIES_INSTANCE_UID)
-        .ok()
-        .and_then(|e| {
-            e.to_str()
-                .ok()
-                .map(|s| s.trim_end_matches('\0').trim().to_owned())
-        })
-        .unwrap_or_default();
+    let text = |tag| {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| {
+                e.to_str()
+                    .ok()
+                    .map(|s| s.trim_end_matches('\0').trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
     Ok(SliceHeader {
         path: path.to_owned(),
-        series,
+        series: text(tags::SERIES_INSTANCE_UID),
+        description: text(tags::SERIES_DESCRIPTION),
         position: DVec3::new(position[0], position[1], position[2]),
         row_dir: row_dir.normalize(),
         col_dir: col_dir.normalize(),
@@ -232,30 +236,114 @@ fn transfer_syntax_name(uid: &str) -> Option<&'static str> {
     })
 }
 
-/// Reads the one CT series in `dir` (several series: an error listing them).
+/// One series of a DICOM folder, for choosing among several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesInfo {
+    /// SeriesInstanceUID.
+    pub uid: String,
+    /// SeriesDescription, empty when absent.
+    pub description: String,
+    pub slices: usize,
+}
+
+/// The series of a DICOM folder, by UID. Files whose headers cannot be read are left out of the
+/// list (reading the series will name them); a folder with none readable is an error.
+pub fn list_series(dir: &Path) -> Result<Vec<SeriesInfo>, VolumeError> {
+    let files = dicom_files(dir)?;
+    let mut first_error = None;
+    let mut series: BTreeMap<String, SeriesInfo> = BTreeMap::new();
+    for file in &files {
+        match header(file) {
+            Ok(h) => {
+                let entry = series
+                    .entry(h.series.clone())
+                    .or_insert_with(|| SeriesInfo {
+                        uid: h.series.clone(),
+                        description: h.description.clone(),
+                        slices: 0,
+                    });
+                entry.slices += 1;
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match (series.is_empty(), first_error) {
+        (true, Some(e)) => Err(e),
+        (true, None) => Err(bad(dir, "no DICOM files (none has the DICM marker)")),
+        _ => Ok(series.into_values().collect()),
+    }
+}
+
+/// The path that names one series of a DICOM folder: `dir/<SeriesInstanceUID>`. Every reader of
+/// ape (CLI, viewer, trainer) accepts it where it accepts a folder.
+pub fn series_path(dir: &Path, uid: &str) -> PathBuf {
+    dir.join(uid)
+}
+
+/// The folder and series UID of a path made by [`series_path`]: a path that does not exist,
+/// whose last part looks like a UID (digits and dots) and whose parent is a DICOM folder.
+pub fn split_series_path(path: &Path) -> Option<(PathBuf, String)> {
+    if path.exists() {
+        return None;
+    }
+    let uid = path.file_name()?.to_str()?;
+    let looks_like_uid = !uid.is_empty() && uid.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let dir = path.parent()?;
+    (looks_like_uid && is_dicom_folder(dir)).then(|| (dir.to_owned(), uid.to_owned()))
+}
+
+/// Reads the one CT series in `dir` (several series: an error listing them and how to name one).
 pub fn read_dicom_series(dir: &Path) -> Result<NiftiVolume, VolumeError> {
+    read_series(dir, None)
+}
+
+/// Reads the series `uid` of the folder `dir`.
+pub fn read_dicom_series_uid(dir: &Path, uid: &str) -> Result<NiftiVolume, VolumeError> {
+    read_series(dir, Some(uid))
+}
+
+fn read_series(dir: &Path, uid: Option<&str>) -> Result<NiftiVolume, VolumeError> {
     let files = dicom_files(dir)?;
     if files.is_empty() {
         return Err(bad(dir, "no DICOM files (none has the DICM marker)"));
     }
-    let headers: Vec<SliceHeader> = files.iter().map(|f| header(f)).collect::<Result<_, _>>()?;
+    let mut headers: Vec<SliceHeader> =
+        files.iter().map(|f| header(f)).collect::<Result<_, _>>()?;
     let mut series: BTreeMap<&str, Vec<&SliceHeader>> = BTreeMap::new();
     for h in &headers {
         series.entry(h.series.as_str()).or_default().push(h);
     }
-    if series.len() > 1 {
-        let list: Vec<String> = series
+    let list = || {
+        series
             .iter()
             .map(|(uid, s)| format!("{uid} ({} slices)", s.len()))
-            .collect();
-        return Err(bad(
-            dir,
-            format!(
-                "{} series in one folder: {}; put each series in its own folder",
-                series.len(),
-                list.join(", ")
-            ),
-        ));
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match uid {
+        Some(uid) if !series.contains_key(uid) => {
+            return Err(bad(
+                dir,
+                format!("no series {uid} in this folder; it holds {}", list()),
+            ));
+        }
+        None if series.len() > 1 => {
+            return Err(bad(
+                dir,
+                format!(
+                    "{} series in one folder: {}; open one as {}",
+                    series.len(),
+                    list(),
+                    series_path(dir, "<SeriesInstanceUID>").display()
+                ),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(uid) = uid {
+        headers.retain(|h| h.series == uid);
     }
     let mut slices: Vec<&SliceHeader> = headers.iter().collect();
     let first = slices[0];

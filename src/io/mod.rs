@@ -14,6 +14,8 @@ pub fn read_volume(path: impl AsRef<Path>) -> Result<NiftiVolume, VolumeError> {
     let path = path.as_ref();
     if path.is_dir() {
         dicom::read_dicom_series(path)
+    } else if let Some((dir, uid)) = dicom::split_series_path(path) {
+        dicom::read_dicom_series_uid(&dir, &uid)
     } else {
         nifti::read_nifti(path)
     }
