@@ -26,20 +26,27 @@
 
 pub mod annotations;
 pub mod ape_map;
+#[cfg(feature = "full")]
 pub mod app;
+#[cfg(feature = "full")]
 pub mod boxes;
+#[cfg(feature = "full")]
 pub mod cache;
 pub mod cohort;
+#[cfg(feature = "full")]
 pub mod embed;
 pub mod error;
+#[cfg(feature = "full")]
 pub mod evaluation;
 pub mod geometry;
 pub mod intensity;
 pub mod io;
 pub mod labels;
+#[cfg(feature = "full")]
 pub mod model;
 pub mod phantom;
 pub mod resample;
+#[cfg(feature = "full")]
 pub mod retrieval;
 pub mod scan;
 pub mod slicing;

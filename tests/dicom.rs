@@ -174,3 +174,67 @@ fn broken_series_give_clear_errors() {
     let e = error_of(empty.path());
     assert!(e.contains("no DICOM files"), "{e}");
 }
+
+/// A DICOM file: preamble, `DICM`, a meta group naming explicit VR little endian, then `data`.
+fn dicom_bytes(data: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0u8; 128];
+    bytes.extend_from_slice(b"DICM");
+    let syntax = b"1.2.840.10008.1.2.1\0";
+    let mut meta = Vec::new();
+    meta.extend_from_slice(&[0x02, 0x00, 0x10, 0x00, b'U', b'I']);
+    meta.extend_from_slice(&(syntax.len() as u16).to_le_bytes());
+    meta.extend_from_slice(syntax);
+    bytes.extend_from_slice(&[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+    bytes.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&meta);
+    bytes.extend_from_slice(&[0x10, 0x00, 0x10, 0x00, b'P', b'N', 8, 0]);
+    bytes.extend_from_slice(b"DOE^JOHN");
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+/// Files of a few hundred bytes that made dicom-rs allocate 0.8–2 GB (found by fuzzing): an
+/// element claiming more than the file holds, an unknown VR, an undefined length with no items,
+/// a sequence never closed. Each is refused before parsing, naming the file and the element.
+#[test]
+fn corrupt_element_lengths_are_refused_before_parsing() {
+    let long = |tag: [u8; 4], vr: &[u8; 2], length: u32, tail: &[u8]| {
+        let mut e = tag.to_vec();
+        e.extend_from_slice(vr);
+        e.extend_from_slice(&[0, 0]);
+        e.extend_from_slice(&length.to_le_bytes());
+        e.extend_from_slice(tail);
+        e
+    };
+    let cases = [
+        (
+            long([0x09, 0x00, 0x10, 0x10], b"OB", 0x7FFF_FFF0, &[1; 10]),
+            "(0009,1010) claims 2147483632 bytes",
+        ),
+        (
+            vec![
+                0x08, 0x00, 0x30, 0x00, b'@', b'I', 6, 0, b'1', b'2', b'3', b'4', b'5', b'6',
+            ],
+            "(0008,0030) has no valid value representation",
+        ),
+        (
+            long([0x09, 0x00, 0x10, 0x10], b"UN", u32::MAX, &[0; 16]),
+            "(0009,1010) has an undefined length but holds no items",
+        ),
+        (
+            long(
+                [0x08, 0x00, 0x15, 0x11],
+                b"SQ",
+                u32::MAX,
+                &[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0],
+            ),
+            "ends inside a sequence of undefined length",
+        ),
+    ];
+    for (data, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("slice_1"), dicom_bytes(&data)).unwrap();
+        let e = error_of(dir.path());
+        assert!(e.contains("slice_1") && e.contains(expected), "{e}");
+    }
+}

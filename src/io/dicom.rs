@@ -46,6 +46,174 @@ fn dicom_files(dir: &Path) -> Result<Vec<PathBuf>, VolumeError> {
     Ok(files)
 }
 
+/// Walks a DICOM file's elements before dicom-rs parses it, and refuses one whose declared
+/// value length runs past the end of the file. A parser allocates what an element claims, so a
+/// corrupt length of a few gigabytes in a small file must be stopped here (found by fuzzing).
+/// Sequences and items are walked into; the fragments of compressed pixel data are skipped.
+fn check_element_lengths(path: &Path) -> Result<(), VolumeError> {
+    use std::io::{Read, Seek, SeekFrom};
+    const VRS: [&[u8; 2]; 34] = [
+        b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB",
+        b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
+        b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
+    ];
+    const LONG_VRS: [&[u8; 2]; 13] = [
+        b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+    ];
+    let io = |source| VolumeError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let size = file.get_ref().metadata().map_err(io)?.len();
+    let mut pos: u64 = 132; // preamble and `DICM`
+    file.seek(SeekFrom::Start(pos)).map_err(io)?;
+    // The meta group is explicit VR little endian; the transfer syntax decides the rest.
+    let (mut explicit, mut big_endian) = (true, false);
+    let mut in_fragments = false;
+    // Sequences and items of undefined length not yet closed by their delimiter.
+    let mut open_undefined = 0usize;
+    let mut head = [0u8; 8];
+    while pos + 8 <= size {
+        file.read_exact(&mut head).map_err(io)?;
+        pos += 8;
+        let meta = u16::from_le_bytes([head[0], head[1]]) == 0x0002;
+        let be = big_endian && !meta;
+        let u16_at = |i: usize| {
+            let b = [head[i], head[i + 1]];
+            if be {
+                u16::from_be_bytes(b)
+            } else {
+                u16::from_le_bytes(b)
+            }
+        };
+        let (group, element) = (u16_at(0), u16_at(2));
+        if pos == 140 && !meta {
+            // No meta group: a bare data set, which dicom-rs refuses with its own error.
+            return Ok(());
+        }
+        let tag = format!("({group:04X},{element:04X})");
+        // Item tags carry no VR.
+        let element_explicit = meta || explicit && group != 0xFFFE;
+        let vr = [head[4], head[5]];
+        let length = if !element_explicit {
+            let b = [head[4], head[5], head[6], head[7]];
+            if be {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        } else if !VRS.contains(&&vr) {
+            return Err(bad(
+                path,
+                format!(
+                    "element {tag} has no valid value representation ({:?}): a corrupt file",
+                    String::from_utf8_lossy(&vr)
+                ),
+            ));
+        } else if LONG_VRS.contains(&&vr) {
+            let mut more = [0u8; 4];
+            file.read_exact(&mut more).map_err(io)?;
+            pos += 4;
+            if be {
+                u32::from_be_bytes(more)
+            } else {
+                u32::from_le_bytes(more)
+            }
+        } else {
+            u32::from(u16_at(6))
+        };
+        if length == u32::MAX {
+            // Undefined length: a sequence, an item, or compressed pixel data; walk into it. What
+            // follows a sequence must be an item or its end, and every one must be closed.
+            if group != 0xFFFE {
+                let mut next = [0u8; 4];
+                let follows = file.read_exact(&mut next).is_ok();
+                file.seek(SeekFrom::Current(if follows { -4 } else { 0 }))
+                    .map_err(io)?;
+                let item = |e: u16| {
+                    if be {
+                        next == [0xFF, 0xFE, (e >> 8) as u8, e as u8]
+                    } else {
+                        next == [0xFE, 0xFF, e as u8, (e >> 8) as u8]
+                    }
+                };
+                if !(follows && (item(0xE000) || item(0xE0DD))) {
+                    return Err(bad(
+                        path,
+                        format!("element {tag} has an undefined length but holds no items"),
+                    ));
+                }
+            }
+            if (group, element) == (0x7FE0, 0x0010) {
+                in_fragments = true;
+            }
+            open_undefined += 1;
+            continue;
+        }
+        if group == 0xFFFE && (element == 0xE00D || element == 0xE0DD) {
+            open_undefined = open_undefined.saturating_sub(1);
+        }
+        let length = u64::from(length);
+        if pos + length > size {
+            return Err(bad(
+                path,
+                format!(
+                    "element {tag} claims {length} bytes but the file holds {} after it \
+                     (a corrupt or truncated file)",
+                    size - pos
+                ),
+            ));
+        }
+        if (group, element) == (0xFFFE, 0xE0DD) {
+            in_fragments = false;
+        }
+        if (group, element) == (0x0002, 0x0010) {
+            let mut uid = vec![0u8; length as usize];
+            file.read_exact(&mut uid).map_err(io)?;
+            pos += length;
+            let uid = String::from_utf8_lossy(&uid);
+            let uid = uid.trim_end_matches(['\0', ' ']);
+            if uid == "1.2.840.10008.1.2.1.99" {
+                // A deflated data set: dicom-rs inflates it; not walked here.
+                return Ok(());
+            }
+            explicit = uid != "1.2.840.10008.1.2";
+            big_endian = uid == "1.2.840.10008.1.2.2";
+            continue;
+        }
+        // Walk into sequences and items (their values are elements again), skip other values.
+        let mut peek = [0u8; 4];
+        let starts_with_item = |peek: &[u8; 4]| {
+            if be {
+                *peek == [0xFF, 0xFE, 0xE0, 0x00]
+            } else {
+                *peek == [0xFE, 0xFF, 0x00, 0xE0]
+            }
+        };
+        let walk_in = !in_fragments
+            && length >= 8
+            && (element_explicit && vr == *b"SQ"
+                || (group, element) == (0xFFFE, 0xE000)
+                || !element_explicit && {
+                    file.read_exact(&mut peek).map_err(io)?;
+                    file.seek(SeekFrom::Current(-4)).map_err(io)?;
+                    starts_with_item(&peek)
+                });
+        if !walk_in {
+            file.seek(SeekFrom::Current(length as i64)).map_err(io)?;
+            pos += length;
+        }
+    }
+    if open_undefined > 0 {
+        return Err(bad(
+            path,
+            "the file ends inside a sequence of undefined length (a truncated or corrupt file)",
+        ));
+    }
+    Ok(())
+}
+
 fn bad(path: &Path, detail: impl Into<String>) -> VolumeError {
     VolumeError::Dicom {
         path: path.to_owned(),
@@ -86,6 +254,7 @@ fn floats(
 }
 
 fn header(path: &Path) -> Result<SliceHeader, VolumeError> {
+    check_element_lengths(path)?;
     let obj = OpenFileOptions::new()
         .read_until(tags::PIXEL_DATA)
         .open_file(path)
