@@ -66,9 +66,22 @@ fn check_element_lengths(path: &Path) -> Result<(), VolumeError> {
     };
     let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
     let size = file.get_ref().metadata().map_err(io)?.len();
-    let mut pos: u64 = 132; // preamble and `DICM`
-    file.seek(SeekFrom::Start(pos)).map_err(io)?;
-    // The meta group is explicit VR little endian; the transfer syntax decides the rest.
+    // After the preamble and `DICM`, the meta group: its length (0002,0000) first, then as many
+    // explicit VR little endian elements as that length covers, read as dicom-rs reads them, so
+    // that the data set starts where dicom-rs will start it.
+    let mut first = [0u8; 12];
+    file.seek(SeekFrom::Start(132)).map_err(io)?;
+    if size < 144
+        || file.read_exact(&mut first).is_err()
+        || first[..8] != [2, 0, 0, 0, b'U', b'L', 4, 0]
+    {
+        return Ok(()); // dicom-rs refuses such a file with its own error
+    }
+    let mut meta_left = u64::from(u32::from_le_bytes([
+        first[8], first[9], first[10], first[11],
+    ]));
+    let mut pos: u64 = 144;
+    // The transfer syntax decides how the data set is encoded.
     let (mut explicit, mut big_endian) = (true, false);
     let mut in_fragments = false;
     // Sequences and items of undefined length not yet closed by their delimiter.
@@ -76,8 +89,9 @@ fn check_element_lengths(path: &Path) -> Result<(), VolumeError> {
     let mut head = [0u8; 8];
     while pos + 8 <= size {
         file.read_exact(&mut head).map_err(io)?;
+        let element_start = pos;
         pos += 8;
-        let meta = u16::from_le_bytes([head[0], head[1]]) == 0x0002;
+        let meta = meta_left > 0;
         let be = big_endian && !meta;
         let u16_at = |i: usize| {
             let b = [head[i], head[i + 1]];
@@ -88,10 +102,6 @@ fn check_element_lengths(path: &Path) -> Result<(), VolumeError> {
             }
         };
         let (group, element) = (u16_at(0), u16_at(2));
-        if pos == 140 && !meta {
-            // No meta group: a bare data set, which dicom-rs refuses with its own error.
-            return Ok(());
-        }
         let tag = format!("({group:04X},{element:04X})");
         // Item tags carry no VR.
         let element_explicit = meta || explicit && group != 0xFFFE;
@@ -123,6 +133,15 @@ fn check_element_lengths(path: &Path) -> Result<(), VolumeError> {
         } else {
             u32::from(u16_at(6))
         };
+        if length == u32::MAX && meta {
+            return Err(bad(
+                path,
+                format!("meta element {tag} has an undefined length"),
+            ));
+        }
+        if meta {
+            meta_left = meta_left.saturating_sub(pos - element_start + u64::from(length));
+        }
         if length == u32::MAX {
             // Undefined length: a sequence, an item, or compressed pixel data; walk into it. What
             // follows a sequence must be an item or its end, and every one must be closed.
@@ -168,7 +187,7 @@ fn check_element_lengths(path: &Path) -> Result<(), VolumeError> {
         if (group, element) == (0xFFFE, 0xE0DD) {
             in_fragments = false;
         }
-        if (group, element) == (0x0002, 0x0010) {
+        if meta && (group, element) == (0x0002, 0x0010) {
             let mut uid = vec![0u8; length as usize];
             file.read_exact(&mut uid).map_err(io)?;
             pos += length;
@@ -191,7 +210,8 @@ fn check_element_lengths(path: &Path) -> Result<(), VolumeError> {
                 *peek == [0xFE, 0xFF, 0x00, 0xE0]
             }
         };
-        let walk_in = !in_fragments
+        let walk_in = !meta
+            && !in_fragments
             && length >= 8
             && (element_explicit && vr == *b"SQ"
                 || (group, element) == (0xFFFE, 0xE000)

@@ -167,7 +167,7 @@ mod tests {
         let rows: Vec<[f32; 3]> = p
             .clone()
             .into_data()
-            .into_vec::<f32>()
+            .try_into_vec::<f32>()
             .unwrap()
             .chunks(3)
             .map(|c| [c[0], c[1], c[2]])
