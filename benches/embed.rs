@@ -7,11 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+#[path = "common.rs"]
+mod common;
+use common::make_big_scan;
+
 use anyhow::Context;
 use ape::embed::{EmbedOptions, embed_scan, padded_input, prepare_input};
 use ape::model::ApeModel;
 use ape::model::backend::{self, ComputeDevice};
-use ape::resample::resample_linear_onto;
 use ape::scan::Scan;
 use burn::tensor::{Tensor, TensorData};
 use glam::DVec3;
@@ -51,25 +54,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
     torch_reference(&cases, dir.path())?;
-    Ok(())
-}
-
-/// The BTCV scan resampled (trilinear, in HU) onto 512×512×300 voxels over the same field of
-/// view, written as int16 NIfTI like a typical clinical CT.
-fn make_big_scan(source: &Path, out: &Path) -> anyhow::Result<()> {
-    let scan = Scan::read(source)?;
-    let v = &scan.volume;
-    let shape = [512, 512, 300];
-    let extent = v.spacing()
-        * DVec3::new(
-            v.shape()[0] as f64,
-            v.shape()[1] as f64,
-            v.shape()[2] as f64,
-        );
-    let spacing = extent / DVec3::new(512.0, 512.0, 300.0);
-    let affine = v.affine().with_spacing(spacing)?;
-    let big = resample_linear_onto(v, shape, affine, -1024.0)?;
-    ape::io::nifti::write_nifti(out, &big.map(|&hu| hu.round() as i16))?;
     Ok(())
 }
 

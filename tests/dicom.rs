@@ -194,8 +194,8 @@ fn dicom_bytes(data: &[u8]) -> Vec<u8> {
 }
 
 /// Files of a few hundred bytes that made dicom-rs allocate 0.8–2 GB (found by fuzzing): an
-/// element claiming more than the file holds, an unknown VR, an undefined length with no items,
-/// a sequence never closed. Each is refused before parsing, naming the file and the element.
+/// element claiming more than the file holds, an unknown VR, a binary value of a partial number,
+/// an undefined length with no items, a sequence never closed. Each is refused before parsing, naming the file and the element.
 #[test]
 fn corrupt_element_lengths_are_refused_before_parsing() {
     let long = |tag: [u8; 4], vr: &[u8; 2], length: u32, tail: &[u8]| {
@@ -216,6 +216,10 @@ fn corrupt_element_lengths_are_refused_before_parsing() {
                 0x08, 0x00, 0x30, 0x00, b'@', b'I', 6, 0, b'1', b'2', b'3', b'4', b'5', b'6',
             ],
             "(0008,0030) has no valid value representation",
+        ),
+        (
+            vec![0x10, 0x00, 0x20, 0x00, b'S', b'L', 5, 0, 1, 2, 3, 4, 5],
+            "(0010,0020) (SL) holds 5 bytes, not a multiple of 4",
         ),
         (
             long([0x09, 0x00, 0x10, 0x10], b"UN", u32::MAX, &[0; 16]),

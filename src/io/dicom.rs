@@ -75,7 +75,10 @@ fn check_element_lengths(path: &Path) -> Result<(), VolumeError> {
         || file.read_exact(&mut first).is_err()
         || first[..8] != [2, 0, 0, 0, b'U', b'L', 4, 0]
     {
-        return Ok(()); // dicom-rs refuses such a file with its own error
+        return Err(bad(
+            path,
+            "the file meta group does not start with its length, (0002,0000) UL: a corrupt file",
+        ));
     }
     let mut meta_left = u64::from(u32::from_le_bytes([
         first[8], first[9], first[10], first[11],
@@ -174,6 +177,24 @@ fn check_element_lengths(path: &Path) -> Result<(), VolumeError> {
             open_undefined = open_undefined.saturating_sub(1);
         }
         let length = u64::from(length);
+        // Binary values come in whole numbers of their size; a parser that reads only the whole
+        // numbers loses its place in the file on the rest (found by fuzzing).
+        let unit: u64 = match &vr {
+            _ if !element_explicit => 1,
+            b"SS" | b"US" | b"OW" => 2,
+            b"SL" | b"UL" | b"FL" | b"AT" | b"OF" | b"OL" => 4,
+            b"FD" | b"SV" | b"UV" | b"OD" | b"OV" => 8,
+            _ => 1,
+        };
+        if length % unit != 0 {
+            return Err(bad(
+                path,
+                format!(
+                    "element {tag} ({}) holds {length} bytes, not a multiple of {unit}: a corrupt file",
+                    String::from_utf8_lossy(&vr)
+                ),
+            ));
+        }
         if pos + length > size {
             return Err(bad(
                 path,
@@ -605,7 +626,15 @@ fn read_series(dir: &Path, uid: Option<&str>) -> Result<NiftiVolume, VolumeError
     let affine = Affine::new(to_ras * lps, to_ras * slices[0].position)
         .map_err(|e| bad(dir, format!("singular geometry: {e}")))?;
 
-    let mut data = Vec::with_capacity(voxels as usize);
+    // Reserve no more than the files can hold: Rows × Columns is only a claim until each
+    // slice's pixels are read (and checked) below.
+    let held: u64 = slices
+        .iter()
+        .filter_map(|s| std::fs::metadata(&s.path).ok())
+        .map(|m| m.len())
+        .sum();
+    let bytes_per_voxel = u64::from(first.bits_allocated.max(8) / 8);
+    let mut data = Vec::with_capacity(voxels.min(held / bytes_per_voxel) as usize);
     let (mut slope, mut intercept) = (first.slope, first.intercept);
     for s in &slices {
         let raw = pixels(s)?;
