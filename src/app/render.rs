@@ -49,13 +49,19 @@ pub fn render_view(
     let (Some(map), true) = (map, overlay.mode != OverlayMode::Off) else {
         return rgba;
     };
-    let embeddings: Vec<Option<[f32; 3]>> = (0..h)
-        .flat_map(|y| (0..w).map(move |x| (x, y)))
-        .map(|(x, y)| {
-            hu[y * w + x]?;
-            map.embedding_at(geometry.world_at(x as f64, y as f64))
-        })
-        .collect();
+    // Trilinear lookups dominate a frame: rows in parallel.
+    let embeddings: Vec<Option<[f32; 3]>> = {
+        use rayon::prelude::*;
+        let mut out = vec![None; w * h];
+        out.par_chunks_mut(w.max(1)).enumerate().for_each(|(y, row)| {
+            for (x, e) in row.iter_mut().enumerate() {
+                if hu[y * w + x].is_some() {
+                    *e = map.embedding_at(geometry.world_at(x as f64, y as f64));
+                }
+            }
+        });
+        out
+    };
     let alpha = overlay.opacity.clamp(0.0, 1.0);
     for (i, e) in embeddings.iter().enumerate() {
         let Some(e) = e else { continue };
