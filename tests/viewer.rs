@@ -445,3 +445,111 @@ fn a_dicom_folder_with_two_series_asks_which_to_open() {
         "the chooser closed"
     );
 }
+
+/// The GPU path (shaders/slice.wgsl in egui's render pass, lavapipe here) draws the three views
+/// as the CPU path does: the same app state rendered both ways, compared pixel by pixel inside
+/// each view (the views' markers and letters are drawn on top the same way in both).
+#[test]
+fn gpu_slicing_draws_what_the_cpu_draws() {
+    let dir = tempfile::tempdir().unwrap();
+    let scans = ape::phantom::write_demo_cohort(dir.path(), 1).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let model = Arc::new(ApeModel::bundled(&cpu().device).unwrap());
+    let cache_dir = cache.path().to_owned();
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1280.0, 860.0))
+        .wgpu()
+        .build_eframe(move |cc| {
+            ApeApp::new(
+                &cc.egui_ctx,
+                Some(model),
+                cpu().device,
+                Some(MapCache::new(cache_dir)),
+                "test".into(),
+            )
+            .with_gpu(cc.wgpu_render_state.as_ref())
+        });
+    if !harness.state().state.gpu_available {
+        eprintln!("SKIPPED: no wgpu renderer for GPU slicing");
+        return;
+    }
+    harness.state_mut().open(scans);
+    step_until(&mut harness, "the scan to be embedded", |app| {
+        matches!(app.state.cohort[0].status, ScanStatus::Ready)
+    });
+    for overlay in [
+        ape::app::state::OverlaySettings {
+            isolines: true,
+            ..Default::default()
+        },
+        ape::app::state::OverlaySettings {
+            mode: ape::app::state::OverlayMode::Channel(2),
+            opacity: 0.6,
+            ..Default::default()
+        },
+    ] {
+        harness.state_mut().state.overlay = overlay;
+        harness.state_mut().state.gpu_slicing = true;
+        harness.step();
+        let gpu = match harness.render() {
+            Ok(image) => image,
+            Err(e) => {
+                eprintln!("SKIPPED: could not render ({e})");
+                return;
+            }
+        };
+        harness.state_mut().state.gpu_slicing = false;
+        harness.step();
+        let cpu_image = harness.render().unwrap();
+        if let Some(debug) = std::env::var_os("APE_DEBUG_IMAGES") {
+            let debug = std::path::PathBuf::from(debug);
+            gpu.save(debug.join("gpu.png")).unwrap();
+            cpu_image.save(debug.join("cpu.png")).unwrap();
+        }
+        for plane in ["axial", "coronal", "sagittal"] {
+            let rect = harness
+                .get_by_label(&format!("{plane} view of phantom_00"))
+                .rect()
+                .shrink(1.0);
+            let (mut n, mut off, mut total) = (0u64, 0u64, 0u64);
+            let (mut white_gpu, mut white_cpu) = (0u64, 0u64);
+            for y in rect.min.y as u32..rect.max.y as u32 {
+                for x in rect.min.x as u32..rect.max.x as u32 {
+                    let (a, b) = (gpu.get_pixel(x, y), cpu_image.get_pixel(x, y));
+                    let d = (0..3)
+                        .map(|c| (a[c] as i32 - b[c] as i32).unsigned_abs())
+                        .max()
+                        .unwrap_or(0);
+                    n += 1;
+                    total += u64::from(d);
+                    white_gpu += u64::from(a.0[..3].iter().all(|&v| v >= 250));
+                    white_cpu += u64::from(b.0[..3].iter().all(|&v| v >= 250));
+                    if d > 8 {
+                        off += 1;
+                    }
+                }
+            }
+            let mean = total as f64 / n as f64;
+            let share = off as f64 / n as f64;
+            eprintln!(
+                "{plane} ({overlay:?}): mean difference {mean:.2}, {:.2} % of pixels off by more than 8",
+                share * 100.0
+            );
+            if overlay.isolines {
+                // One-pixel lines where a level is crossed move by a pixel with the last bit of
+                // an embedding: compare how much of the view they cover, not where exactly.
+                let ratio = white_gpu as f64 / white_cpu.max(1) as f64;
+                eprintln!("  iso-line pixels: GPU {white_gpu}, CPU {white_cpu}");
+                assert!(
+                    (0.85..1.18).contains(&ratio),
+                    "{plane}: iso-line pixels {ratio}"
+                );
+            } else {
+                assert!(
+                    mean < 1.5 && share < 0.02,
+                    "{plane}: mean {mean}, share off {share}"
+                );
+            }
+        }
+    }
+}

@@ -10,6 +10,7 @@
 
 pub mod box_edit;
 pub mod embedding_plot;
+pub mod gpu_slice;
 pub mod recent;
 pub mod render;
 pub mod sidebar;
@@ -78,6 +79,15 @@ impl ApeApp {
             recent_dir: None,
             autosaved: None,
         }
+    }
+
+    /// Slices on the GPU through the renderer's own wgpu device (see [`gpu_slice`]) when there
+    /// is one; otherwise the views stay on the CPU path.
+    pub fn with_gpu(mut self, render_state: Option<&eframe::egui_wgpu::RenderState>) -> Self {
+        let installed = render_state.is_some_and(gpu_slice::SliceRenderer::install);
+        self.state.gpu_available = installed;
+        self.state.gpu_slicing = installed;
+        self
     }
 
     /// Remembers opened scans in `dir` across sessions (see [`recent`]).

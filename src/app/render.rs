@@ -53,13 +53,15 @@ pub fn render_view(
     let embeddings: Vec<Option<[f32; 3]>> = {
         use rayon::prelude::*;
         let mut out = vec![None; w * h];
-        out.par_chunks_mut(w.max(1)).enumerate().for_each(|(y, row)| {
-            for (x, e) in row.iter_mut().enumerate() {
-                if hu[y * w + x].is_some() {
-                    *e = map.embedding_at(geometry.world_at(x as f64, y as f64));
+        out.par_chunks_mut(w.max(1))
+            .enumerate()
+            .for_each(|(y, row)| {
+                for (x, e) in row.iter_mut().enumerate() {
+                    if hu[y * w + x].is_some() {
+                        *e = map.embedding_at(geometry.world_at(x as f64, y as f64));
+                    }
                 }
-            }
-        });
+            });
         out
     };
     let alpha = overlay.opacity.clamp(0.0, 1.0);

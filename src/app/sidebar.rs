@@ -108,6 +108,12 @@ pub fn sidebar(ui: &mut egui::Ui, state: &mut ViewerState) -> SidebarActions {
     });
 
     ui.separator();
+    if state.gpu_available {
+        ui.checkbox(&mut state.gpu_slicing, "slice on the GPU")
+            .on_hover_text(
+                "Off: the CPU draws the views (the reference the GPU path is tested against)",
+            );
+    }
     ui.heading("APE overlay");
     ui.horizontal_wrapped(|ui| {
         let o = &mut state.overlay.mode;

@@ -98,6 +98,9 @@ pub struct ViewerState {
     pub history: History<BoxSet>,
     pub organ: String,
     pub draw_boxes: bool,
+    /// Whether the renderer can slice on the GPU, and whether it does (else the CPU path).
+    pub gpu_available: bool,
+    pub gpu_slicing: bool,
 }
 
 impl Default for ViewerState {
@@ -115,6 +118,8 @@ impl Default for ViewerState {
             history: History::default(),
             organ: "liver".to_owned(),
             draw_boxes: false,
+            gpu_available: false,
+            gpu_slicing: false,
         }
     }
 }

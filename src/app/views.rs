@@ -113,13 +113,13 @@ impl Pictures {
             egui::ColorImage::from_rgba_unmultiplied([geometry.width, geometry.height], &rgba);
         let texture = match self.cache.remove(&id) {
             Some((_, mut texture)) => {
-                texture.set(image, egui::TextureOptions::LINEAR);
+                texture.set(image, egui::TextureOptions::NEAREST);
                 texture
             }
             None => ctx.load_texture(
                 format!("view-{scan_id}-{slot}"),
                 image,
-                egui::TextureOptions::LINEAR,
+                egui::TextureOptions::NEAREST,
             ),
         };
         self.cache.insert(id, (key, texture.clone()));
@@ -191,10 +191,39 @@ pub fn slice_view(
         );
         return;
     };
-    if let Some(texture) = pictures.get(ui.ctx(), state, id, plane.name(), geometry) {
+    let on_gpu = state
+        .gpu_slicing
+        .then(|| {
+            let entry = state.cohort.get(id)?;
+            Some((entry.scan.clone()?, entry.map.clone()))
+        })
+        .flatten();
+    if let Some((scan, map)) = on_gpu {
+        let uniforms = super::gpu_slice::ViewUniforms::new(
+            &scan,
+            map.as_deref(),
+            &geometry,
+            state.window,
+            &state.overlay,
+        );
+        painter.add(eframe::egui_wgpu::Callback::new_paint_callback(
+            rect,
+            super::gpu_slice::SliceCallback {
+                slot: format!("{id}-{}", plane.name()),
+                scan_id: id,
+                scan,
+                map,
+                uniforms,
+            },
+        ));
+    } else if let Some(texture) = pictures.get(ui.ctx(), state, id, plane.name(), geometry) {
+        // The picture is already sampled at the view's resolution: drawn pixel for pixel.
         painter.image(
             texture.id(),
-            rect,
+            Rect::from_min_size(
+                rect.min,
+                egui::vec2(geometry.width as f32, geometry.height as f32),
+            ),
             Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
             Color32::WHITE,
         );

@@ -101,7 +101,8 @@ pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
                 device,
                 Some(MapCache::default_location()),
                 note,
-            );
+            )
+            .with_gpu(cc.wgpu_render_state.as_ref());
             if let Some(dir) = ape::app::recent::config_dir() {
                 app = app.with_recent_files(dir);
             }
