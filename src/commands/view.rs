@@ -74,16 +74,6 @@ pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
         }
         (paths, String::new())
     };
-    let compute = select(args.backend)?;
-    // A model that cannot be read must not keep the viewer from opening: scans still show.
-    let (model, note) = match load_model(args.model.as_deref(), &compute.device) {
-        Ok(m) => (
-            Some(Arc::new(m)),
-            format!("{what}  ·  {}", compute.description),
-        ),
-        Err(e) => (None, format!("no APE model: {e:#}")),
-    };
-    let device = compute.device.clone();
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("ape: Anatomical Positional Embeddings")
@@ -91,14 +81,41 @@ pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
             .with_drag_and_drop(true),
         ..Default::default()
     };
+    let (choice, model_path) = (args.backend, args.model);
     eframe::run_native(
         "ape",
         options,
         Box::new(move |cc| {
+            // On a hardware GPU the network runs on the renderer's own wgpu device; otherwise
+            // on the device `--backend` selects (flex where the only adapter is a software one).
+            let shared = cc.wgpu_render_state.as_ref().and_then(|rs| {
+                ape::model::backend::shared_wgpu(
+                    ape::model::backend::WgpuSetup {
+                        instance: rs.instance.clone(),
+                        adapter: rs.adapter.clone(),
+                        device: rs.device.clone(),
+                        queue: rs.queue.clone(),
+                        backend: rs.adapter.get_info().backend,
+                    },
+                    choice,
+                )
+            });
+            let compute = match shared {
+                Some(c) => c,
+                None => select(choice)?,
+            };
+            // A model that cannot be read must not keep the viewer from opening: scans show.
+            let (model, note) = match load_model(model_path.as_deref(), &compute.device) {
+                Ok(m) => (
+                    Some(Arc::new(m)),
+                    format!("{what}  ·  {}", compute.description),
+                ),
+                Err(e) => (None, format!("no APE model: {e:#}")),
+            };
             let mut app = ApeApp::new(
                 &cc.egui_ctx,
                 model,
-                device,
+                compute.device.clone(),
                 Some(MapCache::default_location()),
                 note,
             )

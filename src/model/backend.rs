@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use burn::tensor::Device;
+pub use burn::tensor::wgpu::WgpuSetup;
 
 /// What the user asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +87,35 @@ pub fn wgpu() -> Result<ComputeDevice, NoAdapter> {
         }),
         Err(e) => Err(NoAdapter(e.clone())),
     }
+}
+
+/// burn on a wgpu device the application already has (the viewer's renderer), so that the
+/// network and the views share one GPU and one queue. `None` under `Auto` when the adapter is a
+/// software one (flex is faster there), or when burn's wgpu runtime cannot take the device
+/// (it can be set up once per process).
+pub fn shared_wgpu(setup: WgpuSetup, choice: BackendChoice) -> Option<ComputeDevice> {
+    if choice == BackendChoice::Cpu {
+        return None;
+    }
+    let info = setup.adapter.get_info();
+    let software = info.device_type == burn::tensor::wgpu::wgpu::DeviceType::Cpu;
+    if choice == BackendChoice::Auto && software {
+        return None;
+    }
+    // The setup is moved in and dropped if init panics: nothing observes a broken state.
+    let device = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Device::wgpu_options().setup(setup).init()
+    }))
+    .ok()?
+    .ok()?;
+    Some(ComputeDevice {
+        device,
+        is_wgpu: true,
+        description: format!(
+            "wgpu, shared with the viewer: {} ({:?}, {:?})",
+            info.name, info.backend, info.device_type
+        ),
+    })
 }
 
 /// Resolves a choice to a device.

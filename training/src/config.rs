@@ -13,6 +13,15 @@ pub enum Variant {
     Equiv,
 }
 
+/// Which axis anchor `axis_weight` weighs (see `loss::axis_anchor`, `loss::axis_correlation`).
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum AxisAnchor {
+    /// Embedding differences equal normalised position differences (fixes scale too).
+    Difference,
+    /// Each channel correlates with its world axis (orientation only).
+    Correlation,
+}
+
 /// One crop regime: crop spacings and axis weights of the target distances. With several
 /// regimes in a config, step `s` uses regime `s mod n`, so that every few steps the network sees
 /// both wide crops (both flanks in view: R–L) and tall crops (S–I) instead of one after the other.
@@ -90,6 +99,8 @@ pub struct TrainConfig {
     /// normalised RAS position differences. 0 = method.md's loss.
     #[config(default = 0.0)]
     pub axis_weight: f64,
+    #[config(default = "AxisAnchor::Difference")]
+    pub axis_anchor: AxisAnchor,
     /// Alternating crop regimes; when not empty they replace the spacings, weights and z phase.
     #[config(default = "Vec::new()")]
     pub regimes: Vec<Regime>,

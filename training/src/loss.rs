@@ -4,6 +4,8 @@
 use burn::tensor::{Device, Tensor, TensorData};
 use glam::DVec3;
 
+pub use crate::config::AxisAnchor;
+
 /// Pairwise Euclidean distances: `[n, d] × [m, d] → [n, m]`.
 pub fn pairwise_distances(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     let a2 = a.clone().powi_scalar(2).sum_dim(1); // [n, 1]
@@ -84,6 +86,24 @@ pub fn axis_anchor(a: Tensor<2>, a_plus: Tensor<2>, positions: Tensor<2>) -> Ten
     u_var + v_var + shift
 }
 
+/// The scale-free axis anchor: for each channel c, 1 − the Pearson correlation between the
+/// embedding's channel c and the position along world axis c, over both crops' positives. It
+/// fixes only the orientation (a fold or a mirror costs up to 2 per channel) and leaves the
+/// scale to the distance term, with which the difference anchor can disagree when crops of
+/// different sizes alternate (each batch normalises positions by its own spread).
+pub fn axis_correlation(a: Tensor<2>, a_plus: Tensor<2>, positions: Tensor<2>) -> Tensor<1> {
+    let e = Tensor::cat(vec![a, a_plus], 0); // [2N, 3]
+    let p = Tensor::cat(vec![positions.clone(), positions], 0); // [2N, 3]
+    let e = e.clone() - e.mean_dim(0);
+    let p = p.clone() - p.mean_dim(0);
+    let covariance = (e.clone() * p.clone()).mean_dim(0); // [1, 3]
+    let spread = (e.powi_scalar(2).mean_dim(0) * p.powi_scalar(2).mean_dim(0))
+        .clamp_min(1e-12)
+        .sqrt();
+    let correlation = covariance / spread;
+    correlation.neg().add_scalar(1.0).mean()
+}
+
 /// The terms of the loss.
 #[derive(Debug)]
 pub struct LossTerms {
@@ -101,7 +121,7 @@ pub fn ape_loss(
     a_plus: Tensor<2>,
     target: Tensor<2>,
     lambda: f64,
-    anchor: Option<(Tensor<2>, f64)>,
+    anchor: Option<(Tensor<2>, f64, AxisAnchor)>,
 ) -> LossTerms {
     let predicted = pairwise_distances(a.clone(), a_plus.clone());
     let distance = (predicted - target).powi_scalar(2).mean();
@@ -111,8 +131,11 @@ pub fn ape_loss(
         .mean();
     let mut total = distance.clone() + equivariance.clone().mul_scalar(lambda);
     let axis = match anchor {
-        Some((positions, mu)) if mu > 0.0 => {
-            let axis = axis_anchor(a, a_plus, positions);
+        Some((positions, mu, kind)) if mu > 0.0 => {
+            let axis = match kind {
+                AxisAnchor::Difference => axis_anchor(a, a_plus, positions),
+                AxisAnchor::Correlation => axis_correlation(a, a_plus, positions),
+            };
             total = total + axis.clone().mul_scalar(mu);
             axis
         }
@@ -203,6 +226,39 @@ mod tests {
             .sum::<f32>()
             / 16.0;
         assert!((value(axis_anchor(a.clone(), a, p)) - brute).abs() < 1e-3);
+    }
+
+    #[test]
+    fn the_correlation_anchor_ignores_scale_and_shift_but_not_a_mirror() {
+        let points = [
+            DVec3::new(-100.0, 0.0, 10.0),
+            DVec3::new(100.0, 20.0, -10.0),
+            DVec3::new(0.0, -20.0, 300.0),
+            DVec3::new(50.0, 0.0, -300.0),
+        ];
+        let device = ape::model::backend::cpu().device;
+        let p = normalised_positions(&points, &device);
+        let rows: Vec<[f32; 3]> = p
+            .clone()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
+            .chunks(3)
+            .map(|c| [c[0], c[1], c[2]])
+            .collect();
+        let scaled: Vec<[f32; 3]> = rows
+            .iter()
+            .map(|r| [3.0 * r[0] + 1.0, 0.5 * r[1], r[2] - 2.0])
+            .collect();
+        let aligned = value(axis_correlation(
+            tensor(&scaled),
+            tensor(&scaled),
+            p.clone(),
+        ));
+        assert!(aligned.abs() < 1e-4, "{aligned}");
+        let mirrored: Vec<[f32; 3]> = rows.iter().map(|r| [-r[0], r[1], r[2]]).collect();
+        let cost = value(axis_correlation(tensor(&mirrored), tensor(&mirrored), p));
+        assert!((cost - 2.0 / 3.0).abs() < 1e-3, "{cost}");
     }
 
     #[test]

@@ -181,6 +181,7 @@ impl Trainer {
             (
                 normalised_positions(&points, &self.device),
                 config.axis_weight,
+                config.axis_anchor,
             )
         });
         let terms = ape_loss(a, a_plus, target, lambda, anchor);
