@@ -242,3 +242,80 @@ fn corrupt_element_lengths_are_refused_before_parsing() {
         assert!(e.contains("slice_1") && e.contains(expected), "{e}");
     }
 }
+
+/// DICOM RLE Lossless (PS3.5 Annex G) of 16-bit pixels: two byte planes (high bytes, then low
+/// bytes), each PackBits-encoded as literal runs of up to 128 bytes.
+fn rle_fragment(pixels: &[u16]) -> Vec<u8> {
+    let plane = |bytes: Vec<u8>| {
+        let mut out = Vec::new();
+        for run in bytes.chunks(128) {
+            out.push((run.len() - 1) as u8);
+            out.extend_from_slice(run);
+        }
+        if out.len() % 2 == 1 {
+            out.push(0);
+        }
+        out
+    };
+    let high = plane(pixels.iter().map(|p| (p >> 8) as u8).collect());
+    let low = plane(pixels.iter().map(|p| (p & 0xFF) as u8).collect());
+    let mut header = vec![0u32; 16];
+    header[0] = 2;
+    header[1] = 64;
+    header[2] = 64 + high.len() as u32;
+    let mut fragment: Vec<u8> = header.iter().flat_map(|v| v.to_le_bytes()).collect();
+    fragment.extend(high);
+    fragment.extend(low);
+    fragment
+}
+
+/// A series whose slices are RLE Lossless compressed reads to the very same volume as the
+/// uncompressed original; a syntax without a decoder here (JPEG-LS) is named in the error.
+#[test]
+fn compressed_series_decode_to_the_uncompressed_volume() {
+    let Some(ircad) = ircad("compressed_series_decode_to_the_uncompressed_volume") else {
+        return;
+    };
+    let plain = copy_slices(&ircad.join("dicom"), 3);
+    let rle = tempfile::tempdir().unwrap();
+    for i in 0..3 {
+        let name = format!("image_{i}");
+        let mut obj = dicom_object::open_file(plain.path().join(&name)).unwrap();
+        let raw = obj
+            .element(tags::PIXEL_DATA)
+            .unwrap()
+            .to_bytes()
+            .unwrap()
+            .to_vec();
+        let pixels: Vec<u16> = raw
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        obj.put(DataElement::new(
+            tags::PIXEL_DATA,
+            VR::OB,
+            dicom_core::value::Value::PixelSequence(dicom_core::value::PixelFragmentSequence::new(
+                Vec::<u32>::new(),
+                vec![rle_fragment(&pixels)],
+            )),
+        ));
+        obj.update_meta(|m| m.transfer_syntax = "1.2.840.10008.1.2.5\0".to_owned());
+        obj.write_to_file(rle.path().join(&name)).unwrap();
+    }
+    let a = Scan::read(plain.path()).unwrap();
+    let b = Scan::read(rle.path()).unwrap();
+    assert_eq!(a.volume.shape(), b.volume.shape());
+    assert_eq!(a.volume.affine(), b.volume.affine());
+    assert!(
+        a.volume.data() == b.volume.data(),
+        "RLE pixels differ from the originals"
+    );
+
+    // JPEG-LS: no pure-Rust decoder is built in; the error names the syntax.
+    let path = rle.path().join("image_1");
+    let mut obj = dicom_object::open_file(&path).unwrap();
+    obj.update_meta(|m| m.transfer_syntax = "1.2.840.10008.1.2.4.80\0".to_owned());
+    obj.write_to_file(&path).unwrap();
+    let e = error_of(rle.path());
+    assert!(e.contains("JPEG-LS") && e.contains("image_1"), "{e}");
+}

@@ -17,10 +17,15 @@ use egui_kittest::Harness;
 fn the_network_runs_on_the_renderers_device_and_matches_the_cpu() {
     // Small (64 × 64 × 32 voxels): wgpu on lavapipe tunes its kernels on first use.
     let dir = tempfile::tempdir().unwrap();
-    let affine = ape::Affine::from_spacing(glam::DVec3::new(3.0, 3.0, 4.0), glam::DVec3::ZERO).unwrap();
+    let affine =
+        ape::Affine::from_spacing(glam::DVec3::new(3.0, 3.0, 4.0), glam::DVec3::ZERO).unwrap();
     let volume = ape::Volume::from_fn([64, 64, 32], affine, |i, j, k| {
         let r = ((i as f32 - 32.0).powi(2) + (j as f32 - 30.0).powi(2)).sqrt();
-        if r < 26.0 { (40.0 + 3.0 * k as f32 + (i as f32 * 0.7).sin() * 60.0) as i16 } else { -1000 }
+        if r < 26.0 {
+            (40.0 + 3.0 * k as f32 + (i as f32 * 0.7).sin() * 60.0) as i16
+        } else {
+            -1000
+        }
     })
     .unwrap();
     let scans = vec![dir.path().join("small.nii.gz")];

@@ -393,16 +393,7 @@ fn pixels(h: &SliceHeader) -> Result<Vec<f32>, VolumeError> {
         found: found as u64,
     };
     let values: Vec<f32> = match element.value() {
-        Value::PixelSequence(_) => {
-            return Err(bad(
-                path,
-                format!(
-                    "compressed pixel data (transfer syntax {syntax}{}) is not supported; \
-                     decompress the series first (e.g. `gdcmconv --raw`)",
-                    transfer_syntax_name(&syntax).map_or(String::new(), |n| format!(", {n}"))
-                ),
-            ));
-        }
+        Value::PixelSequence(_) => decode_compressed(&obj, h, &syntax)?,
         Value::Primitive(p) => match (p, h.bits_allocated, h.signed) {
             (PrimitiveValue::U16(v), 16, false) => v.iter().map(|&x| x as f32).collect(),
             (PrimitiveValue::U16(v), 16, true) => v.iter().map(|&x| x as i16 as f32).collect(),
@@ -432,6 +423,53 @@ fn pixels(h: &SliceHeader) -> Result<Vec<f32>, VolumeError> {
         return Err(truncated(values.len()));
     }
     Ok(values.into_iter().take(n).collect())
+}
+
+/// Compressed pixel data through dicom-pixeldata's pure-Rust decoders (JPEG baseline, extended
+/// and lossless, RLE Lossless, deflate); other syntaxes (JPEG-LS, JPEG 2000) get an error naming
+/// the syntax. Returns the stored values (rescaling is applied by the caller).
+fn decode_compressed(
+    obj: &dicom_object::DefaultDicomObject,
+    h: &SliceHeader,
+    syntax: &str,
+) -> Result<Vec<f32>, VolumeError> {
+    use dicom_pixeldata::PixelDecoder;
+    let unsupported = |why: String| {
+        bad(
+            &h.path,
+            format!(
+                "compressed pixel data (transfer syntax {syntax}{}) could not be decoded: {why}; \
+                 decompress the series first (e.g. `gdcmconv --raw`)",
+                transfer_syntax_name(syntax).map_or(String::new(), |n| format!(", {n}"))
+            ),
+        )
+    };
+    let decoded = obj
+        .decode_pixel_data()
+        .map_err(|e| unsupported(e.to_string()))?;
+    if decoded.samples_per_pixel() != 1 || decoded.number_of_frames() != 1 {
+        return Err(unsupported(format!(
+            "{} samples per pixel, {} frames (a CT slice has one of each)",
+            decoded.samples_per_pixel(),
+            decoded.number_of_frames()
+        )));
+    }
+    let bytes = decoded.data();
+    Ok(match decoded.bits_allocated() {
+        16 => bytes
+            .chunks_exact(2)
+            .map(|c| {
+                let raw = u16::from_le_bytes([c[0], c[1]]);
+                if h.signed {
+                    raw as i16 as f32
+                } else {
+                    raw as f32
+                }
+            })
+            .collect(),
+        8 => bytes.iter().map(|&b| b as f32).collect(),
+        bits => return Err(unsupported(format!("{bits} bits allocated"))),
+    })
 }
 
 fn transfer_syntax_name(uid: &str) -> Option<&'static str> {
