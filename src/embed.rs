@@ -162,7 +162,8 @@ pub fn embed_input(
                 );
                 let out = model.net.forward(tensor);
                 let values = out
-                    .into_data()
+                    .try_into_data()
+                    .map_err(|e| EmbedError::Readback(format!("{e:?}")))?
                     .try_into_vec::<f32>()
                     .map_err(|e| EmbedError::Readback(format!("{e:?}")))?;
                 let out_cells = size.map(|n| n / 4);

@@ -34,7 +34,13 @@ fn the_network_runs_on_the_renderers_device_and_matches_the_cpu() {
     let seen = description.clone();
     let mut harness = Harness::builder()
         .with_size(egui::vec2(800.0, 600.0))
-        .wgpu()
+        // The renderer's device as `ape view` asks for it.
+        .wgpu_setup(eframe::egui_wgpu::WgpuSetup::CreateNew(
+            eframe::egui_wgpu::WgpuSetupCreateNew {
+                device_descriptor: Arc::new(ape::model::backend::device_descriptor),
+                ..eframe::egui_wgpu::WgpuSetupCreateNew::without_display_handle()
+            },
+        ))
         .build_eframe(move |cc| {
             let rs = cc
                 .wgpu_render_state

@@ -79,6 +79,16 @@ pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
             .with_title("ape: Anatomical Positional Embeddings")
             .with_inner_size([1400.0, 950.0])
             .with_drag_and_drop(true),
+        // The renderer's device gets the adapter's full limits, so that burn can share it.
+        wgpu_options: eframe::egui_wgpu::WgpuConfiguration {
+            wgpu_setup: eframe::egui_wgpu::WgpuSetup::CreateNew(
+                eframe::egui_wgpu::WgpuSetupCreateNew {
+                    device_descriptor: Arc::new(ape::model::backend::device_descriptor),
+                    ..eframe::egui_wgpu::WgpuSetupCreateNew::without_display_handle()
+                },
+            ),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let (choice, model_path) = (args.backend, args.model);

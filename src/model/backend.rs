@@ -108,6 +108,12 @@ pub fn shared_wgpu(setup: WgpuSetup, choice: BackendChoice) -> Option<ComputeDev
     }))
     .ok()?
     .ok()?;
+    // A device made with too few limits or features for burn's kernels fails at the first
+    // execution: try one before trusting it.
+    let probe = burn::tensor::Tensor::<2>::ones([8, 8], &device).matmul(
+        burn::tensor::Tensor::<2>::ones([8, 8], &device),
+    );
+    probe.try_into_data().ok()?;
     Some(ComputeDevice {
         device,
         is_wgpu: true,
@@ -116,6 +122,20 @@ pub fn shared_wgpu(setup: WgpuSetup, choice: BackendChoice) -> Option<ComputeDev
             info.name, info.backend, info.device_type
         ),
     })
+}
+
+/// What the viewer's renderer asks of the GPU: every limit and feature the adapter has, so that
+/// burn's compute kernels can run on the same device (eframe's default asks for the minimum).
+pub fn device_descriptor(
+    adapter: &burn::tensor::wgpu::wgpu::Adapter,
+) -> burn::tensor::wgpu::wgpu::DeviceDescriptor<'static> {
+    use burn::tensor::wgpu::wgpu;
+    wgpu::DeviceDescriptor {
+        label: Some("ape renderer and network"),
+        required_features: adapter.features() - wgpu::Features::MAPPABLE_PRIMARY_BUFFERS,
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }
 }
 
 /// Resolves a choice to a device.
