@@ -17,7 +17,6 @@ use ape::model::ApeModel;
 use ape::model::backend::{self, ComputeDevice};
 use ape::scan::Scan;
 use burn::tensor::{Tensor, TensorData};
-use glam::DVec3;
 
 const RUNS: usize = 3;
 

@@ -259,7 +259,7 @@ fn rle_fragment(pixels: &[u16]) -> Vec<u8> {
     };
     let high = plane(pixels.iter().map(|p| (p >> 8) as u8).collect());
     let low = plane(pixels.iter().map(|p| (p & 0xFF) as u8).collect());
-    let mut header = vec![0u32; 16];
+    let mut header = [0u32; 16];
     header[0] = 2;
     header[1] = 64;
     header[2] = 64 + high.len() as u32;
