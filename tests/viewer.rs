@@ -107,13 +107,7 @@ fn a_clicked_landmark_is_found_on_the_other_scan_and_one_click_jumps_there() {
     assert!((app.state.crosshair - matched.world).length() < 1e-9);
     assert!(harness.query_by_label("axial view of phantom_01").is_some());
 
-    match harness.try_snapshot("viewer_match_on_second_scan") {
-        Ok(()) => {}
-        Err(SnapshotError::RenderError { err }) => {
-            eprintln!("SKIPPED snapshot: no wgpu adapter to render with ({err})");
-        }
-        Err(e) => panic!("{e}"),
-    }
+    snapshot(&mut harness, "viewer_match_on_second_scan");
 }
 
 #[test]
@@ -143,6 +137,18 @@ fn without_a_model_the_viewer_still_opens_and_shows_the_scan() {
         other => panic!("{other:?}"),
     }
     assert!(harness.query_by_label("axial view of phantom_00").is_some());
+}
+
+/// Compares the window with its image in tests/snapshots/; skipped, with a note, where no wgpu
+/// adapter can render it.
+fn snapshot(harness: &mut Harness<'_, ApeApp>, name: &str) {
+    match harness.try_snapshot(name) {
+        Ok(()) => {}
+        Err(SnapshotError::RenderError { err }) => {
+            eprintln!("SKIPPED snapshot {name}: no wgpu adapter to render with ({err})");
+        }
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// A left drag from `a` to `b` through the harness's input, one frame per event.
@@ -303,13 +309,7 @@ fn a_drawn_box_is_predicted_on_the_other_scan_exported_and_reimported() {
     // The drawn box on the first scan's views, the accepted one on the second's.
     harness.state_mut().state.activate(1);
     harness.step();
-    match harness.try_snapshot("viewer_accepted_box") {
-        Ok(()) => {}
-        Err(SnapshotError::RenderError { err }) => {
-            eprintln!("SKIPPED snapshot: no wgpu adapter to render with ({err})");
-        }
-        Err(e) => panic!("{e}"),
-    }
+    snapshot(&mut harness, "viewer_accepted_box");
 
     // Export for 3D Slicer, undo everything, re-import: the same boxes.
     let file = dir.path().join("boxes.mrk.json");
@@ -374,13 +374,7 @@ fn the_cohort_is_plotted_in_ape_space_with_organ_centres_from_the_label_maps() {
         .map(|s| s.organs.len())
         .sum();
     assert_eq!(points.len(), n_organs + 2);
-    match harness.try_snapshot("viewer_ape_space") {
-        Ok(()) => {}
-        Err(SnapshotError::RenderError { err }) => {
-            eprintln!("SKIPPED snapshot: no wgpu adapter to render with ({err})");
-        }
-        Err(e) => panic!("{e}"),
-    }
+    snapshot(&mut harness, "viewer_ape_space");
 }
 
 #[test]

@@ -110,9 +110,8 @@ pub fn shared_wgpu(setup: WgpuSetup, choice: BackendChoice) -> Option<ComputeDev
     .ok()?;
     // A device made with too few limits or features for burn's kernels fails at the first
     // execution: try one before trusting it.
-    let probe = burn::tensor::Tensor::<2>::ones([8, 8], &device).matmul(
-        burn::tensor::Tensor::<2>::ones([8, 8], &device),
-    );
+    let probe = burn::tensor::Tensor::<2>::ones([8, 8], &device)
+        .matmul(burn::tensor::Tensor::<2>::ones([8, 8], &device));
     probe.try_into_data().ok()?;
     Some(ComputeDevice {
         device,

@@ -177,8 +177,8 @@ mod tests {
         t.into_data().try_to_vec::<f32>().unwrap()[0]
     }
 
-    #[test]
-    fn axis_anchor_is_zero_up_to_translation_and_punishes_a_mirror() {
+    /// Four positions spread over all three axes, normalised, as a tensor and as rows.
+    fn four_positions() -> (Tensor<2>, Vec<[f32; 3]>) {
         let points = [
             DVec3::new(-100.0, 0.0, 10.0),
             DVec3::new(100.0, 20.0, -10.0),
@@ -187,7 +187,7 @@ mod tests {
         ];
         let device = ape::model::backend::cpu().device;
         let p = normalised_positions(&points, &device);
-        let rows: Vec<[f32; 3]> = p
+        let rows = p
             .clone()
             .into_data()
             .try_into_vec::<f32>()
@@ -195,6 +195,12 @@ mod tests {
             .chunks(3)
             .map(|c| [c[0], c[1], c[2]])
             .collect();
+        (p, rows)
+    }
+
+    #[test]
+    fn axis_anchor_is_zero_up_to_translation_and_punishes_a_mirror() {
+        let (p, rows) = four_positions();
         // Unit variance per axis.
         for c in 0..3 {
             let var: f32 = rows.iter().map(|r| r[c] * r[c]).sum::<f32>() / 4.0;
@@ -230,22 +236,7 @@ mod tests {
 
     #[test]
     fn the_correlation_anchor_ignores_scale_and_shift_but_not_a_mirror() {
-        let points = [
-            DVec3::new(-100.0, 0.0, 10.0),
-            DVec3::new(100.0, 20.0, -10.0),
-            DVec3::new(0.0, -20.0, 300.0),
-            DVec3::new(50.0, 0.0, -300.0),
-        ];
-        let device = ape::model::backend::cpu().device;
-        let p = normalised_positions(&points, &device);
-        let rows: Vec<[f32; 3]> = p
-            .clone()
-            .into_data()
-            .try_into_vec::<f32>()
-            .unwrap()
-            .chunks(3)
-            .map(|c| [c[0], c[1], c[2]])
-            .collect();
+        let (p, rows) = four_positions();
         let scaled: Vec<[f32; 3]> = rows
             .iter()
             .map(|r| [3.0 * r[0] + 1.0, 0.5 * r[1], r[2] - 2.0])
