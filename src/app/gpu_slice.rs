@@ -28,7 +28,7 @@ pub struct ViewUniforms {
     map_step_v: [f32; 4],
     picture_window: [f32; 4],
     overlay: [f32; 4],
-    target: [f32; 4],
+    output: [f32; 4],
 }
 
 impl ViewUniforms {
@@ -79,7 +79,7 @@ impl ViewUniforms {
                 step,
                 if map.is_some() { 1.0 } else { 0.0 },
             ],
-            target: [0.0; 4],
+            output: [0.0; 4],
         }
     }
 }
@@ -306,7 +306,7 @@ impl CallbackTrait for SliceCallback {
             return Vec::new();
         };
         let mut uniforms = self.uniforms;
-        uniforms.target[0] = if renderer.srgb_target { 1.0 } else { 0.0 };
+        uniforms.output[0] = if renderer.srgb_target { 1.0 } else { 0.0 };
         let buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("ape view uniforms"),
             contents: bytemuck::bytes_of(&uniforms),
