@@ -1,10 +1,17 @@
 //! What the benchmarks share: a clinical-size scan made from a real one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ape::resample::resample_linear_onto;
 use ape::scan::Scan;
 use glam::DVec3;
+
+/// The shared data folder: `$APE_SHARED_DATA`, else `../shared/data` beside the clone.
+pub fn shared_data() -> PathBuf {
+    std::env::var_os("APE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+}
 
 /// The BTCV scan resampled (trilinear, in HU) onto 512×512×300 voxels over the same field of
 /// view, written as int16 NIfTI like a typical clinical CT.

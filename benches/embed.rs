@@ -21,9 +21,7 @@ use burn::tensor::{Tensor, TensorData};
 const RUNS: usize = 3;
 
 fn main() -> anyhow::Result<()> {
-    let data = std::env::var_os("APE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let data = common::shared_data();
     let btcv = data.join("btcv/btcv_02.nii.gz");
     if !btcv.is_file() {
         println!(

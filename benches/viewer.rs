@@ -6,7 +6,7 @@
 //! (layout, the views' CPU slicing and overlay, texture upload requests, tessellation); the
 //! GPU's rasterising of the finished frame is not in it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,9 +27,7 @@ use egui_kittest::kittest::Queryable;
 const FRAMES: usize = 120;
 
 fn main() -> anyhow::Result<()> {
-    let data = std::env::var_os("APE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let data = common::shared_data();
     let btcv = data.join("btcv");
     if !btcv.join("btcv_02.nii.gz").is_file() {
         println!(

@@ -269,7 +269,6 @@ pub fn slice_view(
 
     // Organ boxes of this scan that the slice cuts; the current organ's with grips, predictions
     // with their recall-safe (α-enlarged) box dashed around them.
-    let scan_name = state.cohort[id].name.clone();
     let scan_bounds = state.cohort[id]
         .scan
         .as_ref()
