@@ -12,6 +12,7 @@ mod common;
 use common::make_big_scan;
 
 use anyhow::Context;
+use ape::ape_map::ApeMap;
 use ape::embed::{EmbedOptions, embed_scan, padded_input, prepare_input};
 use ape::model::ApeModel;
 use ape::model::backend::{self, ComputeDevice};
@@ -44,11 +45,26 @@ fn main() -> anyhow::Result<()> {
         "threads: {} (rayon), runs: median of {RUNS}\n",
         rayon::current_num_threads()
     );
+    // The first case's map on each device, to check that the backends agree on a real scan.
+    let mut maps = Vec::new();
     for compute in &devices {
         let model = ApeModel::bundled(&compute.device)?;
-        for (name, path) in &cases {
-            bench_case(&model, compute, name, path)?;
+        for (i, (name, path)) in cases.iter().enumerate() {
+            let map = bench_case(&model, compute, name, path)?;
+            if i == 0 {
+                maps.push((compute.description.clone(), map));
+            }
         }
+    }
+    if let [(cpu_name, cpu_map), (gpu_name, gpu_map)] = maps.as_slice() {
+        let worst = cpu_map
+            .cells()
+            .data()
+            .iter()
+            .zip(gpu_map.cells().data())
+            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0.0f32, f32::max);
+        println!("{}: max |{cpu_name} − {gpu_name}| = {worst:.2e}\n", cases[0].0);
     }
     torch_reference(&cases, dir.path())?;
     Ok(())
@@ -59,7 +75,7 @@ fn bench_case(
     compute: &ComputeDevice,
     name: &str,
     path: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ApeMap> {
     let options = EmbedOptions::default();
     // One untimed run: wgpu compiles its shaders on first use.
     let warm = Instant::now();
@@ -71,6 +87,7 @@ fn bench_case(
     let mut pre = Vec::new();
     let mut net = Vec::new();
     let mut total = Vec::new();
+    let mut last = None;
     // A software adapter (lavapipe) is ~40× slower than flex: one timed run is enough there.
     let runs = if compute.description.contains("software") {
         1
@@ -81,8 +98,9 @@ fn bench_case(
         let start = Instant::now();
         let scan = Scan::read(path)?;
         load.push(start.elapsed());
-        let (_, times) = embed_scan(model, &compute.device, &scan.volume, &options, &mut |_| {})?;
+        let (map, times) = embed_scan(model, &compute.device, &scan.volume, &options, &mut |_| {})?;
         total.push(start.elapsed());
+        last = Some(map);
         pre.push(times.preprocess);
         net.push(times.network);
     }
@@ -96,7 +114,7 @@ fn bench_case(
         median(&mut total),
         warm_up.as_secs_f64()
     );
-    Ok(())
+    last.context("no timed run")
 }
 
 fn median(times: &mut [Duration]) -> f64 {
@@ -151,7 +169,13 @@ fn torch_reference(cases: &[(&str, PathBuf)], dir: &Path) -> anyhow::Result<()> 
         "threads": rayon::current_num_threads(),
     });
     std::fs::write(dir.join("weights.json"), serde_json::to_vec_pretty(&index)?)?;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_reference.py");
+    // Beside the working directory first: a bench binary carried to another machine runs there.
+    let local = Path::new("benches/torch_reference.py");
+    let script = if local.is_file() {
+        local.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_reference.py")
+    };
     let status = std::process::Command::new("python3")
         .arg(&script)
         .arg(dir)

@@ -79,23 +79,32 @@ def main():
     missing = [m for m in missing if not m.endswith("num_batches_tracked")]
     assert not missing and not unexpected, (missing, unexpected)
     torch.set_num_threads(int(index.get("threads", 2)))
-    for case in index["cases"]:
-        shape = case["input_shape"]
-        x = torch.from_numpy(np.fromfile(export / case["input"], dtype="<f4").reshape(shape))
-        burn_out = np.fromfile(export / case["output"], dtype="<f4")
-        with torch.inference_mode():
-            net(x)  # warm-up
-            times = []
-            for _ in range(3):
-                t = time.perf_counter()
-                y = net(x)
-                times.append(time.perf_counter() - t)
-        diff = float(np.abs(y.numpy().ravel() - burn_out).max())
-        print(
-            f"torch  {case['name']:<28} network {sorted(times)[1]:7.3f} s "
-            f"(median of 3, {torch.get_num_threads()} threads)  max |torch - burn| = {diff:.2e}"
-        )
-
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        net = net.to(device)
+        label = "cpu" if device == "cpu" else torch.cuda.get_device_name(0)
+        for case in index["cases"]:
+            shape = case["input_shape"]
+            x = np.fromfile(export / case["input"], dtype="<f4").reshape(shape)
+            x = torch.from_numpy(x).to(device)
+            burn_out = np.fromfile(export / case["output"], dtype="<f4")
+            with torch.inference_mode():
+                net(x)  # warm-up
+                times = []
+                for _ in range(3):
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    y = net(x)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    times.append(time.perf_counter() - t)
+            diff = float(np.abs(y.cpu().numpy().ravel() - burn_out).max())
+            where = f"{torch.get_num_threads()} threads" if device == "cpu" else label
+            print(
+                f"torch  {case['name']:<28} network {sorted(times)[1]:7.3f} s "
+                f"(median of 3, {where})  max |torch - burn| = {diff:.2e}"
+            )
 
 if __name__ == "__main__":
     main()

@@ -111,6 +111,10 @@ pub struct TrainConfig {
     /// Evaluate retrieval on the held-out labelled scans every this many steps (0: never).
     #[config(default = 250)]
     pub eval_every: usize,
+    /// Keep a copy of the model as `model-<step>.apemodel` every this many steps (0: never), so
+    /// that a run made where no labelled scans are (a lent GPU) can be evaluated afterwards.
+    #[config(default = 0)]
+    pub keep_every: usize,
 }
 
 impl TrainConfig {

@@ -13,6 +13,7 @@ use burn::module::Module;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bytes, Device, Tensor, TensorData};
+use rayon::prelude::*;
 
 use crate::config::{TrainConfig, Variant};
 use crate::data::{Batch, TrainScan, make_batch};
@@ -289,16 +290,23 @@ pub fn run(
     let worker_scans = Arc::clone(&scans);
     let worker_config = config.clone();
     let worker_stop = Arc::clone(&stop);
+    // Batches are pure functions of the step, so several are made at once on rayon's threads
+    // and sent in step order: on a GPU one thread of crop sampling could not keep up.
+    let batch_threads = rayon::current_num_threads().clamp(1, 8);
     let worker = std::thread::spawn(move || {
-        for step in start_step..worker_config.steps {
+        let steps: Vec<usize> = (start_step..worker_config.steps).collect();
+        for chunk in steps.chunks(batch_threads) {
             if worker_stop.load(Ordering::Relaxed) {
                 break;
             }
-            if sender
-                .send(make_batch(&worker_config, &worker_scans, step))
-                .is_err()
-            {
-                break;
+            let batches: Vec<Batch> = chunk
+                .par_iter()
+                .map(|&step| make_batch(&worker_config, &worker_scans, step))
+                .collect();
+            for batch in batches {
+                if sender.send(batch).is_err() {
+                    return;
+                }
             }
         }
     });
@@ -334,6 +342,11 @@ pub fn run(
         if done.is_multiple_of(config.checkpoint_every) || done == config.steps {
             trainer.save_checkpoint(out)?;
             csv.flush()?;
+        }
+        if config.keep_every > 0 && done.is_multiple_of(config.keep_every) {
+            trainer
+                .model()
+                .save(&out.join(format!("model-{done}.apemodel")))?;
         }
         let eval_due = config.eval_every > 0
             && (done.is_multiple_of(config.eval_every) || done == config.steps);
