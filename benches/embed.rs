@@ -64,7 +64,10 @@ fn main() -> anyhow::Result<()> {
             .zip(gpu_map.cells().data())
             .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
             .fold(0.0f32, f32::max);
-        println!("{}: max |{cpu_name} − {gpu_name}| = {worst:.2e}\n", cases[0].0);
+        println!(
+            "{}: max |{cpu_name} − {gpu_name}| = {worst:.2e}\n",
+            cases[0].0
+        );
     }
     torch_reference(&cases, dir.path())?;
     Ok(())

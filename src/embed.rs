@@ -45,6 +45,8 @@ pub enum EmbedError {
     Geometry(#[from] GeometryError),
     #[error("the network's output could not be read back: {0}")]
     Readback(String),
+    #[error("the model's weights could not be prepared for CPU inference: {0}")]
+    CpuWeights(String),
     #[error(
         "max_tile {max_tile} leaves no tile core: it must exceed twice the overlap {overlap} by at least {multiple}"
     )]
@@ -147,6 +149,12 @@ pub fn embed_input(
     }
     let total = axis_tiles.iter().map(Vec::len).product::<usize>();
 
+    // On burn's CPU backend the network runs on `cpu_net` instead: the same function, ~5× faster.
+    let cpu_net = if *device == Device::flex() {
+        Some(model.net.cpu_inference().map_err(EmbedError::CpuWeights)?)
+    } else {
+        None
+    };
     let mut cells = vec![[0.0f32; CHANNELS]; padded_cells.iter().product()];
     let mut done = 0;
     for tz in &axis_tiles[2] {
@@ -156,16 +164,23 @@ pub fn embed_input(
                 let size = tile.map(|t| t.1 - t.0);
                 let block = extract_block(&input.volume, padded, tile.map(|t| t.0), size);
                 // Tensor dims are (z, y, x): x, the first voxel axis, is the fastest.
-                let tensor = Tensor::<5>::from_data(
-                    TensorData::new(block, [1, 1, size[2], size[1], size[0]]),
-                    device,
-                );
-                let out = model.net.forward(tensor);
-                let values = out
-                    .try_into_data()
-                    .map_err(|e| EmbedError::Readback(format!("{e:?}")))?
-                    .try_into_vec::<f32>()
-                    .map_err(|e| EmbedError::Readback(format!("{e:?}")))?;
+                let dims = [size[2], size[1], size[0]];
+                let values = match &cpu_net {
+                    Some(net) => net.forward(&block, dims),
+                    None => {
+                        let tensor = Tensor::<5>::from_data(
+                            TensorData::new(block, [1, 1, dims[0], dims[1], dims[2]]),
+                            device,
+                        );
+                        model
+                            .net
+                            .forward(tensor)
+                            .try_into_data()
+                            .map_err(|e| EmbedError::Readback(format!("{e:?}")))?
+                            .try_into_vec::<f32>()
+                            .map_err(|e| EmbedError::Readback(format!("{e:?}")))?
+                    }
+                };
                 let out_cells = size.map(|n| n / 4);
                 let plane = out_cells[0] * out_cells[1] * out_cells[2];
                 // Copy the core of the tile into the map.

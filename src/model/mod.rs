@@ -7,6 +7,7 @@
 //! - [`backend`]: wgpu on a GPU, else the CPU backend.
 
 pub mod backend;
+pub mod cpu_net;
 pub mod net;
 pub mod norm;
 pub mod resize;

@@ -11,6 +11,7 @@ use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig3d};
 use burn::tensor::{Device, Tensor, activation::relu};
 
+use super::cpu_net::{CpuLayer, CpuNet, FoldedNorm};
 use super::norm::{PlainBatchNorm, PlainBatchNormConfig};
 
 #[derive(Config, Debug, PartialEq)]
@@ -308,5 +309,60 @@ impl ApeNet {
             self.out_norm.running_var.value(),
         );
         out
+    }
+}
+
+impl ApeNet {
+    /// The same network for inference on the CPU without burn (`cpu_net`): batch norms folded
+    /// into the convolutions with their running statistics.
+    pub fn cpu_inference(&self) -> Result<CpuNet, String> {
+        fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
+            t.into_data()
+                .try_into_vec::<f32>()
+                .map_err(|e| format!("{e:?}"))
+        }
+        fn block(b: &ConvBlock) -> Result<CpuLayer, String> {
+            let weight = b.conv.weight.val();
+            let [cout, cin, kernel, _, _] = weight.dims();
+            let gamma = values(b.norm.gamma.val())?;
+            let beta = values(b.norm.beta.val())?;
+            let norm = FoldedNorm::new(
+                &values(b.norm.running_mean.value())?,
+                &values(b.norm.running_var.value())?,
+                b.norm.epsilon,
+                Some((&gamma, &beta)),
+                None,
+            );
+            CpuLayer::conv_norm(&values(weight)?, [cout, cin, kernel], &norm, true)
+        }
+        let level = |l: &Level| l.blocks.iter().map(block).collect::<Result<Vec<_>, _>>();
+        let head_weight = self.head.weight.val();
+        let [cout, cin, kernel, _, _] = head_weight.dims();
+        let bias = self
+            .head
+            .bias
+            .as_ref()
+            .map(|b| values(b.val()))
+            .transpose()?;
+        let out_norm = FoldedNorm::new(
+            &values(self.out_norm.running_mean.value())?,
+            &values(self.out_norm.running_var.value())?,
+            self.out_norm.epsilon,
+            None,
+            bias.as_deref(),
+        );
+        Ok(CpuNet {
+            stem: block(&self.stem)?,
+            encoders: self.encoders.iter().map(level).collect::<Result<_, _>>()?,
+            downs: self.downs.iter().map(block).collect::<Result<_, _>>()?,
+            ups: self.ups.iter().map(block).collect::<Result<_, _>>()?,
+            decoders: self.decoders.iter().map(level).collect::<Result<_, _>>()?,
+            head: CpuLayer::conv_norm(
+                &values(head_weight)?,
+                [cout, cin, kernel],
+                &out_norm,
+                false,
+            )?,
+        })
     }
 }

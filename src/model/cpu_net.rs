@@ -1,0 +1,535 @@
+//! The APE network for inference on the CPU, without burn.
+//!
+//! burn's `flex` backend runs the network's 3-D convolutions at ~15 GFLOP/s on this project's
+//! 2-core CPU, ~10× slower than PyTorch, and they are nearly all of an embedding's time. This
+//! module runs the same network with every batch norm folded into its convolution (inference
+//! uses the running statistics, so a block is one affine map and a ReLU) and every convolution
+//! as tiles of im2col + one `gemm` call each, in parallel over tiles.
+//!
+//! Activations live in a *padded* layout: `[channels, z+2, y+2, x+2]` with a zero border. For a
+//! 3×3×3 convolution, output voxel `q` (flattened padded index) reads input `q + shift` for 27
+//! constant shifts, so each im2col row of a tile is one contiguous copy, and the output is
+//! written in the same layout, ready for the next convolution.
+//!
+//! `tests` check it against burn's forward pass (the reference) within 1e-4.
+//!
+//! The crate's only `unsafe` lives here: `gemm` takes raw pointers, and tiles write their own
+//! disjoint parts of one output in parallel. Each block states why it is sound.
+#![allow(unsafe_code)]
+
+use rayon::prelude::*;
+
+/// One convolution with its batch norm folded in: `out = act(W ⋆ in + shift)`.
+#[derive(Debug, Clone)]
+pub struct CpuLayer {
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    /// Column-major `[K × cout]`, K = cin·kernel³ in (ci, dz, dy, dx) order, scale folded in.
+    weights: Vec<f32>,
+    shift: Vec<f32>,
+    relu: bool,
+}
+
+impl CpuLayer {
+    /// A convolution without bias followed by a batch norm (running statistics) and,
+    /// if `relu`, a ReLU. `weight` is burn's `[cout, cin, k, k, k]`, row-major.
+    pub fn conv_norm(
+        weight: &[f32],
+        [cout, cin, kernel]: [usize; 3],
+        norm: &FoldedNorm,
+        relu: bool,
+    ) -> Result<Self, String> {
+        let k = cin * kernel.pow(3);
+        if weight.len() != cout * k || norm.scale.len() != cout || norm.shift.len() != cout {
+            return Err(format!(
+                "a {cin}→{cout} convolution of kernel {kernel} has {} weights and {} norm channels",
+                weight.len(),
+                norm.scale.len()
+            ));
+        }
+        // burn's layout [cout][K] is already column-major [K × cout].
+        let weights: Vec<f32> = weight
+            .chunks_exact(k)
+            .zip(&norm.scale)
+            .flat_map(|(row, &s)| row.iter().map(move |w| w * s))
+            .collect();
+        Ok(Self {
+            cin,
+            cout,
+            kernel,
+            weights,
+            shift: norm.shift.clone(),
+            relu,
+        })
+    }
+
+    fn k(&self) -> usize {
+        self.cin * self.kernel.pow(3)
+    }
+}
+
+/// A batch norm in inference: `y = x · scale + shift` per channel.
+#[derive(Debug, Clone)]
+pub struct FoldedNorm {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+}
+
+impl FoldedNorm {
+    /// From a batch norm's parameters; `gamma`/`beta` absent for a norm without affine terms.
+    /// `bias` is a preceding convolution's bias, if any.
+    pub fn new(
+        mean: &[f32],
+        var: &[f32],
+        epsilon: f64,
+        affine: Option<(&[f32], &[f32])>,
+        bias: Option<&[f32]>,
+    ) -> Self {
+        let mut scale = Vec::with_capacity(mean.len());
+        let mut shift = Vec::with_capacity(mean.len());
+        for c in 0..mean.len() {
+            let inv = 1.0 / (f64::from(var[c]) + epsilon).sqrt();
+            let (g, b) = affine.map_or((1.0, 0.0), |(g, b)| (f64::from(g[c]), f64::from(b[c])));
+            let s = g * inv;
+            let bias = bias.map_or(0.0, |b| f64::from(b[c]));
+            scale.push(s as f32);
+            shift.push((b + (bias - f64::from(mean[c])) * s) as f32);
+        }
+        Self { scale, shift }
+    }
+}
+
+/// The whole network: the same structure as [`super::ApeNet`].
+#[derive(Debug, Clone)]
+pub struct CpuNet {
+    pub(super) stem: CpuLayer,
+    pub(super) encoders: Vec<Vec<CpuLayer>>,
+    pub(super) downs: Vec<CpuLayer>,
+    pub(super) ups: Vec<CpuLayer>,
+    pub(super) decoders: Vec<Vec<CpuLayer>>,
+    pub(super) head: CpuLayer,
+}
+
+impl CpuNet {
+    /// Runs the network on one block of model input, `[z][y][x]` row-major with each side a
+    /// multiple of the network's size multiple; returns `[channels][z/4][y/4][x/4]`.
+    pub fn forward(&self, input: &[f32], [z, y, x]: [usize; 3]) -> Vec<f32> {
+        let stride = self.stem.kernel;
+        let source = Strided::dense(input, [z, y, x]);
+        let mut act = strided_conv(&self.stem, &source, [z / stride, y / stride, x / stride]);
+        let mut skips = Vec::with_capacity(self.encoders.len());
+        for (depth, encoder) in self.encoders.iter().enumerate() {
+            if depth > 0 {
+                let down = &self.downs[depth - 1];
+                let d = act.dims.map(|n| n / down.kernel);
+                act = strided_conv(down, &act.interior(), d);
+            }
+            for layer in encoder {
+                act = same_conv(layer, &act);
+            }
+            skips.push(act.clone());
+        }
+        skips.pop();
+        for (depth, decoder) in self.decoders.iter().enumerate().rev() {
+            // A 1×1 convolution commutes with nearest upsampling: run it at low resolution.
+            let low = same_conv(&self.ups[depth], &act);
+            let Some(skip) = skips.pop() else { break };
+            act = upsample_and_concat(&low, &skip);
+            for layer in decoder {
+                act = same_conv(layer, &act);
+            }
+        }
+        same_conv(&self.head, &act).dense()
+    }
+}
+
+/// Activations in the padded layout `[channels][z+2][y+2][x+2]`, zero border.
+#[derive(Debug, Clone)]
+struct Padded {
+    channels: usize,
+    /// Interior size (z, y, x).
+    dims: [usize; 3],
+    data: Vec<f32>,
+}
+
+impl Padded {
+    fn zeros(channels: usize, dims: [usize; 3]) -> Self {
+        let len = channels * dims.iter().map(|n| n + 2).product::<usize>();
+        Self {
+            channels,
+            dims,
+            data: vec![0.0; len],
+        }
+    }
+
+    /// (z, y) strides and the channel length.
+    fn strides(&self) -> (usize, usize, usize) {
+        let [z, y, x] = self.dims.map(|n| n + 2);
+        (y * x, x, z * y * x)
+    }
+
+    fn interior(&self) -> Strided<'_> {
+        let (zs, ys, cs) = self.strides();
+        Strided {
+            data: &self.data,
+            base: zs + ys + 1,
+            strides: [cs, zs, ys],
+        }
+    }
+
+    /// The interior as dense `[channels][z][y][x]`.
+    fn dense(&self) -> Vec<f32> {
+        let [z, y, x] = self.dims;
+        let src = self.interior();
+        let mut out = Vec::with_capacity(self.channels * z * y * x);
+        for c in 0..self.channels {
+            for k in 0..z {
+                for j in 0..y {
+                    let at = src.index(c, k, j, 0);
+                    out.extend_from_slice(&src.data[at..at + x]);
+                }
+            }
+        }
+        out
+    }
+
+    /// Zeroes the y and x borders of every z plane, which a flattened convolution fills with
+    /// values that belong to no voxel.
+    fn zero_borders(&mut self) {
+        let [_, y, x] = self.dims;
+        let (zs, ys, cs) = self.strides();
+        self.data.par_chunks_mut(cs).for_each(|channel| {
+            for plane in channel.chunks_mut(zs) {
+                plane[..ys].fill(0.0);
+                plane[(y + 1) * ys..].fill(0.0);
+                for row in plane[ys..(y + 1) * ys].chunks_mut(ys) {
+                    row[0] = 0.0;
+                    row[x + 1] = 0.0;
+                }
+            }
+        });
+        // z borders are never written.
+    }
+}
+
+/// A read-only strided view `[channels][z][y][x]` of a buffer.
+#[derive(Debug, Clone, Copy)]
+struct Strided<'a> {
+    data: &'a [f32],
+    base: usize,
+    /// Channel, z and y strides (x is contiguous).
+    strides: [usize; 3],
+}
+
+impl<'a> Strided<'a> {
+    fn dense(data: &'a [f32], [z, y, x]: [usize; 3]) -> Self {
+        Self {
+            data,
+            base: 0,
+            strides: [z * y * x, y * x, x],
+        }
+    }
+
+    fn index(&self, c: usize, z: usize, y: usize, x: usize) -> usize {
+        self.base + c * self.strides[0] + z * self.strides[1] + y * self.strides[2] + x
+    }
+}
+
+/// Output positions per tile: the im2col block (K × n floats) stays around 1 MB.
+fn tile_len(k: usize) -> usize {
+    ((1 << 18) / k.max(1)).clamp(64, 8192) / 16 * 16
+}
+
+/// A pointer to the output that tiles write to in parallel, each to its own positions.
+#[derive(Debug, Clone, Copy)]
+struct Output(*mut f32);
+// SAFETY: shared only between tiles that write disjoint elements (see the callers).
+unsafe impl Send for Output {}
+unsafe impl Sync for Output {}
+
+impl Output {
+    /// The pointer `offset` elements in (a method, so closures capture the whole `Output`).
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// `dst[i + j·dst_cs] (+)= Σ_k lhs[i + k·lhs_cs] · rhs[k + j·rhs_cs]` for i < m, j < n (added
+/// to what `dst` holds if `accumulate`), after checking that every index lies inside the slices.
+///
+/// # Safety
+/// `dst` must be valid for writes at every `i + j·dst_cs` (i < m, j < n), and no other thread
+/// may read or write those elements during the call.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    dst: *mut f32,
+    dst_cs: usize,
+    lhs: &[f32],
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_cs: usize,
+    [m, n, k]: [usize; 3],
+    accumulate: bool,
+) {
+    let fits = |len: usize, cs: usize, rows: usize, cols: usize| {
+        rows == 0 || cols == 0 || (cols - 1) * cs + rows <= len
+    };
+    if !(fits(lhs.len(), lhs_cs, m, k) && fits(rhs.len(), rhs_cs, k, n)) {
+        return;
+    }
+    // SAFETY: lhs and rhs indices were checked above; dst is the caller's promise.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            dst_cs as isize,
+            1,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            1,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// A stride-1 convolution of kernel 1 or 3 (padding kernel/2), padded layout in and out.
+fn same_conv(layer: &CpuLayer, input: &Padded) -> Padded {
+    let mut out = Padded::zeros(layer.cout, input.dims);
+    let (zs, ys, cs) = input.strides();
+    let shifts: Vec<isize> = if layer.kernel == 3 {
+        let mut s = Vec::with_capacity(27);
+        for dz in -1..=1isize {
+            for dy in -1..=1isize {
+                for dx in -1..=1isize {
+                    s.push(dz * zs as isize + dy * ys as isize + dx);
+                }
+            }
+        }
+        s
+    } else {
+        vec![0]
+    };
+    // Output positions: first to last interior voxel, flattened; the y/x borders in between
+    // get values that belong to no voxel and are zeroed after. Every read stays inside its
+    // channel: the first voxel minus the largest shift is the channel's first element.
+    let [z, y, x] = input.dims;
+    let first = zs + ys + 1;
+    let last = z * zs + y * ys + x + 1;
+    let k = layer.k();
+    let tile = tile_len(k);
+    let tiles: Vec<usize> = (first..last).step_by(tile).collect();
+    let dst = Output(out.data.as_mut_ptr());
+    let dst_len = out.data.len();
+    tiles.par_iter().for_each_init(Vec::new, |cols, &q0| {
+        let n = tile.min(last - q0);
+        if layer.cout > 0 && (layer.cout - 1) * cs + q0 + n > dst_len {
+            return;
+        }
+        // im2col: row (ci, offset) is input channel ci shifted by the offset, contiguous.
+        cols.resize(k * n, 0.0);
+        for ci in 0..layer.cin {
+            for (o, &shift) in shifts.iter().enumerate() {
+                let start = (ci * cs + q0).wrapping_add_signed(shift);
+                let row = &mut cols[(ci * shifts.len() + o) * n..][..n];
+                row.copy_from_slice(&input.data[start..start + n]);
+            }
+        }
+        // SAFETY: this tile writes positions q0..q0+n of each output channel, which no other
+        // tile writes (the tiles partition first..last); the bound was checked above.
+        unsafe {
+            gemm_into(
+                dst.at(q0),
+                cs,
+                cols,
+                n,
+                &layer.weights,
+                k,
+                [n, layer.cout, k],
+                false,
+            );
+        }
+        for (co, &shift) in layer.shift.iter().enumerate() {
+            // SAFETY: as above; this tile's own positions of channel co.
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.at(co * cs + q0), n) };
+            activate(row, shift, layer.relu);
+        }
+    });
+    out.zero_borders();
+    out
+}
+
+/// A convolution whose stride equals its kernel (the stem and the downsamplings): output
+/// `dims`, padded layout.
+fn strided_conv(layer: &CpuLayer, input: &Strided<'_>, dims: [usize; 3]) -> Padded {
+    let mut out = Padded::zeros(layer.cout, dims);
+    let (zs, ys, cs) = out.strides();
+    let s = layer.kernel;
+    let k = layer.k();
+    let rows_per_tile = (tile_len(k) / dims[2].max(1)).max(1);
+    let rows: Vec<usize> = (0..dims[0] * dims[1]).step_by(rows_per_tile).collect();
+    let dst = Output(out.data.as_mut_ptr());
+    let dst_len = out.data.len();
+    let x_len = dims[2];
+    rows.par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(cols, res), &r0| {
+            let r1 = (r0 + rows_per_tile).min(dims[0] * dims[1]);
+            let n = (r1 - r0) * x_len;
+            cols.resize(k * n, 0.0);
+            res.resize(layer.cout * n, 0.0);
+            for ci in 0..layer.cin {
+                for a in 0..s {
+                    for b in 0..s {
+                        for c in 0..s {
+                            let kk = ((ci * s + a) * s + b) * s + c;
+                            let col = &mut cols[kk * n..][..n];
+                            for (r, out_row) in (r0..r1).zip(col.chunks_exact_mut(x_len)) {
+                                let (oz, oy) = (r / dims[1], r % dims[1]);
+                                let at = input.index(ci, s * oz + a, s * oy + b, c);
+                                for (ox, v) in out_row.iter_mut().enumerate() {
+                                    *v = input.data[at + s * ox];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // SAFETY: `res` is this tile's own buffer of cout·n elements.
+            unsafe {
+                gemm_into(
+                    res.as_mut_ptr(),
+                    n,
+                    cols,
+                    n,
+                    &layer.weights,
+                    k,
+                    [n, layer.cout, k],
+                    false,
+                );
+            }
+            for (co, &shift) in layer.shift.iter().enumerate() {
+                let values = &mut res[co * n..][..n];
+                activate(values, shift, layer.relu);
+                for (r, chunk) in (r0..r1).zip(values.chunks_exact(x_len)) {
+                    let (oz, oy) = (r / dims[1], r % dims[1]);
+                    let at = co * cs + (oz + 1) * zs + (oy + 1) * ys + 1;
+                    if at + x_len > dst_len {
+                        return;
+                    }
+                    // SAFETY: rows (oz, oy) belong to this tile alone; bound checked above.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(chunk.as_ptr(), dst.at(at), x_len);
+                    }
+                }
+            }
+        },
+    );
+    out
+}
+
+/// Nearest ×2 upsampling of `low` into the first channels, then `skip`'s channels.
+fn upsample_and_concat(low: &Padded, skip: &Padded) -> Padded {
+    let mut out = Padded::zeros(low.channels + skip.channels, skip.dims);
+    let (zs, ys, cs) = out.strides();
+    let [z, y, x] = skip.dims;
+    let src = low.interior();
+    let (up, rest) = out.data.split_at_mut(low.channels * cs);
+    up.par_chunks_mut(cs).enumerate().for_each(|(c, channel)| {
+        for k in 0..z {
+            for j in 0..y {
+                let from = src.index(c, k / 2, j / 2, 0);
+                let row = &mut channel[(k + 1) * zs + (j + 1) * ys + 1..][..x];
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v = src.data[from + i / 2];
+                }
+            }
+        }
+    });
+    rest.copy_from_slice(&skip.data);
+    out
+}
+
+fn activate(values: &mut [f32], shift: f32, relu: bool) {
+    if relu {
+        values.iter_mut().for_each(|v| *v = (*v + shift).max(0.0));
+    } else {
+        values.iter_mut().for_each(|v| *v += shift);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ApeModel;
+    use crate::model::backend;
+    use burn::tensor::{Tensor, TensorData};
+
+    /// burn's forward pass is the reference: the bundled (trained) weights, an input of
+    /// unequal sides with values across the model's range.
+    #[test]
+    fn cpu_net_computes_what_burn_computes() {
+        let device = backend::cpu().device;
+        let model = ApeModel::bundled(&device).expect("bundled model");
+        let net = model.net.cpu_inference().expect("fold");
+        let dims = [32usize, 48, 64];
+        let n: usize = dims.iter().product();
+        let input: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 + i / 97) % 1000) as f32 / 1000.0)
+            .collect();
+        let tensor = Tensor::<5>::from_data(
+            TensorData::new(input.clone(), [1, 1, dims[0], dims[1], dims[2]]),
+            &device,
+        );
+        let reference: Vec<f32> = model
+            .net
+            .forward(tensor)
+            .into_data()
+            .try_into_vec()
+            .expect("read back");
+        let ours = net.forward(&input, dims);
+        assert_eq!(ours.len(), reference.len());
+        assert_eq!(ours.len(), 3 * 8 * 12 * 16);
+        let worst = reference
+            .iter()
+            .zip(&ours)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "largest difference {worst}");
+    }
+
+    #[test]
+    fn folded_norm_is_the_batch_norm() {
+        let norm = FoldedNorm::new(
+            &[1.0, -2.0],
+            &[4.0, 0.25],
+            0.0,
+            Some((&[2.0, 1.0], &[0.5, 0.0])),
+            Some(&[1.0, 0.0]),
+        );
+        // channel 0: ((x + 1) - 1) / 2 · 2 + 0.5 = x + 0.5
+        assert!((norm.scale[0] - 1.0).abs() < 1e-6 && (norm.shift[0] - 0.5).abs() < 1e-6);
+        // channel 1: (x + 2) / 0.5 = 2x + 4
+        assert!((norm.scale[1] - 2.0).abs() < 1e-6 && (norm.shift[1] - 4.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn mismatched_weights_are_an_error() {
+        let norm = FoldedNorm {
+            scale: vec![1.0; 4],
+            shift: vec![0.0; 4],
+        };
+        assert!(CpuLayer::conv_norm(&[0.0; 10], [4, 2, 3], &norm, true).is_err());
+    }
+}
