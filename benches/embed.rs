@@ -158,6 +158,27 @@ fn torch_reference(cases: &[(&str, PathBuf)], dir: &Path) -> anyhow::Result<()> 
             "burn   {name:<28} network {:7.3} s (one pass on {x}×{y}×{z}, flex)",
             start.elapsed().as_secs_f64()
         );
+        // What `ape` runs on the CPU: the same network without burn (src/model/cpu_net.rs).
+        let fast = model.net.cpu_inference().map_err(|e| anyhow::anyhow!(e))?;
+        let flat: Vec<f32> = bytes_to_f32(&std::fs::read(dir.join(format!("input{i}.bin")))?);
+        fast.forward(&flat, [z, y, x]);
+        let mut times = Vec::new();
+        let mut ours = Vec::new();
+        for _ in 0..RUNS {
+            let start = Instant::now();
+            ours = fast.forward(&flat, [z, y, x]);
+            times.push(start.elapsed());
+        }
+        let worst = ours
+            .iter()
+            .zip(&out)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        println!(
+            "ape    {name:<28} network {:7.3} s (median of {RUNS}, cpu_net, {} threads)  max |cpu_net - burn| = {worst:.2e}",
+            median(&mut times),
+            rayon::current_num_threads()
+        );
         let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_le_bytes()).collect();
         std::fs::write(dir.join(format!("output{i}.bin")), bytes)?;
         exported.push(serde_json::json!({
@@ -188,4 +209,11 @@ fn torch_reference(cases: &[(&str, PathBuf)], dir: &Path) -> anyhow::Result<()> 
         println!("torch reference did not run (is torch installed? `pip install torch`)");
     }
     Ok(())
+}
+
+fn bytes_to_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }

@@ -115,32 +115,78 @@ impl CpuNet {
     /// Runs the network on one block of model input, `[z][y][x]` row-major with each side a
     /// multiple of the network's size multiple; returns `[channels][z/4][y/4][x/4]`.
     pub fn forward(&self, input: &[f32], [z, y, x]: [usize; 3]) -> Vec<f32> {
+        let mut pool = Pool::default();
         let stride = self.stem.kernel;
         let source = Strided::dense(input, [z, y, x]);
-        let mut act = strided_conv(&self.stem, &source, [z / stride, y / stride, x / stride]);
-        let mut skips = Vec::with_capacity(self.encoders.len());
+        let dims = [z / stride, y / stride, x / stride];
+        let mut act = strided_conv(&self.stem, &source, dims, &mut pool);
+        // Each level's output, kept for the decoder's skip connection (moved, not copied).
+        let mut skips: Vec<Padded> = Vec::with_capacity(self.encoders.len());
         for (depth, encoder) in self.encoders.iter().enumerate() {
             if depth > 0 {
                 let down = &self.downs[depth - 1];
                 let d = act.dims.map(|n| n / down.kernel);
-                act = strided_conv(down, &act.interior(), d);
+                let next = strided_conv(down, &act.interior(), d, &mut pool);
+                skips.push(std::mem::replace(&mut act, next));
             }
             for layer in encoder {
-                act = same_conv(layer, &act);
+                let next = same_conv(layer, &[&act], &mut pool);
+                pool.give(std::mem::replace(&mut act, next));
             }
-            skips.push(act.clone());
         }
-        skips.pop();
         for (depth, decoder) in self.decoders.iter().enumerate().rev() {
             // A 1×1 convolution commutes with nearest upsampling: run it at low resolution.
-            let low = same_conv(&self.ups[depth], &act);
+            let low = same_conv(&self.ups[depth], &[&act], &mut pool);
+            pool.give(std::mem::replace(&mut act, low));
             let Some(skip) = skips.pop() else { break };
-            act = upsample_and_concat(&low, &skip);
-            for layer in decoder {
-                act = same_conv(layer, &act);
+            let up = upsample(&act, skip.dims, &mut pool);
+            let mut layers = decoder.iter();
+            if let Some(first) = layers.next() {
+                // The concatenation [up, skip] is read in place.
+                let next = same_conv(first, &[&up, &skip], &mut pool);
+                pool.give(std::mem::replace(&mut act, next));
+            }
+            pool.give(up);
+            pool.give(skip);
+            for layer in layers {
+                let next = same_conv(layer, &[&act], &mut pool);
+                pool.give(std::mem::replace(&mut act, next));
             }
         }
-        same_conv(&self.head, &act).dense()
+        same_conv(&self.head, &[&act], &mut pool).dense()
+    }
+}
+
+/// Activation buffers handed back for reuse within one forward pass: fresh large allocations
+/// cost a page fault per 4 KiB, several milliseconds a layer.
+#[derive(Debug, Default)]
+struct Pool(Vec<Vec<f32>>);
+
+impl Pool {
+    /// A buffer of `len` elements whose contents are unspecified (callers write every element
+    /// or zero what they do not write).
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        let best = self
+            .0
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        let mut buffer = match best {
+            Some(i) => self.0.swap_remove(i),
+            None => Vec::with_capacity(len),
+        };
+        if buffer.len() > len {
+            buffer.truncate(len);
+        } else {
+            buffer.resize(len, 0.0);
+        }
+        buffer
+    }
+
+    fn give(&mut self, padded: Padded) {
+        self.0.push(padded.data);
     }
 }
 
@@ -154,13 +200,16 @@ struct Padded {
 }
 
 impl Padded {
-    fn zeros(channels: usize, dims: [usize; 3]) -> Self {
+    /// Padded activations from the pool, border zeroed, interior unspecified.
+    fn new(channels: usize, dims: [usize; 3], pool: &mut Pool) -> Self {
         let len = channels * dims.iter().map(|n| n + 2).product::<usize>();
-        Self {
+        let mut padded = Self {
             channels,
             dims,
-            data: vec![0.0; len],
-        }
+            data: pool.take(len),
+        };
+        padded.zero_borders();
+        padded
     }
 
     /// (z, y) strides and the channel length.
@@ -194,13 +243,15 @@ impl Padded {
         out
     }
 
-    /// Zeroes the y and x borders of every z plane, which a flattened convolution fills with
-    /// values that belong to no voxel.
+    /// Zeroes the border: the first and last z planes, and the y and x borders of every
+    /// plane in between (which a flattened convolution fills with values of no voxel).
     fn zero_borders(&mut self) {
-        let [_, y, x] = self.dims;
+        let [z, y, x] = self.dims;
         let (zs, ys, cs) = self.strides();
         self.data.par_chunks_mut(cs).for_each(|channel| {
-            for plane in channel.chunks_mut(zs) {
+            channel[..zs].fill(0.0);
+            channel[(z + 1) * zs..].fill(0.0);
+            for plane in channel[zs..(z + 1) * zs].chunks_mut(zs) {
                 plane[..ys].fill(0.0);
                 plane[(y + 1) * ys..].fill(0.0);
                 for row in plane[ys..(y + 1) * ys].chunks_mut(ys) {
@@ -209,7 +260,6 @@ impl Padded {
                 }
             }
         });
-        // z borders are never written.
     }
 }
 
@@ -305,9 +355,21 @@ unsafe fn gemm_into(
 }
 
 /// A stride-1 convolution of kernel 1 or 3 (padding kernel/2), padded layout in and out.
-fn same_conv(layer: &CpuLayer, input: &Padded) -> Padded {
-    let mut out = Padded::zeros(layer.cout, input.dims);
+/// `inputs` are concatenated along channels (same dims).
+fn same_conv(layer: &CpuLayer, inputs: &[&Padded], pool: &mut Pool) -> Padded {
+    let Some(input) = inputs.first() else {
+        return Padded::new(layer.cout, [0; 3], pool);
+    };
+    let mut out = Padded::new(layer.cout, input.dims, pool);
     let (zs, ys, cs) = input.strides();
+    let channels: Vec<&[f32]> = inputs
+        .iter()
+        .filter(|p| p.dims == input.dims)
+        .flat_map(|p| p.data.chunks_exact(cs))
+        .collect();
+    if channels.len() != layer.cin {
+        return out;
+    }
     let shifts: Vec<isize> = if layer.kernel == 3 {
         let mut s = Vec::with_capacity(27);
         for dz in -1..=1isize {
@@ -339,11 +401,11 @@ fn same_conv(layer: &CpuLayer, input: &Padded) -> Padded {
         }
         // im2col: row (ci, offset) is input channel ci shifted by the offset, contiguous.
         cols.resize(k * n, 0.0);
-        for ci in 0..layer.cin {
+        for (ci, channel) in channels.iter().enumerate() {
             for (o, &shift) in shifts.iter().enumerate() {
-                let start = (ci * cs + q0).wrapping_add_signed(shift);
+                let start = q0.wrapping_add_signed(shift);
                 let row = &mut cols[(ci * shifts.len() + o) * n..][..n];
-                row.copy_from_slice(&input.data[start..start + n]);
+                row.copy_from_slice(&channel[start..start + n]);
             }
         }
         // SAFETY: this tile writes positions q0..q0+n of each output channel, which no other
@@ -372,8 +434,13 @@ fn same_conv(layer: &CpuLayer, input: &Padded) -> Padded {
 
 /// A convolution whose stride equals its kernel (the stem and the downsamplings): output
 /// `dims`, padded layout.
-fn strided_conv(layer: &CpuLayer, input: &Strided<'_>, dims: [usize; 3]) -> Padded {
-    let mut out = Padded::zeros(layer.cout, dims);
+fn strided_conv(
+    layer: &CpuLayer,
+    input: &Strided<'_>,
+    dims: [usize; 3],
+    pool: &mut Pool,
+) -> Padded {
+    let mut out = Padded::new(layer.cout, dims, pool);
     let (zs, ys, cs) = out.strides();
     let s = layer.kernel;
     let k = layer.k();
@@ -389,17 +456,21 @@ fn strided_conv(layer: &CpuLayer, input: &Strided<'_>, dims: [usize; 3]) -> Padd
             let n = (r1 - r0) * x_len;
             cols.resize(k * n, 0.0);
             res.resize(layer.cout * n, 0.0);
+            // Each input row is read once and dealt out to the s im2col rows of its x offsets.
             for ci in 0..layer.cin {
                 for a in 0..s {
                     for b in 0..s {
-                        for c in 0..s {
-                            let kk = ((ci * s + a) * s + b) * s + c;
-                            let col = &mut cols[kk * n..][..n];
-                            for (r, out_row) in (r0..r1).zip(col.chunks_exact_mut(x_len)) {
-                                let (oz, oy) = (r / dims[1], r % dims[1]);
-                                let at = input.index(ci, s * oz + a, s * oy + b, c);
-                                for (ox, v) in out_row.iter_mut().enumerate() {
-                                    *v = input.data[at + s * ox];
+                        let kk = ((ci * s + a) * s + b) * s;
+                        for (i, r) in (r0..r1).enumerate() {
+                            let (oz, oy) = (r / dims[1], r % dims[1]);
+                            let at = input.index(ci, s * oz + a, s * oy + b, 0);
+                            let row = &input.data[at..at + s * x_len];
+                            for (c, col) in
+                                cols[kk * n..(kk + s) * n].chunks_exact_mut(n).enumerate()
+                            {
+                                let out = &mut col[i * x_len..][..x_len];
+                                for (v, x) in out.iter_mut().zip(row[c..].iter().step_by(s)) {
+                                    *v = *x;
                                 }
                             }
                         }
@@ -439,25 +510,26 @@ fn strided_conv(layer: &CpuLayer, input: &Strided<'_>, dims: [usize; 3]) -> Padd
     out
 }
 
-/// Nearest ×2 upsampling of `low` into the first channels, then `skip`'s channels.
-fn upsample_and_concat(low: &Padded, skip: &Padded) -> Padded {
-    let mut out = Padded::zeros(low.channels + skip.channels, skip.dims);
+/// Nearest ×2 upsampling of `low` onto `dims`.
+fn upsample(low: &Padded, dims: [usize; 3], pool: &mut Pool) -> Padded {
+    let mut out = Padded::new(low.channels, dims, pool);
     let (zs, ys, cs) = out.strides();
-    let [z, y, x] = skip.dims;
+    let [z, y, x] = dims;
     let src = low.interior();
-    let (up, rest) = out.data.split_at_mut(low.channels * cs);
-    up.par_chunks_mut(cs).enumerate().for_each(|(c, channel)| {
-        for k in 0..z {
-            for j in 0..y {
-                let from = src.index(c, k / 2, j / 2, 0);
-                let row = &mut channel[(k + 1) * zs + (j + 1) * ys + 1..][..x];
-                for (i, v) in row.iter_mut().enumerate() {
-                    *v = src.data[from + i / 2];
+    out.data
+        .par_chunks_mut(cs)
+        .enumerate()
+        .for_each(|(c, channel)| {
+            for k in 0..z {
+                for j in 0..y {
+                    let from = src.index(c, k / 2, j / 2, 0);
+                    let row = &mut channel[(k + 1) * zs + (j + 1) * ys + 1..][..x];
+                    for (i, v) in row.iter_mut().enumerate() {
+                        *v = src.data[from + i / 2];
+                    }
                 }
             }
-        }
-    });
-    rest.copy_from_slice(&skip.data);
+        });
     out
 }
 
