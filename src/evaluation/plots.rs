@@ -241,3 +241,74 @@ pub fn ape_space(path: &Path, results: &EvalResults) -> Result<(), PlotError> {
         Ok(())
     })
 }
+
+/// One curve of [`log_curves`]: a label for the legend, an RGB colour and (x, y) points.
+#[derive(Debug, Clone)]
+pub struct Curve {
+    pub label: String,
+    pub colour: (u8, u8, u8),
+    pub points: Vec<(f64, f64)>,
+}
+
+/// Curves over a logarithmic y axis, with a title, axis names and a legend (e.g. a training
+/// run's loss terms against the step). Points with y ≤ 0 or not finite are left out.
+pub fn log_curves(
+    path: &Path,
+    title: &str,
+    [x_desc, y_desc]: [&str; 2],
+    curves: &[Curve],
+) -> Result<(), PlotError> {
+    let shown = |p: &&(f64, f64)| p.1.is_finite() && p.1 > 0.0 && p.0.is_finite();
+    let points = || curves.iter().flat_map(|c| c.points.iter().filter(shown));
+    let (x_lo, x_hi) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.0), b.max(p.0))
+    });
+    let (y_lo, y_hi) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.1), b.max(p.1))
+    });
+    let (x_lo, x_hi) = if x_lo < x_hi {
+        (x_lo, x_hi)
+    } else {
+        (0.0, 1.0)
+    };
+    let (y_lo, y_hi) = if y_lo.is_finite() && y_lo < y_hi {
+        (y_lo / 1.2, y_hi * 1.2)
+    } else {
+        (0.1, 10.0)
+    };
+    draw(path, (900, 500), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_lo..x_hi, (y_lo..y_hi).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .label_style((FONT, 14))
+            .draw()?;
+        for curve in curves {
+            let (r, g, b) = curve.colour;
+            let colour = RGBColor(r, g, b);
+            chart
+                .draw_series(LineSeries::new(
+                    curve.points.iter().filter(shown).copied(),
+                    colour.stroke_width(1),
+                ))?
+                .label(curve.label.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font((FONT, 14))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()?;
+        Ok(())
+    })
+}

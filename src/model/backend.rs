@@ -35,7 +35,7 @@ impl std::str::FromStr for BackendChoice {
 pub struct ComputeDevice {
     pub device: Device,
     pub is_wgpu: bool,
-    /// E.g. "wgpu: NVIDIA H100 (Vulkan, discrete GPU)" or "cpu: burn flex".
+    /// E.g. "wgpu: NVIDIA H100 (Vulkan, discrete GPU)" or "cpu (2 threads)".
     pub description: String,
 }
 
@@ -73,7 +73,8 @@ pub fn cpu() -> ComputeDevice {
     ComputeDevice {
         device: Device::flex(),
         is_wgpu: false,
-        description: format!("cpu: burn flex ({} threads)", rayon::current_num_threads()),
+        // burn's flex backend; inference on it runs `cpu_net` (src/model/cpu_net.rs).
+        description: format!("cpu ({} threads)", rayon::current_num_threads()),
     }
 }
 
