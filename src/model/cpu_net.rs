@@ -4,12 +4,15 @@
 //! 2-core CPU, ~10× slower than PyTorch, and they are nearly all of an embedding's time. This
 //! module runs the same network with every batch norm folded into its convolution (inference
 //! uses the running statistics, so a block is one affine map and a ReLU) and every convolution
-//! as tiles of im2col + one `gemm` call each, in parallel over tiles.
+//! as `gemm` matrix products over tiles of voxels, in parallel over tiles.
 //!
-//! Activations live in a *padded* layout: `[channels, z+2, y+2, x+2]` with a zero border. For a
-//! 3×3×3 convolution, output voxel `q` (flattened padded index) reads input `q + shift` for 27
-//! constant shifts, so each im2col row of a tile is one contiguous copy, and the output is
-//! written in the same layout, ready for the next convolution.
+//! Activations are channels-last with a zero border: `[z+2][y+2][x+2][channels]`. Flatten the
+//! padded grid to positions q; a 3×3×3 convolution's output at q reads q + shift for 27
+//! constant shifts, and for each of the 9 (dz, dy) shifts the three dx neighbours' channels are
+//! one contiguous run of 3·cin floats per position. So a tile of positions is 9 matrix
+//! products of K = 3·cin, read in place and accumulated into the tile's output (no im2col copy),
+//! written in the same layout, ready for the next convolution. Positions on the y/x border get
+//! values of no voxel and are zeroed after.
 //!
 //! `tests` check it against burn's forward pass (the reference) within 1e-4.
 //!
@@ -190,7 +193,7 @@ impl Pool {
     }
 }
 
-/// Activations in the padded layout `[channels][z+2][y+2][x+2]`, zero border.
+/// Activations channels-last with a zero border: `[z+2][y+2][x+2][channels]`.
 #[derive(Debug, Clone)]
 struct Padded {
     channels: usize,
@@ -212,18 +215,19 @@ impl Padded {
         padded
     }
 
-    /// (z, y) strides and the channel length.
-    fn strides(&self) -> (usize, usize, usize) {
-        let [z, y, x] = self.dims.map(|n| n + 2);
-        (y * x, x, z * y * x)
+    /// Positions per z plane and per y row of the padded grid.
+    fn strides(&self) -> (usize, usize) {
+        let [_, y, x] = self.dims.map(|n| n + 2);
+        (y * x, x)
     }
 
     fn interior(&self) -> Strided<'_> {
-        let (zs, ys, cs) = self.strides();
+        let (zs, ys) = self.strides();
+        let c = self.channels;
         Strided {
             data: &self.data,
-            base: zs + ys + 1,
-            strides: [cs, zs, ys],
+            base: (zs + ys + 1) * c,
+            strides: [1, zs * c, ys * c, c],
         }
     }
 
@@ -231,35 +235,43 @@ impl Padded {
     fn dense(&self) -> Vec<f32> {
         let [z, y, x] = self.dims;
         let src = self.interior();
-        let mut out = Vec::with_capacity(self.channels * z * y * x);
-        for c in 0..self.channels {
+        let mut out = vec![0.0; self.channels * z * y * x];
+        for (c, channel) in out.chunks_exact_mut(z * y * x).enumerate() {
             for k in 0..z {
                 for j in 0..y {
+                    let row = &mut channel[(k * y + j) * x..][..x];
                     let at = src.index(c, k, j, 0);
-                    out.extend_from_slice(&src.data[at..at + x]);
+                    for (i, v) in row.iter_mut().enumerate() {
+                        *v = src.data[at + i * src.strides[3]];
+                    }
                 }
             }
         }
         out
     }
 
-    /// Zeroes the border: the first and last z planes, and the y and x borders of every
-    /// plane in between (which a flattened convolution fills with values of no voxel).
+    /// Zeroes the border: the first and last z planes, the first and last row of every plane
+    /// in between, and the first and last position of every row.
     fn zero_borders(&mut self) {
         let [z, y, x] = self.dims;
-        let (zs, ys, cs) = self.strides();
-        self.data.par_chunks_mut(cs).for_each(|channel| {
-            channel[..zs].fill(0.0);
-            channel[(z + 1) * zs..].fill(0.0);
-            for plane in channel[zs..(z + 1) * zs].chunks_mut(zs) {
-                plane[..ys].fill(0.0);
-                plane[(y + 1) * ys..].fill(0.0);
-                for row in plane[ys..(y + 1) * ys].chunks_mut(ys) {
-                    row[0] = 0.0;
-                    row[x + 1] = 0.0;
+        let (zs, ys) = self.strides();
+        let c = self.channels;
+        let (plane, row) = (zs * c, ys * c);
+        self.data
+            .par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(k, plane)| {
+                if k == 0 || k == z + 1 {
+                    plane.fill(0.0);
+                    return;
                 }
-            }
-        });
+                plane[..row].fill(0.0);
+                plane[(y + 1) * row..].fill(0.0);
+                for r in plane[row..(y + 1) * row].chunks_exact_mut(row) {
+                    r[..c].fill(0.0);
+                    r[(x + 1) * c..].fill(0.0);
+                }
+            });
     }
 }
 
@@ -268,27 +280,24 @@ impl Padded {
 struct Strided<'a> {
     data: &'a [f32],
     base: usize,
-    /// Channel, z and y strides (x is contiguous).
-    strides: [usize; 3],
+    /// Channel, z, y and x strides.
+    strides: [usize; 4],
 }
 
 impl<'a> Strided<'a> {
-    fn dense(data: &'a [f32], [z, y, x]: [usize; 3]) -> Self {
+    /// A dense single-channel block `[z][y][x]`.
+    fn dense(data: &'a [f32], [_, y, x]: [usize; 3]) -> Self {
         Self {
             data,
             base: 0,
-            strides: [z * y * x, y * x, x],
+            strides: [0, y * x, x, 1],
         }
     }
 
     fn index(&self, c: usize, z: usize, y: usize, x: usize) -> usize {
-        self.base + c * self.strides[0] + z * self.strides[1] + y * self.strides[2] + x
+        let [cs, zs, ys, xs] = self.strides;
+        self.base + c * cs + z * zs + y * ys + x * xs
     }
-}
-
-/// Output positions per tile: the im2col block (K × n floats) stays around 1 MB.
-fn tile_len(k: usize) -> usize {
-    ((1 << 18) / k.max(1)).clamp(64, 8192) / 16 * 16
 }
 
 /// A pointer to the output that tiles write to in parallel, each to its own positions.
@@ -305,27 +314,40 @@ impl Output {
     }
 }
 
-/// `dst[i + j·dst_cs] (+)= Σ_k lhs[i + k·lhs_cs] · rhs[k + j·rhs_cs]` for i < m, j < n (added
-/// to what `dst` holds if `accumulate`), after checking that every index lies inside the slices.
+/// A matrix in a slice: element (i, j) at `offset + i·rs + j·cs`.
+#[derive(Debug, Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    offset: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl Mat<'_> {
+    /// Whether every element of a rows × cols matrix lies inside the slice.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || self.offset + (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst(i, j) (+)= Σ_k lhs(i, k) · rhs(k, j)` for i < m, j < n, with dst(i, j) at
+/// `dst + i·dst_rs + j·dst_cs`; added to what `dst` holds if `accumulate`. Does nothing if an
+/// index of `lhs` or `rhs` would fall outside its slice.
 ///
 /// # Safety
-/// `dst` must be valid for writes at every `i + j·dst_cs` (i < m, j < n), and no other thread
-/// may read or write those elements during the call.
-#[allow(clippy::too_many_arguments)]
+/// `dst` must be valid for writes at every `i·dst_rs + j·dst_cs` (i < m, j < n), and no other
+/// thread may read or write those elements during the call.
 unsafe fn gemm_into(
     dst: *mut f32,
-    dst_cs: usize,
-    lhs: &[f32],
-    lhs_cs: usize,
-    rhs: &[f32],
-    rhs_cs: usize,
+    [dst_rs, dst_cs]: [usize; 2],
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
     [m, n, k]: [usize; 3],
     accumulate: bool,
 ) {
-    let fits = |len: usize, cs: usize, rows: usize, cols: usize| {
-        rows == 0 || cols == 0 || (cols - 1) * cs + rows <= len
-    };
-    if !(fits(lhs.len(), lhs_cs, m, k) && fits(rhs.len(), rhs_cs, k, n)) {
+    if !(lhs.fits(m, k) && rhs.fits(k, n)) {
         return;
     }
     // SAFETY: lhs and rhs indices were checked above; dst is the caller's promise.
@@ -336,14 +358,14 @@ unsafe fn gemm_into(
             k,
             dst,
             dst_cs as isize,
-            1,
+            dst_rs as isize,
             accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            1,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            1,
+            lhs.data.as_ptr().add(lhs.offset),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr().add(rhs.offset),
+            rhs.cs as isize,
+            rhs.rs as isize,
             1.0,
             1.0,
             false,
@@ -361,79 +383,105 @@ fn same_conv(layer: &CpuLayer, inputs: &[&Padded], pool: &mut Pool) -> Padded {
         return Padded::new(layer.cout, [0; 3], pool);
     };
     let mut out = Padded::new(layer.cout, input.dims, pool);
-    let (zs, ys, cs) = input.strides();
-    let channels: Vec<&[f32]> = inputs
-        .iter()
-        .filter(|p| p.dims == input.dims)
-        .flat_map(|p| p.data.chunks_exact(cs))
-        .collect();
-    if channels.len() != layer.cin {
+    let total: usize = inputs.iter().map(|p| p.channels).sum();
+    if total != layer.cin || inputs.iter().any(|p| p.dims != input.dims) {
         return out;
     }
-    let shifts: Vec<isize> = if layer.kernel == 3 {
-        let mut s = Vec::with_capacity(27);
-        for dz in -1..=1isize {
-            for dy in -1..=1isize {
-                for dx in -1..=1isize {
-                    s.push(dz * zs as isize + dy * ys as isize + dx);
+    let (zs, ys) = input.strides();
+    let kernel = layer.kernel;
+    let cout = layer.cout;
+    // (dz, dy) shifts in positions; each product covers the kernel's dx run from dx = −r.
+    let r = kernel / 2;
+    let shifts: Vec<isize> = (0..kernel * kernel)
+        .map(|o| {
+            let (dz, dy) = (
+                (o / kernel) as isize - r as isize,
+                (o % kernel) as isize - r as isize,
+            );
+            dz * zs as isize + dy * ys as isize - r as isize
+        })
+        .collect();
+    // Per input and shift, the weights as column-major [kernel·c × cout], row dx·c + ci.
+    let mut blocks: Vec<Vec<Vec<f32>>> = Vec::with_capacity(inputs.len());
+    let mut first_channel = 0;
+    let taps = kernel.pow(3);
+    for p in inputs {
+        let c = p.channels;
+        let per_shift = (0..kernel * kernel)
+            .map(|o| {
+                let mut block = Vec::with_capacity(kernel * c * cout);
+                for co in 0..cout {
+                    for dx in 0..kernel {
+                        for ci in 0..c {
+                            let tap = o * kernel + dx;
+                            block.push(
+                                layer.weights[co * layer.k() + (first_channel + ci) * taps + tap],
+                            );
+                        }
+                    }
                 }
-            }
-        }
-        s
-    } else {
-        vec![0]
-    };
-    // Output positions: first to last interior voxel, flattened; the y/x borders in between
-    // get values that belong to no voxel and are zeroed after. Every read stays inside its
-    // channel: the first voxel minus the largest shift is the channel's first element.
+                block
+            })
+            .collect();
+        blocks.push(per_shift);
+        first_channel += c;
+    }
+    // Output positions: first to last interior voxel, flattened. Every read stays inside the
+    // buffer: the first voxel's lowest neighbour is position 0, the last one's highest the
+    // buffer's last position.
     let [z, y, x] = input.dims;
     let first = zs + ys + 1;
     let last = z * zs + y * ys + x + 1;
-    let k = layer.k();
-    let tile = tile_len(k);
+    let tile = ((1 << 16) / cout.max(1)).clamp(256, 4096);
     let tiles: Vec<usize> = (first..last).step_by(tile).collect();
     let dst = Output(out.data.as_mut_ptr());
     let dst_len = out.data.len();
-    tiles.par_iter().for_each_init(Vec::new, |cols, &q0| {
+    tiles.par_iter().for_each(|&q0| {
         let n = tile.min(last - q0);
-        if layer.cout > 0 && (layer.cout - 1) * cs + q0 + n > dst_len {
+        if (q0 + n) * cout > dst_len {
             return;
         }
-        // im2col: row (ci, offset) is input channel ci shifted by the offset, contiguous.
-        cols.resize(k * n, 0.0);
-        for (ci, channel) in channels.iter().enumerate() {
-            for (o, &shift) in shifts.iter().enumerate() {
-                let start = q0.wrapping_add_signed(shift);
-                let row = &mut cols[(ci * shifts.len() + o) * n..][..n];
-                row.copy_from_slice(&channel[start..start + n]);
+        let mut accumulate = false;
+        for (p, per_shift) in inputs.iter().zip(&blocks) {
+            let c = p.channels;
+            for (&shift, block) in shifts.iter().zip(per_shift) {
+                let lhs = Mat {
+                    data: &p.data,
+                    offset: q0.wrapping_add_signed(shift) * c,
+                    rs: c,
+                    cs: 1,
+                };
+                let rhs = Mat {
+                    data: block,
+                    offset: 0,
+                    rs: 1,
+                    cs: kernel * c,
+                };
+                // SAFETY: this tile writes positions q0..q0+n (all channels), which no other
+                // tile writes (the tiles partition first..last); the bound was checked above.
+                unsafe {
+                    gemm_into(
+                        dst.at(q0 * cout),
+                        [cout, 1],
+                        lhs,
+                        rhs,
+                        [n, cout, kernel * c],
+                        accumulate,
+                    );
+                }
+                accumulate = true;
             }
         }
-        // SAFETY: this tile writes positions q0..q0+n of each output channel, which no other
-        // tile writes (the tiles partition first..last); the bound was checked above.
-        unsafe {
-            gemm_into(
-                dst.at(q0),
-                cs,
-                cols,
-                n,
-                &layer.weights,
-                k,
-                [n, layer.cout, k],
-                false,
-            );
-        }
-        for (co, &shift) in layer.shift.iter().enumerate() {
-            // SAFETY: as above; this tile's own positions of channel co.
-            let row = unsafe { std::slice::from_raw_parts_mut(dst.at(co * cs + q0), n) };
-            activate(row, shift, layer.relu);
-        }
+        // SAFETY: as above; this tile's own positions.
+        let values = unsafe { std::slice::from_raw_parts_mut(dst.at(q0 * cout), n * cout) };
+        activate(values, &layer.shift, layer.relu);
     });
     out.zero_borders();
     out
 }
 
 /// A convolution whose stride equals its kernel (the stem and the downsamplings): output
-/// `dims`, padded layout.
+/// `dims`, padded layout. Tiles of whole output rows, im2col gathered, one product each.
 fn strided_conv(
     layer: &CpuLayer,
     input: &Strided<'_>,
@@ -441,22 +489,24 @@ fn strided_conv(
     pool: &mut Pool,
 ) -> Padded {
     let mut out = Padded::new(layer.cout, dims, pool);
-    let (zs, ys, cs) = out.strides();
+    let (zs, ys) = out.strides();
+    let cout = layer.cout;
     let s = layer.kernel;
     let k = layer.k();
-    let rows_per_tile = (tile_len(k) / dims[2].max(1)).max(1);
+    let x_len = dims[2];
+    let rows_per_tile = (((1 << 18) / k.max(1)) / x_len.max(1)).max(1);
     let rows: Vec<usize> = (0..dims[0] * dims[1]).step_by(rows_per_tile).collect();
     let dst = Output(out.data.as_mut_ptr());
     let dst_len = out.data.len();
-    let x_len = dims[2];
+    let xs = input.strides[3];
     rows.par_iter().for_each_init(
         || (Vec::new(), Vec::new()),
         |(cols, res), &r0| {
             let r1 = (r0 + rows_per_tile).min(dims[0] * dims[1]);
             let n = (r1 - r0) * x_len;
+            // im2col, column-major [n × K], column ((ci·s + a)·s + b)·s + c as burn's weights.
             cols.resize(k * n, 0.0);
-            res.resize(layer.cout * n, 0.0);
-            // Each input row is read once and dealt out to the s im2col rows of its x offsets.
+            res.resize(cout * n, 0.0);
             for ci in 0..layer.cin {
                 for a in 0..s {
                     for b in 0..s {
@@ -464,45 +514,44 @@ fn strided_conv(
                         for (i, r) in (r0..r1).enumerate() {
                             let (oz, oy) = (r / dims[1], r % dims[1]);
                             let at = input.index(ci, s * oz + a, s * oy + b, 0);
-                            let row = &input.data[at..at + s * x_len];
                             for (c, col) in
                                 cols[kk * n..(kk + s) * n].chunks_exact_mut(n).enumerate()
                             {
                                 let out = &mut col[i * x_len..][..x_len];
-                                for (v, x) in out.iter_mut().zip(row[c..].iter().step_by(s)) {
-                                    *v = *x;
+                                for (ox, v) in out.iter_mut().enumerate() {
+                                    *v = input.data[at + (s * ox + c) * xs];
                                 }
                             }
                         }
                     }
                 }
             }
-            // SAFETY: `res` is this tile's own buffer of cout·n elements.
+            let lhs = Mat {
+                data: cols,
+                offset: 0,
+                rs: 1,
+                cs: n,
+            };
+            let rhs = Mat {
+                data: &layer.weights,
+                offset: 0,
+                rs: 1,
+                cs: k,
+            };
+            // SAFETY: `res` is this tile's own buffer, row-major [n × cout].
             unsafe {
-                gemm_into(
-                    res.as_mut_ptr(),
-                    n,
-                    cols,
-                    n,
-                    &layer.weights,
-                    k,
-                    [n, layer.cout, k],
-                    false,
-                );
+                gemm_into(res.as_mut_ptr(), [cout, 1], lhs, rhs, [n, cout, k], false);
             }
-            for (co, &shift) in layer.shift.iter().enumerate() {
-                let values = &mut res[co * n..][..n];
-                activate(values, shift, layer.relu);
-                for (r, chunk) in (r0..r1).zip(values.chunks_exact(x_len)) {
-                    let (oz, oy) = (r / dims[1], r % dims[1]);
-                    let at = co * cs + (oz + 1) * zs + (oy + 1) * ys + 1;
-                    if at + x_len > dst_len {
-                        return;
-                    }
-                    // SAFETY: rows (oz, oy) belong to this tile alone; bound checked above.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(chunk.as_ptr(), dst.at(at), x_len);
-                    }
+            activate(res, &layer.shift, layer.relu);
+            for (r, chunk) in (r0..r1).zip(res.chunks_exact(x_len * cout)) {
+                let (oz, oy) = (r / dims[1], r % dims[1]);
+                let at = ((oz + 1) * zs + (oy + 1) * ys + 1) * cout;
+                if at + chunk.len() > dst_len {
+                    return;
+                }
+                // SAFETY: rows (oz, oy) belong to this tile alone; bound checked above.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(chunk.as_ptr(), dst.at(at), chunk.len());
                 }
             }
         },
@@ -513,31 +562,36 @@ fn strided_conv(
 /// Nearest ×2 upsampling of `low` onto `dims`.
 fn upsample(low: &Padded, dims: [usize; 3], pool: &mut Pool) -> Padded {
     let mut out = Padded::new(low.channels, dims, pool);
-    let (zs, ys, cs) = out.strides();
+    let (zs, ys) = out.strides();
+    let (lzs, lys) = low.strides();
+    let c = low.channels;
     let [z, y, x] = dims;
-    let src = low.interior();
     out.data
-        .par_chunks_mut(cs)
+        .par_chunks_mut(zs * c)
         .enumerate()
-        .for_each(|(c, channel)| {
-            for k in 0..z {
-                for j in 0..y {
-                    let from = src.index(c, k / 2, j / 2, 0);
-                    let row = &mut channel[(k + 1) * zs + (j + 1) * ys + 1..][..x];
-                    for (i, v) in row.iter_mut().enumerate() {
-                        *v = src.data[from + i / 2];
-                    }
+        .filter(|(k, _)| (1..=z).contains(k))
+        .for_each(|(k, plane)| {
+            for j in 1..=y {
+                let row = &mut plane[(j * ys + 1) * c..][..x * c];
+                let from = (((k - 1) / 2 + 1) * lzs + ((j - 1) / 2 + 1) * lys + 1) * c;
+                for (i, v) in row.chunks_exact_mut(c).enumerate() {
+                    let at = from + (i / 2) * c;
+                    v.copy_from_slice(&low.data[at..at + c]);
                 }
             }
         });
     out
 }
 
-fn activate(values: &mut [f32], shift: f32, relu: bool) {
-    if relu {
-        values.iter_mut().for_each(|v| *v = (*v + shift).max(0.0));
-    } else {
-        values.iter_mut().for_each(|v| *v += shift);
+/// Adds each channel's shift (values are position-major: channels fastest) and applies ReLU.
+fn activate(values: &mut [f32], shift: &[f32], relu: bool) {
+    for position in values.chunks_exact_mut(shift.len().max(1)) {
+        for (v, s) in position.iter_mut().zip(shift) {
+            *v += s;
+            if relu {
+                *v = v.max(0.0);
+            }
+        }
     }
 }
 
