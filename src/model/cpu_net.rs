@@ -511,15 +511,19 @@ fn strided_conv(
                 for a in 0..s {
                     for b in 0..s {
                         let kk = ((ci * s + a) * s + b) * s;
+                        let mut outs: Vec<&mut [f32]> =
+                            cols[kk * n..(kk + s) * n].chunks_exact_mut(n).collect();
                         for (i, r) in (r0..r1).enumerate() {
                             let (oz, oy) = (r / dims[1], r % dims[1]);
                             let at = input.index(ci, s * oz + a, s * oy + b, 0);
-                            for (c, col) in
-                                cols[kk * n..(kk + s) * n].chunks_exact_mut(n).enumerate()
-                            {
-                                let out = &mut col[i * x_len..][..x_len];
-                                for (ox, v) in out.iter_mut().enumerate() {
-                                    *v = input.data[at + (s * ox + c) * xs];
+                            // One pass over the input row, dealt out to the s columns of its
+                            // x offsets.
+                            let Some(row) = input.data.get(at..at + s * x_len * xs) else {
+                                continue;
+                            };
+                            for (ox, group) in row.chunks_exact(s * xs).enumerate() {
+                                for (c, out) in outs.iter_mut().enumerate() {
+                                    out[i * x_len + ox] = group[c * xs];
                                 }
                             }
                         }
