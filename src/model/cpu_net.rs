@@ -1,7 +1,7 @@
 //! The APE network for inference on the CPU, without burn.
 //!
 //! burn's `flex` backend runs the network's 3-D convolutions at ~15 GFLOP/s on this project's
-//! 2-core CPU, ~10× slower than PyTorch, and they are nearly all of an embedding's time. This
+//! 2-core CPU, ~7× slower than PyTorch, and they are nearly all of an embedding's time. This
 //! module runs the same network with every batch norm folded into its convolution (inference
 //! uses the running statistics, so a block is one affine map and a ReLU) and every convolution
 //! as `gemm` matrix products over tiles of voxels, in parallel over tiles.
