@@ -30,6 +30,9 @@ pub struct CpuLayer {
     kernel: usize,
     /// Column-major `[K × cout]`, K = cin·kernel³ in (ci, dz, dy, dx) order, scale folded in.
     weights: Vec<f32>,
+    /// The same, rows ordered (dz, dy, dx, ci): for the strided convolutions, whose im2col
+    /// copies each input position's channels as one run.
+    tap_major: Vec<f32>,
     shift: Vec<f32>,
     relu: bool,
 }
@@ -57,10 +60,18 @@ impl CpuLayer {
             .zip(&norm.scale)
             .flat_map(|(row, &s)| row.iter().map(move |w| w * s))
             .collect();
+        let taps = kernel.pow(3);
+        let mut tap_major = Vec::with_capacity(weights.len());
+        for co in 0..cout {
+            for tap in 0..taps {
+                tap_major.extend((0..cin).map(|ci| weights[co * k + ci * taps + tap]));
+            }
+        }
         Ok(Self {
             cin,
             cout,
             kernel,
+            tap_major,
             weights,
             shift: norm.shift.clone(),
             relu,
@@ -426,18 +437,29 @@ fn same_conv(layer: &CpuLayer, inputs: &[&Padded], pool: &mut Pool) -> Padded {
         blocks.push(per_shift);
         first_channel += c;
     }
-    // Output positions: first to last interior voxel, flattened. Every read stays inside the
-    // buffer: the first voxel's lowest neighbour is position 0, the last one's highest the
-    // buffer's last position.
+    // Output positions, flattened: in each interior plane, from its first interior voxel to its
+    // last (the y/x border positions in between get values of no voxel and are zeroed after).
+    // Every read stays inside the buffer: the first voxel's lowest neighbour is position 0, the
+    // last one's highest the buffer's last position.
     let [z, y, x] = input.dims;
-    let first = zs + ys + 1;
-    let last = z * zs + y * ys + x + 1;
-    let tile = ((1 << 16) / cout.max(1)).clamp(256, 4096);
-    let tiles: Vec<usize> = (first..last).step_by(tile).collect();
+    let per_plane = (y - 1) * ys + x;
+    // Enough tiles for both threads to stay busy on the small levels.
+    let tile = ((1 << 16) / cout.max(1)).clamp(256, 4096).min(
+        (z * per_plane)
+            .div_ceil(4 * rayon::current_num_threads())
+            .max(64),
+    );
+    let tiles: Vec<(usize, usize)> = (1..=z)
+        .flat_map(|k| {
+            let start = k * zs + ys + 1;
+            (start..start + per_plane)
+                .step_by(tile)
+                .map(move |q0| (q0, tile.min(start + per_plane - q0)))
+        })
+        .collect();
     let dst = Output(out.data.as_mut_ptr());
     let dst_len = out.data.len();
-    tiles.par_iter().for_each(|&q0| {
-        let n = tile.min(last - q0);
+    tiles.par_iter().for_each(|&(q0, n)| {
         if (q0 + n) * cout > dst_len {
             return;
         }
@@ -458,7 +480,7 @@ fn same_conv(layer: &CpuLayer, inputs: &[&Padded], pool: &mut Pool) -> Padded {
                     cs: kernel * c,
                 };
                 // SAFETY: this tile writes positions q0..q0+n (all channels), which no other
-                // tile writes (the tiles partition first..last); the bound was checked above.
+                // tile writes (the tiles are disjoint ranges); the bound was checked above.
                 unsafe {
                     gemm_into(
                         dst.at(q0 * cout),
@@ -504,28 +526,23 @@ fn strided_conv(
         |(cols, res), &r0| {
             let r1 = (r0 + rows_per_tile).min(dims[0] * dims[1]);
             let n = (r1 - r0) * x_len;
-            // im2col, column-major [n × K], column ((ci·s + a)·s + b)·s + c as burn's weights.
+            // im2col, row-major [n × K], column ((a·s + b)·s + c)·cin + ci (`tap_major`): for
+            // each (a, b) the s·cin values of c and ci are one contiguous run of the input.
             cols.resize(k * n, 0.0);
             res.resize(cout * n, 0.0);
-            for ci in 0..layer.cin {
+            let run = s * layer.cin;
+            for (i, r) in (r0..r1).enumerate() {
+                let (oz, oy) = (r / dims[1], r % dims[1]);
                 for a in 0..s {
                     for b in 0..s {
-                        let kk = ((ci * s + a) * s + b) * s;
-                        let mut outs: Vec<&mut [f32]> =
-                            cols[kk * n..(kk + s) * n].chunks_exact_mut(n).collect();
-                        for (i, r) in (r0..r1).enumerate() {
-                            let (oz, oy) = (r / dims[1], r % dims[1]);
-                            let at = input.index(ci, s * oz + a, s * oy + b, 0);
-                            // One pass over the input row, dealt out to the s columns of its
-                            // x offsets.
-                            let Some(row) = input.data.get(at..at + s * x_len * xs) else {
-                                continue;
-                            };
-                            for (ox, group) in row.chunks_exact(s * xs).enumerate() {
-                                for (c, out) in outs.iter_mut().enumerate() {
-                                    out[i * x_len + ox] = group[c * xs];
-                                }
-                            }
+                        let at = input.index(0, s * oz + a, s * oy + b, 0);
+                        let Some(row) = input.data.get(at..at + x_len * s * xs) else {
+                            continue;
+                        };
+                        let kk = (a * s + b) * run;
+                        for (ox, values) in row.chunks_exact(s * xs).enumerate() {
+                            let to = ((i * x_len + ox) * k + kk)..((i * x_len + ox) * k + kk + run);
+                            cols[to].copy_from_slice(&values[..run]);
                         }
                     }
                 }
@@ -533,11 +550,11 @@ fn strided_conv(
             let lhs = Mat {
                 data: cols,
                 offset: 0,
-                rs: 1,
-                cs: n,
+                rs: k,
+                cs: 1,
             };
             let rhs = Mat {
-                data: &layer.weights,
+                data: &layer.tap_major,
                 offset: 0,
                 rs: 1,
                 cs: k,
