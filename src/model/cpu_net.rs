@@ -28,10 +28,8 @@ pub struct CpuLayer {
     cin: usize,
     cout: usize,
     kernel: usize,
-    /// Column-major `[K × cout]`, K = cin·kernel³ in (ci, dz, dy, dx) order, scale folded in.
-    weights: Vec<f32>,
-    /// The same, rows ordered (dz, dy, dx, ci): for the strided convolutions, whose im2col
-    /// copies each input position's channels as one run.
+    /// Column-major `[K × cout]`, K = kernel³·cin, rows in (dz, dy, dx, ci) order (the order
+    /// of channels-last activations), batch-norm scale folded in.
     tap_major: Vec<f32>,
     shift: Vec<f32>,
     relu: bool,
@@ -54,17 +52,12 @@ impl CpuLayer {
                 norm.scale.len()
             ));
         }
-        // burn's layout [cout][K] is already column-major [K × cout].
-        let weights: Vec<f32> = weight
-            .chunks_exact(k)
-            .zip(&norm.scale)
-            .flat_map(|(row, &s)| row.iter().map(move |w| w * s))
-            .collect();
+        // burn's rows are (ci, dz, dy, dx) for each output channel.
         let taps = kernel.pow(3);
-        let mut tap_major = Vec::with_capacity(weights.len());
-        for co in 0..cout {
+        let mut tap_major = Vec::with_capacity(weight.len());
+        for (row, &scale) in weight.chunks_exact(k).zip(&norm.scale) {
             for tap in 0..taps {
-                tap_major.extend((0..cin).map(|ci| weights[co * k + ci * taps + tap]));
+                tap_major.extend((0..cin).map(|ci| row[ci * taps + tap] * scale));
             }
         }
         Ok(Self {
@@ -72,7 +65,6 @@ impl CpuLayer {
             cout,
             kernel,
             tap_major,
-            weights,
             shift: norm.shift.clone(),
             relu,
         })
@@ -412,23 +404,20 @@ fn same_conv(layer: &CpuLayer, inputs: &[&Padded], pool: &mut Pool) -> Padded {
             dz * zs as isize + dy * ys as isize - r as isize
         })
         .collect();
-    // Per input and shift, the weights as column-major [kernel·c × cout], row dx·c + ci.
+    // Per input and shift, the weights as column-major [kernel·c × cout], row dx·c + ci: the
+    // input's channel range of each dx tap's row run.
     let mut blocks: Vec<Vec<Vec<f32>>> = Vec::with_capacity(inputs.len());
     let mut first_channel = 0;
-    let taps = kernel.pow(3);
     for p in inputs {
         let c = p.channels;
         let per_shift = (0..kernel * kernel)
             .map(|o| {
                 let mut block = Vec::with_capacity(kernel * c * cout);
-                for co in 0..cout {
+                for column in layer.tap_major.chunks_exact(layer.k()) {
                     for dx in 0..kernel {
-                        for ci in 0..c {
-                            let tap = o * kernel + dx;
-                            block.push(
-                                layer.weights[co * layer.k() + (first_channel + ci) * taps + tap],
-                            );
-                        }
+                        let tap = o * kernel + dx;
+                        let from = tap * layer.cin + first_channel;
+                        block.extend_from_slice(&column[from..from + c]);
                     }
                 }
                 block
