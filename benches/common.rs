@@ -13,6 +13,40 @@ pub fn shared_data() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
 }
 
+/// The scans the benches time: btcv_02 from the shared data and the 512×512×300 scan made
+/// from it (`make_big_scan`) in a temporary folder, which the caller keeps alive. `None`, after
+/// saying so, when the shared data is missing.
+// Each bench uses some of the fields (the file is a module of each bench).
+#[allow(dead_code)]
+#[derive(Debug)]
+pub struct BenchScans {
+    pub btcv_folder: PathBuf,
+    pub btcv_02: PathBuf,
+    pub big: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn bench_scans(bench: &str) -> anyhow::Result<Option<BenchScans>> {
+    let btcv_folder = shared_data().join("btcv");
+    let btcv_02 = btcv_folder.join("btcv_02.nii.gz");
+    if !btcv_02.is_file() {
+        println!(
+            "bench {bench}: {} not found; nothing to measure",
+            btcv_02.display()
+        );
+        return Ok(None);
+    }
+    let dir = tempfile::tempdir()?;
+    let big = dir.path().join("resampled_512x512x300.nii.gz");
+    make_big_scan(&btcv_02, &big)?;
+    Ok(Some(BenchScans {
+        btcv_folder,
+        btcv_02,
+        big,
+        dir,
+    }))
+}
+
 /// The BTCV scan resampled (trilinear, in HU) onto 512×512×300 voxels over the same field of
 /// view, written as int16 NIfTI like a typical clinical CT.
 pub fn make_big_scan(source: &Path, out: &Path) -> anyhow::Result<()> {

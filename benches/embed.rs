@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 #[path = "common.rs"]
 mod common;
-use common::make_big_scan;
 
 use anyhow::Context;
 use ape::ape_map::ApeMap;
@@ -22,19 +21,14 @@ use burn::tensor::{Tensor, TensorData};
 const RUNS: usize = 3;
 
 fn main() -> anyhow::Result<()> {
-    let data = common::shared_data();
-    let btcv = data.join("btcv/btcv_02.nii.gz");
-    if !btcv.is_file() {
-        println!(
-            "bench embed: {} not found; nothing to measure",
-            btcv.display()
-        );
+    let Some(scans) = common::bench_scans("embed")? else {
         return Ok(());
-    }
-    let dir = tempfile::tempdir()?;
-    let big = dir.path().join("resampled_512x512x300.nii.gz");
-    make_big_scan(&btcv, &big)?;
-    let cases = [("btcv_02 (257×257×199)", btcv), ("512×512×300 int16", big)];
+    };
+    let dir = &scans.dir;
+    let cases = [
+        ("btcv_02 (257×257×199)", scans.btcv_02.clone()),
+        ("512×512×300 int16", scans.big.clone()),
+    ];
 
     let mut devices = vec![backend::cpu()];
     match backend::wgpu() {

@@ -27,24 +27,16 @@ use egui_kittest::kittest::Queryable;
 const FRAMES: usize = 120;
 
 fn main() -> anyhow::Result<()> {
-    let data = common::shared_data();
-    let btcv = data.join("btcv");
-    if !btcv.join("btcv_02.nii.gz").is_file() {
-        println!(
-            "bench viewer: {} not found; nothing to measure",
-            btcv.display()
-        );
+    let Some(scans) = common::bench_scans("viewer")? else {
         return Ok(());
-    }
-    let dir = tempfile::tempdir()?;
-    let big = dir.path().join("resampled_512x512x300.nii.gz");
-    common::make_big_scan(&btcv.join("btcv_02.nii.gz"), &big)?;
+    };
+    let (btcv, big, dir) = (&scans.btcv_folder, &scans.big, &scans.dir);
     let model = Arc::new(ApeModel::bundled(&cpu().device)?);
 
-    first_slice(&big)?;
-    slice_rendering(&big, &model)?;
-    scrolling_frames(&big, &model, dir.path())?;
-    twenty_scans(&btcv, &model, dir.path())?;
+    first_slice(big)?;
+    slice_rendering(big, &model)?;
+    scrolling_frames(big, &model, dir.path())?;
+    twenty_scans(btcv, &model, dir.path())?;
     Ok(())
 }
 
