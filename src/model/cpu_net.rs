@@ -529,9 +529,15 @@ fn strided_conv(
                             continue;
                         };
                         let kk = (a * s + b) * run;
-                        for (ox, values) in row.chunks_exact(s * xs).enumerate() {
-                            let to = ((i * x_len + ox) * k + kk)..((i * x_len + ox) * k + kk + run);
-                            cols[to].copy_from_slice(&values[..run]);
+                        let tile_row = &mut cols[i * x_len * k..(i + 1) * x_len * k];
+                        for (values, to) in
+                            row.chunks_exact(s * xs).zip(tile_row.chunks_exact_mut(k))
+                        {
+                            // An element loop: runs are short (4 floats in the stem), too short
+                            // for a memcpy call each.
+                            for (d, v) in to[kk..kk + run].iter_mut().zip(values) {
+                                *d = *v;
+                            }
                         }
                     }
                 }
