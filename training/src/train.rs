@@ -294,14 +294,14 @@ pub fn run(
     // and sent in step order: on a GPU one thread of crop sampling could not keep up.
     let batch_threads = rayon::current_num_threads().clamp(1, 8);
     let worker = std::thread::spawn(move || {
-        let steps: Vec<usize> = (start_step..worker_config.steps).collect();
-        for chunk in steps.chunks(batch_threads) {
+        let end = worker_config.steps;
+        for first in (start_step..end).step_by(batch_threads) {
             if worker_stop.load(Ordering::Relaxed) {
                 break;
             }
-            let batches: Vec<Batch> = chunk
-                .par_iter()
-                .map(|&step| make_batch(&worker_config, &worker_scans, step))
+            let batches: Vec<Batch> = (first..(first + batch_threads).min(end))
+                .into_par_iter()
+                .map(|step| make_batch(&worker_config, &worker_scans, step))
                 .collect();
             for batch in batches {
                 if sender.send(batch).is_err() {
