@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::ape_map::{ApeMap, Embedding};
 use crate::geometry::WorldBox;
+use crate::scan::Scan;
 use crate::volume::Volume;
 
 /// A retrieved point: where, and how far its embedding is from the query's (a confidence).
@@ -20,12 +21,52 @@ pub struct Retrieved {
 #[derive(Debug)]
 pub struct MapIndex {
     tree: kiddo::ImmutableKdTree<f32, 3>,
+    /// The map cell of each tree item, when only some cells are indexed.
+    cells: Option<Vec<u32>>,
 }
 
 impl MapIndex {
+    /// Every cell of the map.
     pub fn build(map: &ApeMap) -> Self {
         Self {
             tree: kiddo::ImmutableKdTree::new_from_slice(map.cells().data()),
+            cells: None,
+        }
+    }
+
+    /// Only the cells inside the body of the mapped scan: cells whose centre, sampled on the
+    /// scan, is above its body threshold ([`Scan::body_threshold_hu`], the body box's). A
+    /// landmark is anatomy, and the embeddings of air, table and padding, which training never
+    /// asks to mean a position, only add false matches (on the held-out BTCV scans they made
+    /// most of the errors above 100 mm). All cells if no cell is inside.
+    pub fn build_in_body(map: &ApeMap, scan: &Scan) -> Self {
+        let scan_hu = &scan.volume;
+        let threshold_hu = scan.body_threshold_hu();
+        let cells = map.cells();
+        let inside: Vec<u32> = (0..cells.data().len())
+            .into_par_iter()
+            .filter(|&i| {
+                let world = cells.voxel_to_world(cells.voxel_of(i));
+                crate::resample::sample_linear(scan_hu, scan_hu.world_to_voxel(world))
+                    .is_some_and(|hu| hu > threshold_hu)
+            })
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
+        if inside.is_empty() {
+            return Self::build(map);
+        }
+        let embeddings: Vec<[f32; 3]> = inside.iter().map(|&i| cells.data()[i as usize]).collect();
+        Self {
+            tree: kiddo::ImmutableKdTree::new_from_slice(&embeddings),
+            cells: Some(inside),
+        }
+    }
+
+    /// The map cell index of a tree item.
+    fn cell_index(&self, item: u64) -> usize {
+        match &self.cells {
+            Some(cells) => cells.get(item as usize).map_or(0, |&c| c as usize),
+            None => item as usize,
         }
     }
 
@@ -33,16 +74,16 @@ impl MapIndex {
     pub fn retrieve(&self, map: &ApeMap, query: Embedding) -> Retrieved {
         let hit = self.tree.nearest_one::<kiddo::SquaredEuclidean>(&query);
         let cells = map.cells();
-        let cell = cells.voxel_of(hit.item as usize);
+        let cell = cells.voxel_of(self.cell_index(hit.item));
         refine(map, cell, query)
     }
 
-    /// The nearest cell only (no refinement): equals [`nearest_cell`].
+    /// The nearest cell only (no refinement): equals [`nearest_cell`] for an index of every cell.
     pub fn nearest_cell(&self, map: &ApeMap, query: Embedding) -> Retrieved {
         let hit = self.tree.nearest_one::<kiddo::SquaredEuclidean>(&query);
         let cells = map.cells();
         Retrieved {
-            world: cells.voxel_to_world(cells.voxel_of(hit.item as usize)),
+            world: cells.voxel_to_world(cells.voxel_of(self.cell_index(hit.item))),
             distance: hit.distance.sqrt(),
         }
     }

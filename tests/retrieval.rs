@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use ape::ape_map::ApeMap;
+use ape::io::nifti::{NiftiInfo, NiftiVolume, TransformSource};
 use ape::retrieval::{MapIndex, nearest_cell};
+use ape::scan::Scan;
 use ape::{Affine, Volume};
 use glam::DVec3;
 
@@ -97,4 +99,67 @@ fn retrieval_on_a_shifted_scan_returns_the_shifted_point() {
             point + shift
         );
     }
+}
+
+/// A scan in HU over the same world region as `position_map`: air, with soft tissue inside
+/// the world box `body`.
+fn scan_with_body(origin: DVec3, body: (DVec3, DVec3)) -> Scan {
+    let affine = Affine::from_spacing(DVec3::new(2.0, 2.0, 3.0), origin).unwrap();
+    let volume = Volume::from_fn([160, 120, 100], affine, |i, j, k| {
+        let w = affine.to_world(DVec3::new(i as f64, j as f64, k as f64));
+        if w.cmpge(body.0).all() && w.cmple(body.1).all() {
+            40.0
+        } else {
+            -1000.0
+        }
+    })
+    .unwrap();
+    let info = NiftiInfo {
+        path: "synthetic.nii".into(),
+        datatype: "float32",
+        scl_slope: 1.0,
+        scl_inter: 0.0,
+        transform: TransformSource::Sform { code: 1 },
+        gzipped: false,
+        description: String::new(),
+        channels: 1,
+    };
+    Scan::from_nifti(NiftiVolume { info, volume })
+}
+
+#[test]
+fn retrieval_inside_the_body_ignores_matches_in_the_air() {
+    let origin = DVec3::new(-160.0, -120.0, -150.0);
+    let body = (
+        DVec3::new(-100.0, -80.0, -100.0),
+        DVec3::new(100.0, 80.0, 100.0),
+    );
+    let scan = scan_with_body(origin, body);
+    let clean = position_map(origin);
+    // The query: the embedding of a point inside the body. An air cell far from it (the
+    // corner cell) is given exactly that embedding, as a map may give air any value.
+    let inside = DVec3::new(20.0, -10.0, 30.0);
+    let query = clean.embedding_at(inside).unwrap();
+    let mut cells = clean.cells().data().to_vec();
+    cells[0] = query;
+    let map = ApeMap::new(Volume::new(cells, clean.shape(), *clean.affine()).unwrap());
+    let corner = map.cells().voxel_to_world([0, 0, 0]);
+
+    let everywhere = MapIndex::build(&map).nearest_cell(&map, query);
+    assert!(
+        (everywhere.world - corner).length() < 1e-6,
+        "the air cell is the nearest"
+    );
+    let in_body = MapIndex::build_in_body(&map, &scan).nearest_cell(&map, query);
+    assert!(
+        (in_body.world - inside).length() < 12.0,
+        "found {:?}, expected near {inside:?}",
+        in_body.world
+    );
+    let refined = MapIndex::build_in_body(&map, &scan).retrieve(&map, query);
+    assert!(
+        (refined.world - inside).length() < 3.0,
+        "{:?}",
+        refined.world
+    );
 }

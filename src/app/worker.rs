@@ -116,7 +116,7 @@ fn run_job(
         Ok((map, _)) => map,
         Err(e) => return send(WorkerEvent::Failed(job.id, e.to_string())),
     };
-    let index = Arc::new(MapIndex::build(&map));
+    let index = Arc::new(MapIndex::build_in_body(&map, &scan));
     send(WorkerEvent::Embedded(job.id, Arc::new(map), index));
 }
 

@@ -107,7 +107,7 @@ pub fn run(args: &CropArgs) -> anyhow::Result<ExitCode> {
         &scan.volume,
         &mut |_| {},
     )?;
-    let index = MapIndex::build(&map);
+    let index = MapIndex::build_in_body(&map, &scan);
     let edges: Vec<[DVec3; 6]> = supports
         .iter()
         .filter_map(|s| s.organ(label).map(|o| o.edges.points()))

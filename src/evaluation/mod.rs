@@ -104,7 +104,7 @@ impl EvalScan {
             return Err(EvalError::NoOrgans { name });
         }
         Ok(Self {
-            index: MapIndex::build(&map),
+            index: MapIndex::build_in_body(&map, scan),
             map,
             organ_voxels: organ_voxel_points(&labels.volume),
             organs,

@@ -90,7 +90,8 @@ pub fn markdown(results: &EvalResults, context: &ReportContext) -> String {
         md,
         "- protocol (method.md): landmarks are each organ's centre of mass and six edge points, \
          located on every other scan (all ordered pairs of distinct scans, organs present in \
-         both); errors are radial (mean ± std) and mean absolute per axis, mm. Few-shot boxes: \
+         both) as the point inside its body (above the body box's threshold) whose embedding is \
+         nearest; errors are radial (mean ± std) and mean absolute per axis, mm. Few-shot boxes: \
          {} supports per fold ({} folds: {}), every other scan a target; α per organ and fold is \
          the largest enlargement any support needs to reach recall {} when predicted from the \
          fold's other supports; VR@99 = scan volume ÷ enlarged box clipped to the scan.",

@@ -4,8 +4,10 @@
 //! - [`norm`]: batch norm without affine parameters (the output layer).
 //! - [`resize`]: differentiable trilinear resizing and point sampling.
 //! - [`weights`]: model files, checked on load, and the bundled model.
+//! - [`average`]: the mean of several copies of one network (weight averaging).
 //! - [`backend`]: wgpu on a GPU, else the CPU backend.
 
+pub mod average;
 pub mod backend;
 pub mod cpu_net;
 pub mod net;

@@ -313,6 +313,21 @@ impl ApeNet {
 }
 
 impl ApeNet {
+    /// The same network with every batch norm's momentum set to `momentum`: each training-mode
+    /// forward pass then sets running statistics to `(1 − m)·running + m·batch`.
+    pub fn with_norm_momentum(mut self, momentum: f64) -> Self {
+        let blocks = std::iter::once(&mut self.stem)
+            .chain(self.encoders.iter_mut().flat_map(|l| l.blocks.iter_mut()))
+            .chain(self.decoders.iter_mut().flat_map(|l| l.blocks.iter_mut()))
+            .chain(self.downs.iter_mut())
+            .chain(self.ups.iter_mut());
+        for block in blocks {
+            block.norm.momentum = momentum;
+        }
+        self.out_norm.momentum = momentum;
+        self
+    }
+
     /// The same network for inference on the CPU without burn (`cpu_net`): batch norms folded
     /// into the convolutions with their running statistics.
     pub fn cpu_inference(&self) -> Result<CpuNet, String> {

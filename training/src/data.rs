@@ -121,6 +121,24 @@ pub struct Batch {
     pub z_weight: f64,
 }
 
+impl Batch {
+    /// The network's input: the crops as one `[crops, 1, z, y, x]` block (only the first
+    /// `pairs` crops for Naïve, whose second crops are the same).
+    pub fn to_tensor_data(&self, config: &TrainConfig) -> burn::tensor::TensorData {
+        let crops = if config.variant == Variant::Naive {
+            &self.crops[..config.pairs.min(self.crops.len())]
+        } else {
+            &self.crops[..]
+        };
+        let [sx, sy, sz] = config.crop_size;
+        let mut voxels = Vec::with_capacity(crops.len() * sx * sy * sz);
+        for c in crops {
+            voxels.extend_from_slice(&c.voxels);
+        }
+        burn::tensor::TensorData::new(voxels, [crops.len(), 1, sz, sy, sx])
+    }
+}
+
 /// The batch of a step: a pure function of the config, the scans and the step number.
 pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Batch {
     let mut rng =

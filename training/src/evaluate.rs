@@ -18,12 +18,15 @@ use glam::DVec3;
 pub struct HeldOut {
     scans: Vec<HeldOutScan>,
     device: Device,
+    /// Retrieval searches every map cell, not only those inside the body (for comparison with
+    /// the figures before retrieval kept to the body).
+    pub search_everywhere: bool,
 }
 
 #[derive(Debug)]
 struct HeldOutScan {
     name: String,
-    hu: ape::Volume<f32>,
+    scan: Scan,
     centres: Vec<(u16, DVec3)>,
     body: WorldBox,
 }
@@ -96,12 +99,16 @@ impl HeldOut {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                hu: scan.volume,
+                scan,
                 centres,
                 body,
             });
         }
-        Ok(Self { scans, device })
+        Ok(Self {
+            scans,
+            device,
+            search_everywhere: false,
+        })
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -117,14 +124,24 @@ impl HeldOut {
                 embed_scan(
                     model,
                     &self.device,
-                    &s.hu,
+                    &s.scan.volume,
                     &EmbedOptions::default(),
                     &mut |_| {},
                 )
                 .map(|r| r.0)
             })
             .collect::<Result<_, _>>()?;
-        let indices: Vec<MapIndex> = maps.iter().map(MapIndex::build).collect();
+        let indices: Vec<MapIndex> = maps
+            .iter()
+            .zip(&self.scans)
+            .map(|(map, s)| {
+                if self.search_everywhere {
+                    MapIndex::build(map)
+                } else {
+                    MapIndex::build_in_body(map, &s.scan)
+                }
+            })
+            .collect();
         let mut ape_pairs = Vec::new();
         let mut base_pairs = Vec::new();
         for (a, query) in self.scans.iter().enumerate() {

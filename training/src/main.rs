@@ -51,6 +51,37 @@ enum Command {
             default_value = "btcv_25,btcv_26,btcv_27,btcv_28,btcv_29"
         )]
         scans: Vec<String>,
+        /// Retrieve among all map cells, not only those inside the body.
+        #[arg(long)]
+        everywhere: bool,
+    },
+    /// The mean of several model files' weights (copies of one run: stochastic weight
+    /// averaging), written as one model file.
+    Average {
+        /// Model files of the same network.
+        #[arg(required = true)]
+        models: Vec<PathBuf>,
+        #[arg(long, short)]
+        out: PathBuf,
+        /// The averaged model's description (default: the first one's, with the list).
+        #[arg(long)]
+        description: Option<String>,
+        /// Recompute the batch norms' running statistics over the scans of these folders,
+        /// leaving out --hold-out: over training batches (--crops-config) or whole scans.
+        #[arg(long)]
+        recalibrate: Vec<PathBuf>,
+        /// Recalibrate on the batches of this training config (its crops and augmentations),
+        /// `--batches` of them, instead of on whole scans.
+        #[arg(long)]
+        crops_config: Option<PathBuf>,
+        #[arg(long, default_value_t = 200)]
+        batches: usize,
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "btcv_25,btcv_26,btcv_27,btcv_28,btcv_29"
+        )]
+        hold_out: Vec<String>,
     },
     /// List the scans found in the folders, read exactly as training reads them.
     Inventory {
@@ -121,7 +152,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inventory { folders } => inventory(&folders),
-        Command::Evaluate { model, data, scans } => {
+        Command::Average {
+            models,
+            out,
+            description,
+            recalibrate,
+            crops_config,
+            batches,
+            hold_out,
+        } => average(
+            &models,
+            &out,
+            description,
+            &recalibrate,
+            crops_config.as_deref().map(|c| (c, batches)),
+            &hold_out,
+        ),
+        Command::Evaluate {
+            model,
+            data,
+            scans,
+            everywhere,
+        } => {
             let cpu = ape::model::backend::cpu();
             let model = match model {
                 Some(path) => ape::model::ApeModel::load(&path, &cpu.device)?,
@@ -133,7 +185,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "need at least two labelled scans in {}",
                 data.display()
             );
-            let held_out = evaluate::HeldOut::load(&pairs, cpu.device)?;
+            let mut held_out = evaluate::HeldOut::load(&pairs, cpu.device)?;
+            held_out.search_everywhere = everywhere;
             println!("model: {}", model.meta.description);
             println!("scans: {}", held_out.names().join(", "));
             let report = held_out.evaluate(&model)?;
@@ -240,6 +293,69 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         losses.last().map_or(f32::NAN, |l| l.total),
         args.out.join("checkpoint/model.apemodel").display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn average(
+    paths: &[PathBuf],
+    out: &std::path::Path,
+    description: Option<String>,
+    recalibrate: &[PathBuf],
+    crops: Option<(&std::path::Path, usize)>,
+    hold_out: &[String],
+) -> anyhow::Result<ExitCode> {
+    let cpu = ape::model::backend::cpu();
+    let models = paths
+        .iter()
+        .map(|p| ape::model::ApeModel::load(p, &cpu.device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = models
+        .first()
+        .map(|m| m.meta.description.clone())
+        .unwrap_or_default();
+    let mut model = ape::model::average::average(models)?;
+    let mut what = format!("mean of the weights of {}", names(paths));
+    if !recalibrate.is_empty() {
+        let files = data::training_files(recalibrate, hold_out)?;
+        anyhow::ensure!(!files.is_empty(), "no scans found in {recalibrate:?}");
+        let inputs: Box<dyn Iterator<Item = burn::tensor::TensorData>> =
+            if let Some((config, count)) = crops {
+                let config = TrainConfig::load_with_defaults(config)?;
+                let mut scans = Vec::with_capacity(files.len());
+                for path in &files {
+                    scans.push(data::TrainScan::load(path, model.meta.hu_window)?);
+                }
+                what.push_str(&format!(
+                ", batch-norm statistics recomputed on {count} training batches of {} scans ({})",
+                files.len(),
+                names(&files)
+            ));
+                // Made one at a time: a batch is tens of megabytes.
+                Box::new((0..count).map(move |step| {
+                    data::make_batch(&config, &scans, step).to_tensor_data(&config)
+                }))
+            } else {
+                let mut inputs = Vec::with_capacity(files.len());
+                for path in &files {
+                    let scan = ape::scan::Scan::read(path)?;
+                    let input = ape::embed::prepare_input(&model, &scan.volume)
+                        .with_context(|| format!("preparing {}", path.display()))?;
+                    let (voxels, [x, y, z]) = ape::embed::padded_input(&model, &input);
+                    inputs.push(burn::tensor::TensorData::new(voxels, [1, 1, z, y, x]));
+                }
+                what.push_str(&format!(
+                    ", batch-norm statistics recomputed on {} whole scans ({})",
+                    files.len(),
+                    names(&files)
+                ));
+                Box::new(inputs.into_iter())
+            };
+        model = ape::model::average::recalibrate_norms(model, inputs, &cpu.device);
+        println!("recalibrated on {}", names(&files));
+    }
+    model.meta.description = description.unwrap_or_else(|| format!("{what}: {first}"));
+    model.save(out)?;
+    println!("wrote {} ({what})", out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -143,15 +143,7 @@ impl Trainer {
         } else {
             &batch.crops[..]
         };
-        let [sx, sy, sz] = config.crop_size;
-        let mut voxels = Vec::with_capacity(crops.len() * sx * sy * sz);
-        for c in crops {
-            voxels.extend_from_slice(&c.voxels);
-        }
-        let input = Tensor::<5>::from_data(
-            TensorData::new(voxels, [crops.len(), 1, sz, sy, sx]),
-            &self.device,
-        );
+        let input = Tensor::<5>::from_data(batch.to_tensor_data(config), &self.device);
         let mut cells = Vec::with_capacity(crops.len() * k * 3);
         for (index, crop) in crops.iter().enumerate() {
             for p in &batch.points[index % pairs] {
