@@ -378,6 +378,7 @@ impl ApeNet {
                 &out_norm,
                 false,
             )?,
+            wide_kernel: true,
         })
     }
 }
