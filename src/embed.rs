@@ -149,7 +149,7 @@ pub fn embed_input(
     }
     let total = axis_tiles.iter().map(Vec::len).product::<usize>();
 
-    // On burn's CPU backend the network runs on `cpu_net` instead: the same function, ~7× faster.
+    // On burn's CPU backend the network runs on `cpu_net` instead: the same function, ~11× faster.
     let cpu_net = if *device == Device::flex() {
         Some(model.net.cpu_inference().map_err(EmbedError::CpuWeights)?)
     } else {

@@ -147,8 +147,10 @@ fn voxel_count(shape: [usize; 3]) -> u64 {
 #[inline]
 fn axis_weights(v: f64, n: usize) -> (usize, usize, f32) {
     let v = v.clamp(0.0, (n - 1) as f64);
-    let lo = v.floor();
-    let i0 = lo as usize;
+    // v ≥ 0, so truncation is the floor (and no libm call: `floor` is not an instruction on
+    // baseline x86-64).
+    let i0 = v as usize;
+    let lo = i0 as f64;
     let i1 = (i0 + 1).min(n - 1);
     (i0, i1, (v - lo) as f32)
 }
