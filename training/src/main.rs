@@ -325,11 +325,10 @@ fn average(
                 for path in &files {
                     scans.push(data::TrainScan::load(path, model.meta.hu_window)?);
                 }
+                let scans_used = format!("{} scans ({})", files.len(), names(&files));
                 what.push_str(&format!(
-                ", batch-norm statistics recomputed on {count} training batches of {} scans ({})",
-                files.len(),
-                names(&files)
-            ));
+                    ", batch-norm statistics recomputed on {count} training batches of {scans_used}"
+                ));
                 // Made one at a time: a batch is tens of megabytes.
                 Box::new((0..count).map(move |step| {
                     data::make_batch(&config, &scans, step).to_tensor_data(&config)
