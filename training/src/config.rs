@@ -115,6 +115,11 @@ pub struct TrainConfig {
     /// that a run made where no labelled scans are (a lent GPU) can be evaluated afterwards.
     #[config(default = 0)]
     pub keep_every: usize,
+    /// Of each pair's positives, how many are drawn anywhere in the overlap (air, table) rather
+    /// than inside the body, as the reference code does, so that the embedding means a
+    /// position outside the body too. 0: body voxels only (method.md).
+    #[config(default = 0)]
+    pub outside_per_pair: usize,
 }
 
 impl TrainConfig {

@@ -53,7 +53,8 @@ impl TrainScan {
         })
     }
 
-    fn is_body(&self, world: DVec3) -> bool {
+    /// Whether a world point is inside the body (above the body threshold).
+    pub fn is_body(&self, world: DVec3) -> bool {
         sample_linear(&self.volume, self.volume.world_to_voxel(world))
             .is_some_and(|v| v > BODY_THRESHOLD)
     }
@@ -188,7 +189,8 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
         } else {
             (origin1, spacing1)
         };
-        // Positives: body voxels inside both crops (and inside the scan).
+        // Positives: body voxels inside both crops (and inside the scan); the first
+        // `outside_per_pair` anywhere in the overlap.
         let box_of = |o: DVec3, s: DVec3| {
             WorldBox::new(o - s * 0.5, o + s * (extent_voxels - DVec3::splat(0.5)))
         };
@@ -202,7 +204,7 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
                 tries += 1;
                 let t = DVec3::new(rng.random(), rng.random(), rng.random());
                 let p = overlap.min + (overlap.max - overlap.min) * t;
-                if scan.is_body(p) {
+                if pts.len() < config.outside_per_pair || scan.is_body(p) {
                     pts.push(p);
                 }
             }

@@ -233,6 +233,30 @@ fn crop_pairs_agree_on_their_positive_voxels() {
     );
 }
 
+#[test]
+fn outside_positives_are_drawn_outside_the_body_when_asked() {
+    let Some(path) = shared_scan("outside_positives_are_drawn_outside_the_body_when_asked") else {
+        return;
+    };
+    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
+    let config = TrainConfig::new(Variant::Equiv)
+        .with_augment(false)
+        .with_pairs(2)
+        .with_positives_per_pair(100)
+        .with_crop_size([48, 48, 32]);
+    let outside = |config: &TrainConfig| {
+        (0..4)
+            .flat_map(|step| make_batch(config, &scans, step).points)
+            .flatten()
+            .filter(|p| !scans[0].is_body(*p))
+            .count()
+    };
+    assert_eq!(outside(&config), 0, "method.md: body voxels only");
+    let with_outside = config.clone().with_outside_per_pair(40);
+    // The first 40 of each pair's 100 are drawn anywhere in the overlap: some land outside.
+    assert!(outside(&with_outside) > 0);
+}
+
 /// A run killed with SIGKILL at random moments always leaves a checkpoint that loads, and
 /// `--resume` continues from it (the step never goes back).
 #[test]
