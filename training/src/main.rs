@@ -16,6 +16,9 @@ use clap::{Parser, Subcommand};
 use ape_training::config::{TrainConfig, Variant};
 use ape_training::{data, evaluate, plot, train};
 
+/// The labelled scans kept out of the bundled model's training, for evaluation.
+const HELD_OUT: &str = "btcv_25,btcv_26,btcv_27,btcv_28,btcv_29";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "ape-train",
@@ -45,11 +48,7 @@ enum Command {
         /// Folder of labelled scans (BTCV layout).
         #[arg(long, default_value = "../shared/data/btcv")]
         data: PathBuf,
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "btcv_25,btcv_26,btcv_27,btcv_28,btcv_29"
-        )]
+        #[arg(long, value_delimiter = ',', default_value = HELD_OUT)]
         scans: Vec<String>,
         /// Retrieve among all map cells, not only those inside the body.
         #[arg(long)]
@@ -76,11 +75,7 @@ enum Command {
         crops_config: Option<PathBuf>,
         #[arg(long, default_value_t = 200)]
         batches: usize,
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "btcv_25,btcv_26,btcv_27,btcv_28,btcv_29"
-        )]
+        #[arg(long, value_delimiter = ',', default_value = HELD_OUT)]
         hold_out: Vec<String>,
     },
     /// List the scans found in the folders, read exactly as training reads them.
@@ -118,11 +113,7 @@ struct TrainArgs {
     init: Option<PathBuf>,
     /// Labelled scans kept out of training and used for retrieval evaluation (names without
     /// .nii.gz, found in the --data folders with their `_label` maps).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "btcv_25,btcv_26,btcv_27,btcv_28,btcv_29"
-    )]
+    #[arg(long, value_delimiter = ',', default_value = HELD_OUT)]
     hold_out: Vec<String>,
 }
 
