@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use glam::DVec3;
+use rayon::prelude::*;
 
 use crate::ape_map::{ApeMap, CHANNELS, Embedding};
 use crate::error::GeometryError;
@@ -243,24 +244,25 @@ fn extract_block(
     let data = volume.data();
     let mut out = vec![0.0f32; size.iter().product()];
     debug_assert!((0..3).all(|a| start[a] + size[a] <= padded[a]));
-    for k in 0..size[2] {
-        let gk = start[2] + k;
-        if gk >= shape[2] {
-            break;
-        }
-        for j in 0..size[1] {
-            let gj = start[1] + j;
-            if gj >= shape[1] {
-                break;
+    let x_end = (start[0] + size[0]).min(shape[0]);
+    let run = x_end.saturating_sub(start[0]);
+    // In parallel over output planes: the copy (tens of megabytes) also first-touches the
+    // freshly zeroed pages, which is most of its cost.
+    out.par_chunks_mut(size[0] * size[1])
+        .enumerate()
+        .for_each(|(k, plane)| {
+            let gk = start[2] + k;
+            if gk >= shape[2] || run == 0 {
+                return;
             }
-            let x_end = (start[0] + size[0]).min(shape[0]);
-            if start[0] >= x_end {
-                continue;
+            for (j, row) in plane.chunks_exact_mut(size[0]).enumerate() {
+                let gj = start[1] + j;
+                if gj >= shape[1] {
+                    break;
+                }
+                let src = start[0] + shape[0] * (gj + shape[1] * gk);
+                row[..run].copy_from_slice(&data[src..src + run]);
             }
-            let src = start[0] + shape[0] * (gj + shape[1] * gk);
-            let dst = size[0] * (j + size[1] * k);
-            out[dst..dst + x_end - start[0]].copy_from_slice(&data[src..src + x_end - start[0]]);
-        }
-    }
+        });
     out
 }

@@ -194,7 +194,9 @@ impl Pool {
             .map(|(i, _)| i);
         let mut buffer = match best {
             Some(i) => self.0.swap_remove(i),
-            None => Vec::with_capacity(len),
+            // Zeroed by the allocator (fresh pages from the kernel), not by a write pass here:
+            // the pages are then first touched by the parallel tiles that fill them.
+            None => return vec![0.0; len],
         };
         if buffer.len() > len {
             buffer.truncate(len);
