@@ -73,22 +73,6 @@ impl Conv<'_> {
     /// or writes during the call.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn tile(&self, out: *mut f32, q0: usize, n: usize) {
-        // SAFETY: the caller's promise, passed on.
-        unsafe {
-            if self.cout.is_multiple_of(64) {
-                self.columns::<6, 4>(out, q0, n);
-            } else if self.cout.is_multiple_of(32) {
-                self.columns::<12, 2>(out, q0, n);
-            } else {
-                self.columns::<24, 1>(out, q0, n);
-            }
-        }
-    }
-
-    /// # Safety
-    /// As [`Self::tile`], and `cout` a multiple of 16·J (the block functions' J).
-    #[target_feature(enable = "avx512f")]
-    unsafe fn columns<const P: usize, const J: usize>(&self, out: *mut f32, q0: usize, n: usize) {
         // Channel counts of this network's layers, as constants: each position's run then
         // sits at a constant offset from the first, with no address arithmetic per FMA.
         let channels = self.inputs.first().map_or(0, |i| i.channels);
@@ -98,24 +82,28 @@ impl Conv<'_> {
             ($block:ident, $single:ident) => {
                 match c {
                     16 => ($block::<16> as BlockFn, $single::<16> as BlockFn),
-                    32 => ($block::<32>, $single::<32>),
-                    64 => ($block::<64>, $single::<64>),
-                    _ => ($block::<0>, $single::<0>),
+                    32 => ($block::<32> as BlockFn, $single::<32> as BlockFn),
+                    64 => ($block::<64> as BlockFn, $single::<64> as BlockFn),
+                    _ => ($block::<0> as BlockFn, $single::<0> as BlockFn),
                 }
             };
         }
-        let (block, single): (BlockFn, BlockFn) = match J {
-            4 => pick!(block_6x4, block_1x4),
-            2 => pick!(block_12x2, block_1x2),
-            _ => pick!(block_24x1, block_1x1),
+        // Positions and 16-channel vectors per block, with the block functions of that shape.
+        let (positions, vectors, (block, single)) = if self.cout.is_multiple_of(64) {
+            (6, 4, pick!(block_6x4, block_1x4))
+        } else if self.cout.is_multiple_of(32) {
+            (12, 2, pick!(block_12x2, block_1x2))
+        } else {
+            (24, 1, pick!(block_24x1, block_1x1))
         };
-        for j0 in (0..self.cout).step_by(16 * J) {
+        for j0 in (0..self.cout).step_by(16 * vectors) {
             let mut q = q0;
-            // SAFETY: positions q..q+P (or q) lie in q0..q0+n: the caller's bounds hold.
+            // SAFETY: the caller's promise, for positions q..q+positions (or q) within
+            // q0..q0+n and channels j0..j0+16·vectors within cout (a multiple of 16·vectors).
             unsafe {
-                while q + P <= q0 + n {
+                while q + positions <= q0 + n {
                     block(self, out, q, j0);
-                    q += P;
+                    q += positions;
                 }
                 while q < q0 + n {
                     single(self, out, q, j0);
