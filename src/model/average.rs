@@ -95,16 +95,7 @@ pub fn average(mut models: Vec<ApeModel>) -> Result<ApeModel, AverageError> {
         sums: sums.into_iter(),
         count: models.len() + 1,
     };
-    let net = first.net.map(&mut replace);
-    let mut averaged = ApeModel {
-        net,
-        meta: first.meta,
-        id: 0,
-    };
-    averaged.id = averaged
-        .to_bytes()
-        .map_or(0, |b| crate::cache::bytes_hash(&b));
-    Ok(averaged)
+    Ok(ApeModel::new(first.net.map(&mut replace), first.meta))
 }
 
 /// The model with every batch norm's running statistics replaced by the mean of its batch
@@ -125,14 +116,7 @@ pub fn recalibrate_norms(
         net = net.with_norm_momentum(1.0 / seen as f64);
         drop(net.forward(Tensor::<5>::from_data(data, &autodiff)));
     }
-    let net = net.with_norm_momentum(0.1).valid();
-    let mut model = ApeModel {
-        net,
-        meta: model.meta,
-        id: 0,
-    };
-    model.id = model.to_bytes().map_or(0, |b| crate::cache::bytes_hash(&b));
-    model
+    ApeModel::new(net.with_norm_momentum(0.1).valid(), model.meta)
 }
 
 #[cfg(test)]

@@ -102,6 +102,11 @@ impl ApeModel {
         // Parameters are initialised lazily: materialise them while the seeded generator is held.
         let net = meta.net.init(device).materialize();
         drop(guard);
+        Self::new(net, meta)
+    }
+
+    /// A model of these weights, identified by the hash of its file's bytes.
+    pub fn new(net: ApeNet, meta: ModelMeta) -> Self {
         let mut model = Self { net, meta, id: 0 };
         model.id = model.to_bytes().map_or(0, |b| crate::cache::bytes_hash(&b));
         model
