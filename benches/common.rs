@@ -6,11 +6,15 @@ use ape::resample::resample_linear_onto;
 use ape::scan::Scan;
 use glam::DVec3;
 
-/// The shared data folder: `$APE_SHARED_DATA`, else `../shared/data` beside the clone.
+/// The shared data folder ([`ape::cohort::shared_data_dir`] beside the repository, whichever of
+/// its two packages the bench belongs to).
 pub fn shared_data() -> PathBuf {
-    std::env::var_os("APE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"))
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repository = manifest
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or(manifest);
+    ape::cohort::shared_data_dir(repository)
 }
 
 /// The scans the benches time: btcv_02 from the shared data and the 512×512×300 scan made

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 #[path = "common.rs"]
 mod common;
 
-use ape::app::ApeApp;
-use ape::app::render::render_view;
-use ape::app::state::{OverlaySettings, ScanStatus};
+use ape_app::viewer::ApeApp;
+use ape_app::viewer::slice_picture::cpu::render_view;
+use ape_app::viewer::state::{OverlaySettings, ScanStatus};
 use ape::cache::MapCache;
 use ape::model::ApeModel;
 use ape::model::backend::cpu;
@@ -216,7 +216,7 @@ fn scrolling_frames(path: &Path, model: &Arc<ApeModel>, dir: &Path) -> anyhow::R
 
 /// The process's memory with the 20 BTCV scans opened, read and embedded in the app.
 fn twenty_scans(btcv: &Path, model: &Arc<ApeModel>, dir: &Path) -> anyhow::Result<()> {
-    let scans = ape::app::scans_in(btcv);
+    let scans = ape::cohort::scans_in(btcv)?;
     let before = rss_mb();
     let mut harness = app_harness(model, &dir.join("cache-20"));
     let t = Instant::now();

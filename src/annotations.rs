@@ -224,16 +224,9 @@ impl BoxSet {
         Ok(set)
     }
 
-    /// Saves in the format the extension names: `.mrk.json`, `.json` or `.csv`; atomically.
+    /// Saves in the format the extension names ([`BoxFormat::from_path`]); atomically.
     pub fn save(&self, path: &Path) -> Result<(), AnnotationError> {
-        let name = path.to_string_lossy().to_lowercase();
-        let text = if name.ends_with(".mrk.json") {
-            self.to_slicer_markups()
-        } else if name.ends_with(".csv") {
-            self.to_csv()
-        } else {
-            self.to_json()
-        };
+        let text = BoxFormat::from_path(path).write(self);
         crate::io::atomic::write_atomically(path, text.as_bytes()).map_err(|source| {
             AnnotationError::Io {
                 path: path.display().to_string(),
@@ -248,18 +241,83 @@ impl BoxSet {
             path: path.display().to_string(),
             source,
         })?;
+        BoxFormat::from_path(path)
+            .read(&text)
+            .map_err(|detail| AnnotationError::Parse {
+                path: path.display().to_string(),
+                detail,
+            })
+    }
+}
+
+/// The box file formats: one list for saving, loading, file dialogs and help texts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoxFormat {
+    /// 3D Slicer ROI markups, LPS: a box opens in Slicer.
+    SlicerMarkups,
+    /// [`BoxSet`] as JSON, RAS mm, predictions with their α.
+    Json,
+    /// One row per box, RAS mm.
+    Csv,
+}
+
+impl BoxFormat {
+    pub const ALL: [Self; 3] = [Self::SlicerMarkups, Self::Json, Self::Csv];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SlicerMarkups => "3D Slicer ROI markups, LPS",
+            Self::Json => "JSON",
+            Self::Csv => "CSV",
+        }
+    }
+
+    /// The file name's ending, without the first dot.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::SlicerMarkups => "mrk.json",
+            Self::Json => "json",
+            Self::Csv => "csv",
+        }
+    }
+
+    /// The format a file name's ending names, the longest ending first (`.mrk.json` is also
+    /// `.json`); JSON for any other name.
+    pub fn from_path(path: &Path) -> Self {
         let name = path.to_string_lossy().to_lowercase();
-        let parsed = if name.ends_with(".mrk.json") {
-            Self::from_slicer_markups(&text)
-        } else if name.ends_with(".csv") {
-            Self::from_csv(&text)
-        } else {
-            Self::from_json(&text)
-        };
-        parsed.map_err(|detail| AnnotationError::Parse {
-            path: path.display().to_string(),
-            detail,
-        })
+        Self::ALL
+            .into_iter()
+            .filter(|f| {
+                name.strip_suffix(f.extension())
+                    .is_some_and(|stem| stem.ends_with('.'))
+            })
+            .max_by_key(|f| f.extension().len())
+            .unwrap_or(Self::Json)
+    }
+
+    /// Every format for a help text: `.mrk.json (3D Slicer ROI markups, LPS), .json (JSON), …`.
+    pub fn list() -> String {
+        Self::ALL
+            .iter()
+            .map(|f| format!(".{} ({})", f.extension(), f.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn write(self, set: &BoxSet) -> String {
+        match self {
+            Self::SlicerMarkups => set.to_slicer_markups(),
+            Self::Json => set.to_json(),
+            Self::Csv => set.to_csv(),
+        }
+    }
+
+    pub fn read(self, text: &str) -> Result<BoxSet, String> {
+        match self {
+            Self::SlicerMarkups => BoxSet::from_slicer_markups(text),
+            Self::Json => BoxSet::from_json(text),
+            Self::Csv => BoxSet::from_csv(text),
+        }
     }
 }
 
@@ -362,6 +420,20 @@ mod tests {
                 (back.boxes[0].bbox.min - set.boxes[0].bbox.min).length() < 1e-9,
                 "{name}"
             );
+        }
+    }
+
+    #[test]
+    fn the_longest_ending_names_the_format() {
+        let of = |name: &str| BoxFormat::from_path(Path::new(name));
+        assert_eq!(of("a/boxes.mrk.json"), BoxFormat::SlicerMarkups);
+        assert_eq!(of("BOXES.MRK.JSON"), BoxFormat::SlicerMarkups);
+        assert_eq!(of("boxes.json"), BoxFormat::Json);
+        assert_eq!(of("boxes.csv"), BoxFormat::Csv);
+        assert_eq!(of("boxes.txt"), BoxFormat::Json);
+        assert_eq!(of("boxesmrk.json"), BoxFormat::Json);
+        for f in BoxFormat::ALL {
+            assert_eq!(of(&format!("x.{}", f.extension())), f);
         }
     }
 

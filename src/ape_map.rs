@@ -40,11 +40,6 @@ impl ApeMap {
         sample_linear(&self.cells, self.cells.world_to_voxel(world))
     }
 
-    /// World point of the centre of a map cell.
-    pub fn cell_world(&self, cell: [usize; 3]) -> DVec3 {
-        self.cells.voxel_to_world(cell)
-    }
-
     /// One embedding channel as a scalar volume on the map's grid.
     pub fn channel(&self, c: usize) -> Volume<f32> {
         let c = c.min(CHANNELS - 1);

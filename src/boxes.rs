@@ -2,28 +2,158 @@
 //! a target scan, box the retrieved points, average the boxes over supports; then the
 //! recall-safe enlargement α that crops a scan to an organ with 0.99 recall, and VR@99.
 
+use std::borrow::Cow;
+
 use glam::DVec3;
 use rayon::prelude::*;
 
-use crate::ape_map::ApeMap;
 use crate::geometry::WorldBox;
+use crate::labels::OrganStats;
 use crate::retrieval::Target;
 
 /// The recall the enlargement must reach (method.md: crop at 0.99 recall).
 pub const TARGET_RECALL: f64 = 0.99;
 
-/// One support of an organ: its scan's map and the organ's six edge points there (world mm).
-#[derive(Debug, Clone, Copy)]
-pub struct Support<'a> {
-    pub map: &'a ApeMap,
+/// One support of an organ: a scan (`S`: whatever the transfer needs of it, such as a retrieval
+/// [`Target`] or an index into a cohort), the organ's six edge points there (world mm) from a
+/// label map or a drawn box, and the points its recall is measured on (its voxels, or a lattice
+/// filling the drawn box).
+#[derive(Debug, Clone)]
+pub struct Support<'a, S> {
+    pub scan: S,
     pub edges: [DVec3; 6],
+    pub recall_points: Cow<'a, [DVec3]>,
+}
+
+impl<'a, S> Support<'a, S> {
+    /// A support from a label map: the organ's edge points, recall on its voxels.
+    pub fn from_organ(scan: S, organ: &OrganStats, voxels: &'a [DVec3]) -> Self {
+        Self {
+            scan,
+            edges: organ.edges.points(),
+            recall_points: Cow::Borrowed(voxels),
+        }
+    }
+
+    /// A support from a box drawn by a user: its faces' centres, recall on a lattice filling it
+    /// (the box stands in for the organ).
+    pub fn from_drawn_box(scan: S, b: &WorldBox) -> Self {
+        Self {
+            scan,
+            edges: edges_of_box(b),
+            recall_points: Cow::Owned(box_lattice(b)),
+        }
+    }
+}
+
+/// A few-shot box prediction on one target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BoxPrediction {
+    /// The mean of the supports' located boxes.
+    pub bbox: WorldBox,
+    /// The enlargement for [`TARGET_RECALL`], calibrated on the supports or given; `None` with
+    /// fewer than two supports and none given.
+    pub alpha: Option<f64>,
+    /// `bbox` scaled by α about its centre.
+    pub enlarged: Option<WorldBox>,
+}
+
+/// The few-shot box pipeline of method.md, once for every front end: the supports' six edge
+/// points carried to a target by `transfer(from, point, to)`, boxed per support, the boxes
+/// averaged; α for 0.99 recall calibrated leave-one-out on the supports (each support's box
+/// predicted from the others and checked against its own recall points) unless given.
+#[derive(Debug)]
+pub struct FewShotBoxes<'a, S, T> {
+    supports: Vec<Support<'a, S>>,
+    transfer: T,
+    alpha: Option<f64>,
+}
+
+impl<'a, S, T> FewShotBoxes<'a, S, T>
+where
+    S: Sync,
+    T: Fn(&S, DVec3, &S) -> Option<DVec3> + Sync,
+{
+    /// The predictor, with α calibrated on the supports for [`TARGET_RECALL`].
+    pub fn calibrated(supports: Vec<Support<'a, S>>, transfer: T) -> Self {
+        let mut this = Self {
+            supports,
+            transfer,
+            alpha: None,
+        };
+        this.alpha = this.leave_one_out_alpha(TARGET_RECALL);
+        this
+    }
+
+    /// The predictor with a given α (no calibration).
+    pub fn with_alpha(supports: Vec<Support<'a, S>>, transfer: T, alpha: f64) -> Self {
+        Self {
+            supports,
+            transfer,
+            alpha: Some(alpha),
+        }
+    }
+
+    pub fn supports(&self) -> &[Support<'a, S>] {
+        &self.supports
+    }
+
+    pub fn alpha(&self) -> Option<f64> {
+        self.alpha
+    }
+
+    /// The box on `target`; `None` when no support's points could all be carried there.
+    pub fn predict(&self, target: &S) -> Option<BoxPrediction> {
+        let edges: Vec<[DVec3; 6]> = self.supports.iter().map(|s| s.edges).collect();
+        let bbox = predict_box_by(&edges, |i, p| {
+            (self.transfer)(&self.supports[i].scan, p, target)
+        })?;
+        Some(BoxPrediction {
+            bbox,
+            alpha: self.alpha,
+            enlarged: self.alpha.map(|a| bbox.scaled(a)),
+        })
+    }
+
+    /// α from the supports alone (leave one out); `None` with fewer than two.
+    fn leave_one_out_alpha(&self, target_recall: f64) -> Option<f64> {
+        let edges: Vec<[DVec3; 6]> = self.supports.iter().map(|s| s.edges).collect();
+        let voxels: Vec<&[DVec3]> = self.supports.iter().map(|s| &*s.recall_points).collect();
+        calibrate_alpha_leave_one_out(
+            &edges,
+            &voxels,
+            |from, p, to| (self.transfer)(&self.supports[from].scan, p, &self.supports[to].scan),
+            target_recall,
+        )
+    }
+}
+
+/// Carries a point between scans by APE retrieval: embedded on the source's map, found on the
+/// destination's.
+pub fn ape_transfer(from: &Target<'_>, point: DVec3, to: &Target<'_>) -> Option<DVec3> {
+    to.locate(from.map, point)
+}
+
+/// Points filling a box on a 9 × 9 × 9 lattice: a drawn box's stand-in for its organ's voxels.
+fn box_lattice(b: &WorldBox) -> Vec<DVec3> {
+    let n = 8;
+    let mut points = Vec::with_capacity((n + 1) * (n + 1) * (n + 1));
+    for k in 0..=n {
+        for j in 0..=n {
+            for i in 0..=n {
+                let t = DVec3::new(i as f64, j as f64, k as f64) / n as f64;
+                points.push(b.min + (b.max - b.min) * t);
+            }
+        }
+    }
+    points
 }
 
 /// The few-shot prediction with any way of carrying a point from support `s` to the target
 /// (`locate(s, point)`): per support, the box of its six located edge points; then the
 /// coordinate-wise mean of those boxes. Supports with a point that cannot be located are
 /// skipped; `None` when none is left.
-pub fn predict_box_by<F>(support_edges: &[[DVec3; 6]], locate: F) -> Option<WorldBox>
+fn predict_box_by<F>(support_edges: &[[DVec3; 6]], locate: F) -> Option<WorldBox>
 where
     F: Fn(usize, DVec3) -> Option<DVec3> + Sync,
 {
@@ -36,13 +166,6 @@ where
         })
         .collect();
     mean_box(&boxes)
-}
-
-/// The few-shot prediction by APE retrieval: each support's edge points embedded on its own
-/// map and retrieved on the target's.
-pub fn predict_box(target: Target<'_>, supports: &[Support<'_>]) -> Option<WorldBox> {
-    let edges: Vec<[DVec3; 6]> = supports.iter().map(|s| s.edges).collect();
-    predict_box_by(&edges, |s, p| target.locate(supports[s].map, p))
 }
 
 /// The six edge points of a box drawn by a user (no mask to take them from): the centres of its
@@ -119,7 +242,7 @@ pub fn calibrate_alpha(cases: &[(WorldBox, &[DVec3])], target_recall: f64) -> Op
 /// supports, with `locate(from, point, to)` carrying a point between supports; then the largest
 /// α any support needs to reach `target_recall` of its own `voxels`. `None` with fewer than two
 /// supports.
-pub fn calibrate_alpha_leave_one_out<F>(
+fn calibrate_alpha_leave_one_out<F>(
     edges: &[[DVec3; 6]],
     voxels: &[&[DVec3]],
     locate: F,

@@ -1,10 +1,10 @@
 //! An on-disk cache of APE maps keyed by the scan file's content and the model, so that a scan
 //! is embedded once.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::ape_map::ApeMap;
+use crate::hash::{file_hash, volume_hash};
 
 #[derive(Debug, Clone)]
 pub struct MapCache {
@@ -57,69 +57,71 @@ pub struct CacheKey {
     pub model: u128,
 }
 
-/// A 128-bit hash (XXH3) of a file's content, streamed.
-pub fn file_hash(path: &Path) -> std::io::Result<u128> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.digest128())
+/// How [`embed_cached`] uses the cache.
+#[derive(Debug, Clone, Copy)]
+pub enum CacheUse<'a> {
+    /// Compute, store nothing (a model that changes, as in training).
+    Off,
+    /// A cached map when there is one; else compute and store.
+    ReadWrite(&'a MapCache),
+    /// Compute even when cached, and store the new map.
+    Refresh(&'a MapCache),
 }
 
-/// A 128-bit hash of a volume: its voxel values, shape and affine.
-pub fn volume_hash(volume: &crate::Volume<f32>) -> u128 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    for n in volume.shape() {
-        hasher.update(&(n as u64).to_le_bytes());
-    }
-    for row in volume.affine().to_rows() {
-        for v in row {
-            hasher.update(&v.to_le_bytes());
-        }
-    }
-    let mut buf = Vec::with_capacity(4 << 16);
-    for chunk in volume.data().chunks(1 << 16) {
-        buf.clear();
-        buf.extend(chunk.iter().flat_map(|v| v.to_le_bytes()));
-        hasher.update(&buf);
-    }
-    hasher.digest128()
+/// A scan's map as [`embed_cached`] found or made it.
+#[derive(Debug)]
+pub struct Embedded {
+    pub map: ApeMap,
+    /// Stage times when the map was computed; `None` when it came from the cache.
+    pub times: Option<crate::embed::StageTimes>,
+    /// Why the map could not be stored (it is still returned; the next run recomputes it).
+    pub warning: Option<String>,
 }
 
-/// A 128-bit hash of bytes in memory.
-pub fn bytes_hash(bytes: &[u8]) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(bytes)
+impl Embedded {
+    pub fn from_cache(&self) -> bool {
+        self.times.is_none()
+    }
 }
 
-/// The map of a scan file: from the cache when there (`None` times), else computed (reporting
-/// progress 0…1) and stored. A cache that cannot be written costs a recomputation later, so it
-/// only warns on stderr.
-pub fn embed_file_cached(
-    cache: Option<&MapCache>,
+/// What a scan's map depends on besides the model: a file by its bytes; a DICOM series (a
+/// folder, or one series of it) by its voxels in HU and its grid.
+pub fn scan_key(source: &Path, scan_hu: &crate::Volume<f32>) -> u128 {
+    if source.is_file()
+        && let Ok(hash) = file_hash(source)
+    {
+        return hash;
+    }
+    volume_hash(scan_hu)
+}
+
+/// The one way a scan becomes a map: from the cache when there, else computed (reporting
+/// progress 0…1) and stored. `source` is the path the scan was read from (a file, a DICOM
+/// folder or series), which keys the cache with the model.
+pub fn embed_cached(
+    cache: CacheUse<'_>,
     model: &crate::model::ApeModel,
     device: &burn::tensor::Device,
-    scan_path: &Path,
+    source: &Path,
     scan_hu: &crate::Volume<f32>,
     progress: &mut dyn FnMut(f32),
-) -> Result<(ApeMap, Option<crate::embed::StageTimes>), crate::embed::EmbedError> {
-    // A file is keyed by its bytes; a DICOM series (a folder, or one series of it) by its voxels
-    // in HU and its grid, which is what the map depends on.
-    let key = cache
-        .map(|_| file_hash(scan_path).unwrap_or_else(|_| volume_hash(scan_hu)))
-        .map(|scan| CacheKey {
-            scan,
-            model: model.id,
-        });
-    if let (Some(cache), Some(key)) = (cache, key)
+) -> Result<Embedded, crate::embed::EmbedError> {
+    let store = match cache {
+        CacheUse::Off => None,
+        CacheUse::ReadWrite(c) | CacheUse::Refresh(c) => Some(c),
+    };
+    let key = store.map(|_| CacheKey {
+        scan: scan_key(source, scan_hu),
+        model: model.id,
+    });
+    if let (CacheUse::ReadWrite(cache), Some(key)) = (cache, key)
         && let Some(map) = cache.get(&key)
     {
-        return Ok((map, None));
+        return Ok(Embedded {
+            map,
+            times: None,
+            warning: None,
+        });
     }
     let (map, times) = crate::embed::embed_scan(
         model,
@@ -128,35 +130,15 @@ pub fn embed_file_cached(
         &crate::embed::EmbedOptions::default(),
         progress,
     )?;
-    if let (Some(cache), Some(key)) = (cache, key)
-        && let Err(e) = cache.put(&key, &map)
-    {
-        eprintln!(
-            "warning: could not cache the map in {}: {e}",
-            cache.dir().display()
-        );
-    }
-    Ok((map, Some(times)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_volume_hash_sees_values_and_grid() {
-        let affine = crate::Affine::from_spacing(glam::DVec3::ONE, glam::DVec3::ZERO).unwrap();
-        let v = crate::Volume::from_fn([4, 3, 2], affine, |i, j, k| (i + j + k) as f32).unwrap();
-        let mut w = v.clone();
-        w.data_mut()[5] += 1.0;
-        let moved = crate::Volume::new(
-            v.data().to_vec(),
-            [4, 3, 2],
-            crate::Affine::from_spacing(glam::DVec3::ONE, glam::DVec3::X).unwrap(),
-        )
-        .unwrap();
-        assert_eq!(volume_hash(&v), volume_hash(&v.clone()));
-        assert_ne!(volume_hash(&v), volume_hash(&w));
-        assert_ne!(volume_hash(&v), volume_hash(&moved));
-    }
+    let warning = match (store, key) {
+        (Some(cache), Some(key)) => cache.put(&key, &map).err().map(|e| {
+            format!("could not cache the map in {}: {e}", cache.dir().display())
+        }),
+        _ => None,
+    };
+    Ok(Embedded {
+        map,
+        times: Some(times),
+        warning,
+    })
 }

@@ -1,5 +1,6 @@
-//! A labelled cohort on disk: scans beside their label maps, as in the BTCV layout
-//! (`X.nii.gz` with `X_label.nii.gz`, label names in the folder's `labels.json`).
+//! Scans on disk: the scans in a folder, a labelled cohort (scans beside their label maps, as in
+//! the BTCV layout: `X.nii.gz` with `X_label.nii.gz`, label names in the folder's
+//! `labels.json`), and where the project's shared data lives.
 
 use std::path::{Path, PathBuf};
 
@@ -24,13 +25,8 @@ pub enum CohortError {
     },
     #[error("{path}: no scan with a label map beside it (expected X.nii.gz with X_label.nii.gz)")]
     NoLabelledScans { path: PathBuf },
-    #[error("{path}: {found} labelled scans, but {needed} are needed ({why})")]
-    TooFew {
-        path: PathBuf,
-        found: usize,
-        needed: usize,
-        why: &'static str,
-    },
+    #[error("{path}: no labelled scan named {name:?} (expected {name}.nii.gz with {name}_label.nii.gz)")]
+    NotFound { path: PathBuf, name: String },
 }
 
 /// The name of a NIfTI file without `.nii` / `.nii.gz`; `None` for other files.
@@ -41,41 +37,72 @@ pub fn nifti_stem(path: &Path) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Every scan in `dir` with exactly one label map named `<scan>_<label|seg|mask…>.nii[.gz]`
+/// The project's shared data folder: `$APE_SHARED_DATA`, else `../shared/data` from `clone`
+/// (the repository's folder; the command line passes its working folder).
+pub fn shared_data_dir(clone: &Path) -> PathBuf {
+    std::env::var_os("APE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| clone.join("../shared/data"))
+}
+
+/// The scans in a folder: the folder itself when it holds a DICOM series; else its NIfTI files
+/// that are not label maps and its sub-folders that hold a DICOM series, by name.
+pub fn scans_in(dir: &Path) -> Result<Vec<PathBuf>, CohortError> {
+    if crate::io::dicom::is_dicom_folder(dir) {
+        return Ok(vec![dir.to_owned()]);
+    }
+    let mut scans: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|source| CohortError::Io {
+            path: dir.to_owned(),
+            source,
+        })?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            (p.is_file() && nifti_stem(p).is_some() && !named_like_label_map(p))
+                || (p.is_dir() && crate::io::dicom::is_dicom_folder(p))
+        })
+        .collect();
+    scans.sort();
+    Ok(scans)
+}
+
+/// Every NIfTI scan in `dir` with exactly one label map named `<scan>_<label|seg|mask…>.nii[.gz]`
 /// beside it, ordered by name. Scans without one are left out.
 pub fn labelled_cases(dir: &Path) -> Result<Vec<LabelledCase>, CohortError> {
-    let io = |source| CohortError::Io {
-        path: dir.to_owned(),
-        source,
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && nifti_stem(p).is_some())
+    let cases: Vec<LabelledCase> = scans_in(dir)?
+        .into_iter()
+        .filter_map(|scan| {
+            Some(LabelledCase {
+                name: nifti_stem(&scan)?,
+                labels: label_map_for(&scan)?,
+                scan,
+            })
+        })
         .collect();
-    files.sort();
-    let (label_files, scans): (Vec<_>, Vec<_>) =
-        files.into_iter().partition(|p| named_like_label_map(p));
-    let mut cases = Vec::new();
-    for scan in scans {
-        let Some(name) = nifti_stem(&scan) else {
-            continue;
-        };
-        let mut matches = label_files.iter().filter(|l| is_label_map_of(&name, l));
-        if let (Some(labels), None) = (matches.next(), matches.next()) {
-            cases.push(LabelledCase {
-                name,
-                scan: scan.clone(),
-                labels: labels.clone(),
-            });
-        }
-    }
     if cases.is_empty() {
         return Err(CohortError::NoLabelledScans {
             path: dir.to_owned(),
         });
     }
     Ok(cases)
+}
+
+/// The labelled cases of `dir` named in `names` (without extension), in that order; a name
+/// with no labelled scan is an error.
+pub fn labelled_cases_named(dir: &Path, names: &[String]) -> Result<Vec<LabelledCase>, CohortError> {
+    let all = labelled_cases(dir)?;
+    names
+        .iter()
+        .map(|n| {
+            all.iter()
+                .find(|c| &c.name == n)
+                .cloned()
+                .ok_or_else(|| CohortError::NotFound {
+                    path: dir.to_owned(),
+                    name: n.clone(),
+                })
+        })
+        .collect()
 }
 
 /// Whether `file` is named as the label map of the scan called `scan_name`

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::VolumeError;
 use crate::intensity::HuWindow;
-use crate::io::nifti::{NiftiVolume, read_label_volume};
+use crate::io::StoredVolume;
+use crate::io::nifti::read_label_volume;
 use crate::volume::Volume;
 
 /// World coordinates closer than this (mm) count as equal when picking edge points, so that
@@ -90,7 +91,7 @@ impl LabelMap {
 
     /// A label map from a NIfTI volume already read as f32; every voxel must be a whole number
     /// from 0 to 65535.
-    pub fn from_nifti(nifti: NiftiVolume) -> Result<Self, VolumeError> {
+    pub fn from_nifti(nifti: StoredVolume) -> Result<Self, VolumeError> {
         let path = nifti.info.path;
         let bad = nifti
             .volume
@@ -135,6 +136,47 @@ impl LabelMap {
 
     pub fn organs(&self) -> Vec<OrganStats> {
         organ_stats(&self.volume)
+    }
+}
+
+/// A label map reduced to what landmarks and few-shot boxes need, without its voxel grid: each
+/// organ's statistics and the world points of its voxels.
+#[derive(Debug, Clone)]
+pub struct Organs {
+    pub names: BTreeMap<u16, String>,
+    pub stats: Vec<OrganStats>,
+    /// World points of each organ's voxels, for recall.
+    pub voxels: BTreeMap<u16, Vec<DVec3>>,
+}
+
+impl Organs {
+    pub fn of(labels: &LabelMap) -> Self {
+        Self {
+            names: labels.names.clone(),
+            stats: labels.organs(),
+            voxels: organ_voxel_points(&labels.volume),
+        }
+    }
+
+    pub fn get(&self, label: u16) -> Option<&OrganStats> {
+        self.stats.iter().find(|o| o.label == label)
+    }
+
+    /// The organ called `name` (any case): its statistics and voxel points.
+    pub fn named(&self, name: &str) -> Option<(&OrganStats, &[DVec3])> {
+        let (&label, _) = self
+            .names
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(name))?;
+        let stats = self.get(label)?;
+        Some((stats, self.voxels.get(&label).map_or(&[][..], Vec::as_slice)))
+    }
+
+    pub fn name_of(&self, label: u16) -> String {
+        self.names
+            .get(&label)
+            .cloned()
+            .unwrap_or_else(|| format!("label {label}"))
     }
 }
 
@@ -235,11 +277,6 @@ pub fn named_like_label_map(path: &Path) -> bool {
     ["label", "seg", "mask"]
         .iter()
         .any(|hint| name.contains(hint))
-}
-
-/// A mask of one label: 1 inside, 0 outside.
-pub fn organ_mask(labels: &Volume<u16>, label: u16) -> Volume<u8> {
-    labels.map(|&l| u8::from(l == label))
 }
 
 #[derive(Clone, Copy)]

@@ -1,7 +1,8 @@
 //! ape: Anatomical Positional Embeddings of CT scans.
 //!
-//! The library holds the domain; the `ape` application and the `training` crate are thin shells
-//! over it. Every coordinate a public function returns is physical: RAS millimetres, from the
+//! The library holds the domain and every use case once; the viewer and the `ape` command line
+//! (`src/app`, crate `ape-app`) and the trainer (`training`) are thin front ends over it, and no
+//! GUI or argument-parser type appears here. Every coordinate a public function returns is physical: RAS millimetres, from the
 //! file's affine.
 //!
 //! - [`geometry`]: the voxel→world [`Affine`](geometry::Affine), axis codes, world boxes.
@@ -17,28 +18,30 @@
 //! - [`retrieval`]: nearest-embedding retrieval, errors per axis, the body-box baseline.
 //! - [`annotations`]: organ boxes saved as JSON, CSV or 3D Slicer markups; undo/redo.
 //! - [`boxes`]: few-shot organ boxes, the recall-safe enlargement α, volume ratios.
-//! - [`cohort`]: labelled scans in a folder (BTCV layout).
+//! - [`cohort`]: the scans in a folder, labelled cohorts (BTCV layout), the shared data folder.
+//! - [`crop`]: a scan cropped to an organ's few-shot box from labelled supports.
 //! - [`evaluation`]: method.md's protocol on a labelled cohort, with its report and plots.
-//! - [`cache`]: APE maps cached on disk by scan content and model.
+//! - [`hash`]: content hashes of files, volumes and bytes.
+//! - [`cache`]: APE maps cached on disk by scan content and model; the one way a scan is embedded.
 //! - [`summary`]: what `ape info` reports about a file.
 //! - [`slicing`]: axial, coronal and sagittal slices in world space, window/level.
-//! - [`app`]: the eframe/egui viewer.
 
 pub mod annotations;
 pub mod ape_map;
-#[cfg(feature = "full")]
-pub mod app;
 #[cfg(feature = "full")]
 pub mod boxes;
 #[cfg(feature = "full")]
 pub mod cache;
 pub mod cohort;
 #[cfg(feature = "full")]
+pub mod crop;
+#[cfg(feature = "full")]
 pub mod embed;
 pub mod error;
 #[cfg(feature = "full")]
 pub mod evaluation;
 pub mod geometry;
+pub mod hash;
 pub mod intensity;
 pub mod io;
 pub mod labels;

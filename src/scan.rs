@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::error::VolumeError;
 use crate::intensity::{HuWindow, Intensity};
-use crate::io::nifti::{NiftiInfo, NiftiVolume};
+use crate::io::{StorageInfo, StoredVolume};
 use crate::labels::DatasetSidecar;
 use crate::volume::Volume;
 
@@ -13,7 +13,7 @@ use crate::volume::Volume;
 pub struct Scan {
     /// Voxel values in HU.
     pub volume: Volume<f32>,
-    pub info: NiftiInfo,
+    pub info: StorageInfo,
     /// How the stored values were turned into HU.
     pub intensity: Intensity,
     /// Smallest and largest stored value (after the file's own slope and intercept).
@@ -31,7 +31,7 @@ impl Scan {
     }
 
     /// A scan from a NIfTI volume already read.
-    pub fn from_nifti(nifti: NiftiVolume) -> Self {
+    pub fn from_nifti(nifti: StoredVolume) -> Self {
         let sidecar = DatasetSidecar::find_for(&nifti.info.path);
         let intensity = detect_intensity(&nifti.info, sidecar.as_ref());
         let mut volume = nifti.volume;
@@ -72,7 +72,7 @@ impl Scan {
     }
 }
 
-fn detect_intensity(info: &NiftiInfo, sidecar: Option<&DatasetSidecar>) -> Intensity {
+fn detect_intensity(info: &StorageInfo, sidecar: Option<&DatasetSidecar>) -> Intensity {
     if let Some(window) = sidecar.and_then(|s| s.hu_window) {
         let max_value = match info.datatype {
             "uint8" => 255.0,

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::error::VolumeError;
 use crate::geometry::WorldBox;
-use crate::io::nifti::NiftiVolume;
+use crate::io::StoredVolume;
 use crate::labels::LabelMap;
 use crate::scan::Scan;
 
@@ -102,6 +102,6 @@ pub fn summarize(path: &Path, kind: VolumeKind) -> Result<VolumeSummary, VolumeE
     Ok(summary)
 }
 
-fn looks_like_labels(nifti: &NiftiVolume) -> bool {
+fn looks_like_labels(nifti: &StoredVolume) -> bool {
     crate::labels::named_like_label_map(&nifti.info.path) && nifti.info.is_unscaled_integer()
 }

@@ -88,11 +88,6 @@ impl<T> Volume<T> {
         self.data
     }
 
-    /// Replaces the affine (the voxels stay as they are).
-    pub fn with_affine(self, affine: Affine) -> Self {
-        Self { affine, ..self }
-    }
-
     /// Index into `data()` of voxel (i, j, k). The caller keeps (i, j, k) inside the shape.
     #[inline]
     pub fn linear_index(&self, i: usize, j: usize, k: usize) -> usize {

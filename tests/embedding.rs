@@ -131,7 +131,7 @@ fn model_files_round_trip_and_bad_ones_are_refused() {
     let bytes = model.to_bytes().unwrap();
     let again = ApeModel::from_bytes(&bytes, "copy", &device).unwrap();
     assert_eq!(again.meta, model.meta);
-    assert_eq!(again.id, ape::cache::bytes_hash(&bytes));
+    assert_eq!(again.id, ape::hash::bytes_hash(&bytes));
     let scan = phantom_scan([64, 48, 32]);
     let options = EmbedOptions::default();
     let (a, _) = embed_scan(&model, &device, &scan, &options, &mut |_| {}).unwrap();
@@ -244,4 +244,41 @@ fn embed_writes_a_map_on_top_of_the_scan() {
             .iter()
             .all(|c| c.data().iter().all(|v| v.is_finite()))
     );
+}
+
+/// `ape embed` on a DICOM series folder goes through the map cache like a NIfTI file: the
+/// second run is a cache hit and says so, and writes the same map.
+#[test]
+fn embedding_a_dicom_series_twice_hits_the_cache() {
+    let Some(data) = common::shared_data("embedding_a_dicom_series_twice_hits_the_cache") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let series = data.join("ircad_17/dicom");
+    let embed = |out: &str| {
+        let map = dir.path().join(out);
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_ape"))
+            .args(["embed", "--backend", "cpu", "-o"])
+            .arg(&map)
+            .arg(&series)
+            .env("APE_CACHE_DIR", dir.path().join("cache"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(
+            run.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        (stdout, ape::io::nifti::read_nifti_vector(&map).unwrap())
+    };
+    let (first, first_map) = embed("first.nii.gz");
+    assert!(first.contains("network"), "{first}");
+    assert!(!first.contains("cache hit"), "{first}");
+    let (second, second_map) = embed("second.nii.gz");
+    assert!(second.contains("cache hit"), "{second}");
+    assert!(!second.contains("network"), "{second}");
+    for (a, b) in first_map.iter().zip(&second_map) {
+        assert_eq!(a.data(), b.data());
+    }
 }

@@ -13,7 +13,7 @@ use std::process::Command;
 use ape::ape_map::ApeMap;
 use ape::cohort::labelled_cases;
 use ape::evaluation::report::{ReportContext, write_report};
-use ape::evaluation::{EvalOptions, EvalScan, evaluate};
+use ape::evaluation::{EvalOptions, LabelledScan, evaluate};
 use ape::io::nifti::write_nifti;
 use ape::labels::{DatasetSidecar, LabelMap};
 use ape::phantom::{labels_json, phantom};
@@ -67,7 +67,7 @@ fn perfect_map(scan: &Volume<f32>, i: usize) -> ApeMap {
 }
 
 /// The cohort in `dir` read as evaluation scans with perfect maps.
-fn perfect_scans(dir: &Path) -> Vec<EvalScan> {
+fn perfect_scans(dir: &Path) -> Vec<LabelledScan> {
     labelled_cases(dir)
         .unwrap()
         .iter()
@@ -76,7 +76,7 @@ fn perfect_scans(dir: &Path) -> Vec<EvalScan> {
             let scan = Scan::read(&case.scan).unwrap();
             let labels = LabelMap::read(&case.labels).unwrap();
             let map = perfect_map(&scan.volume, i);
-            EvalScan::new(case.name.clone(), &scan, &labels, map, Some(0.0)).unwrap()
+            LabelledScan::new(case.name.clone(), &scan, &labels, map, Some(0.0)).unwrap()
         })
         .collect()
 }
@@ -157,6 +157,8 @@ fn a_perfect_map_finds_landmarks_and_boxes_and_reaches_the_recall() {
     let line = results.summary_line();
     assert!(
         line.starts_with("MRE_c=")
+            && line.contains(" RL=")
+            && line.contains(" SI=")
             && line.contains(" MRE_ep=")
             && line.contains(" IoU=")
             && line.contains(" VR99=")
@@ -332,4 +334,122 @@ fn ape_crop_writes_the_scan_inside_the_enlarged_box_voxel_for_voxel() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success());
     assert!(stderr.contains("no organ named \"brain\""), "{stderr}");
+}
+
+/// The few-shot pipeline exists once: from the same supports (case_00..02 with their label
+/// maps) and the same target (case_03), `ape crop`, the viewer's prediction and `ape eval`
+/// give the same box.
+#[test]
+fn crop_viewer_and_eval_predict_the_same_box() {
+    use ape::cache::{CacheUse, MapCache, embed_cached};
+    use ape::labels::Organs;
+    use ape::model::ApeModel;
+    use ape::model::backend::cpu;
+    use ape::retrieval::MapIndex;
+    use ape_app::viewer::state::ViewerState;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    write_cohort(dir.path(), 4);
+    let cache = tempfile::tempdir().unwrap();
+    let ape = |args: &[&str]| {
+        let run = Command::new(env!("CARGO_BIN_EXE_ape"))
+            .args(args)
+            .env("APE_CACHE_DIR", cache.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+        assert!(
+            run.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        stdout
+    };
+    let folder = dir.path().to_str().unwrap();
+    let target = dir.path().join("case_03.nii.gz");
+    let out = dir.path().join("crop.nii.gz");
+
+    // ape crop: supports are the folder's other scans.
+    let crop = ape(&[
+        "crop",
+        "--backend",
+        "cpu",
+        "--organ",
+        "liver",
+        "--support",
+        folder,
+        "-o",
+        out.to_str().unwrap(),
+        target.to_str().unwrap(),
+    ]);
+    let crop_box = crop
+        .lines()
+        .find_map(|l| l.strip_prefix("predicted "))
+        .unwrap_or_else(|| panic!("no predicted box in {crop}"))
+        .trim()
+        .to_owned();
+
+    // ape eval with 3 shots: one fold (case_00..02), case_03 its one target.
+    let report = dir.path().join("report");
+    ape(&[
+        "eval",
+        "--backend",
+        "cpu",
+        "--shots",
+        "3",
+        "--data",
+        folder,
+        "--out",
+        report.to_str().unwrap(),
+    ]);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.join("results.json")).unwrap())
+            .unwrap();
+    let liver = 6;
+    let eval_box = json["predicted_boxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["target"] == "case_03" && b["label"] == liver)
+        .expect("eval predicted no liver box on case_03");
+    assert_eq!(
+        eval_box["supports"],
+        serde_json::json!(["case_00", "case_01", "case_02"])
+    );
+    let eval_box: ape::WorldBox = serde_json::from_value(eval_box["bbox"].clone()).unwrap();
+
+    // The viewer: the three supports with their label maps, the target without one.
+    let model = ApeModel::bundled(&cpu().device).unwrap();
+    let map_cache = MapCache::new(cache.path());
+    let mut state = ViewerState::default();
+    for i in 0..4 {
+        let path = dir.path().join(format!("case_{i:02}.nii.gz"));
+        let id = state.add(path.clone());
+        let scan = Arc::new(Scan::read(&path).unwrap());
+        let map = embed_cached(
+            CacheUse::ReadWrite(&map_cache),
+            &model,
+            &cpu().device,
+            &path,
+            &scan.volume,
+            &mut |_| {},
+        )
+        .unwrap()
+        .map;
+        let index = Arc::new(MapIndex::build_in_body(&map, &scan));
+        if i < 3 {
+            let labels = dir.path().join(format!("case_{i:02}_label.nii.gz"));
+            let labels = LabelMap::read_for_scan(&labels, &scan.volume, &path).unwrap();
+            state.cohort[id].labelled = Some(Arc::new(Organs::of(&labels)));
+        }
+        state.scan_loaded(id, scan);
+        state.map_ready(id, Arc::new(map), index);
+    }
+    state.organ = "liver".to_owned();
+    assert_eq!(state.predict_boxes(), 1, "{}", state.message);
+    let viewer_box = state.boxes.get("case_03", "liver").unwrap().bbox;
+
+    assert_eq!(viewer_box, eval_box, "viewer and ape eval");
+    assert_eq!(viewer_box.to_string(), crop_box, "viewer and ape crop");
 }

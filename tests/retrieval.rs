@@ -4,7 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use ape::ape_map::ApeMap;
-use ape::io::nifti::{NiftiInfo, NiftiVolume, TransformSource};
+use ape::io::nifti::TransformSource;
+use ape::io::{StorageInfo, StoredVolume};
 use ape::retrieval::{MapIndex, nearest_cell};
 use ape::scan::Scan;
 use ape::{Affine, Volume};
@@ -114,7 +115,7 @@ fn scan_with_body(origin: DVec3, body: (DVec3, DVec3)) -> Scan {
         }
     })
     .unwrap();
-    let info = NiftiInfo {
+    let info = StorageInfo {
         path: "synthetic.nii".into(),
         datatype: "float32",
         scl_slope: 1.0,
@@ -124,7 +125,7 @@ fn scan_with_body(origin: DVec3, body: (DVec3, DVec3)) -> Scan {
         description: String::new(),
         channels: 1,
     };
-    Scan::from_nifti(NiftiVolume { info, volume })
+    Scan::from_nifti(StoredVolume { info, volume })
 }
 
 #[test]

@@ -7,8 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ape::app::ApeApp;
-use ape::app::state::ScanStatus;
+use ape_app::viewer::ApeApp;
+use ape_app::viewer::state::ScanStatus;
 use ape::model::ApeModel;
 use ape::model::backend::{BackendChoice, WgpuSetup, cpu, shared_wgpu};
 use egui_kittest::Harness;

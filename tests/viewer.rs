@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ape::annotations::BoxOrigin;
-use ape::app::ApeApp;
-use ape::app::state::ScanStatus;
+use ape_app::viewer::ApeApp;
+use ape_app::viewer::state::ScanStatus;
 use ape::cache::MapCache;
 use ape::model::ApeModel;
 use ape::model::backend::cpu;
@@ -142,7 +142,10 @@ fn without_a_model_the_viewer_still_opens_and_shows_the_scan() {
 /// Compares the window with its image in tests/snapshots/; skipped, with a note, where no wgpu
 /// adapter can render it.
 fn snapshot(harness: &mut Harness<'_, ApeApp>, name: &str) {
-    match harness.try_snapshot(name) {
+    // The images live in the top-level tests/snapshots, whichever package runs the test.
+    let options = egui_kittest::SnapshotOptions::new()
+        .output_path(common::repository().join("tests/snapshots"));
+    match harness.try_snapshot_options(name, &options) {
         Ok(()) => {}
         Err(SnapshotError::RenderError { err }) => {
             eprintln!("SKIPPED snapshot {name}: no wgpu adapter to render with ({err})");
@@ -364,7 +367,7 @@ fn the_cohort_is_plotted_in_ape_space_with_organ_centres_from_the_label_maps() {
             .query_by_label("APE channel 0 against channel 2")
             .is_some()
     );
-    let points = ape::app::embedding_plot::plot_points(&harness.state().state);
+    let points = ape_app::viewer::embedding_plot::plot_points(&harness.state().state);
     // Every organ of both scans, plus the landmark on each.
     let n_organs: usize = harness
         .state()
@@ -403,7 +406,7 @@ fn a_dicom_folder_with_two_series_asks_which_to_open() {
     let mut harness = Harness::builder()
         .with_size(egui::vec2(1280.0, 860.0))
         .build_eframe(|cc| ApeApp::new(&cc.egui_ctx, None, cpu().device, None, "test".into()));
-    harness.state_mut().open(ape::app::scans_in(&study));
+    harness.state_mut().open_folder(&study);
     for _ in 0..3 {
         harness.step(); // a new window is sized on its first frame, shown on the next
     }
@@ -472,12 +475,12 @@ fn gpu_slicing_draws_what_the_cpu_draws() {
         matches!(app.state.cohort[0].status, ScanStatus::Ready)
     });
     for overlay in [
-        ape::app::state::OverlaySettings {
+        ape_app::viewer::state::OverlaySettings {
             isolines: true,
             ..Default::default()
         },
-        ape::app::state::OverlaySettings {
-            mode: ape::app::state::OverlayMode::Channel(2),
+        ape_app::viewer::state::OverlaySettings {
+            mode: ape_app::viewer::state::OverlayMode::Channel(2),
             opacity: 0.6,
             ..Default::default()
         },

@@ -15,10 +15,8 @@ use serde::Serialize;
 use burn::tensor::Device;
 
 use crate::ape_map::ApeMap;
-use crate::boxes::{
-    TARGET_RECALL, calibrate_alpha_leave_one_out, predict_box_by, recall, volume_ratio,
-};
-use crate::cache::{MapCache, embed_file_cached};
+use crate::boxes::{FewShotBoxes, Support, TARGET_RECALL, recall, volume_ratio};
+use crate::cache::{CacheUse, embed_cached};
 use crate::cohort::LabelledCase;
 use crate::geometry::WorldBox;
 use crate::labels::{LabelMap, OrganStats, organ_voxel_points};
@@ -28,7 +26,7 @@ use crate::scan::Scan;
 
 /// One labelled scan, reduced to what the protocol needs (the voxels are not kept).
 #[derive(Debug)]
-pub struct EvalScan {
+pub struct LabelledScan {
     pub name: String,
     pub map: ApeMap,
     pub index: MapIndex,
@@ -67,24 +65,27 @@ pub enum EvalError {
     },
 }
 
-impl EvalScan {
-    /// Reads a labelled case and embeds its scan (through `cache` when given).
+impl LabelledScan {
+    /// Reads a labelled case and embeds its scan through the map cache; a cache that could
+    /// not be written is the second value (the scan is still usable).
     pub fn load(
         case: &LabelledCase,
         model: &ApeModel,
         device: &Device,
-        cache: Option<&MapCache>,
-    ) -> Result<Self, EvalError> {
+        cache: CacheUse<'_>,
+    ) -> Result<(Self, Option<String>), EvalError> {
         let scan = Scan::read(&case.scan)?;
         let labels = LabelMap::read_for_scan(&case.labels, &scan.volume, &case.scan)?;
-        let (map, times) =
-            embed_file_cached(cache, model, device, &case.scan, &scan.volume, &mut |_| {})
-                .map_err(|source| EvalError::Embed {
-                    name: case.name.clone(),
-                    source,
-                })?;
-        let seconds = times.map(|t| (t.preprocess + t.network).as_secs_f64());
-        Self::new(case.name.clone(), &scan, &labels, map, seconds)
+        let embedded = embed_cached(cache, model, device, &case.scan, &scan.volume, &mut |_| {})
+            .map_err(|source| EvalError::Embed {
+                name: case.name.clone(),
+                source,
+            })?;
+        let seconds = embedded
+            .times
+            .map(|t| (t.preprocess + t.network).as_secs_f64());
+        let this = Self::new(case.name.clone(), &scan, &labels, embedded.map, seconds)?;
+        Ok((this, embedded.warning))
     }
 
     pub fn new(
@@ -113,6 +114,13 @@ impl EvalScan {
             embed_seconds,
             name,
         })
+    }
+
+    /// Retrieval on this scan searches every map cell, not only those inside the body (the
+    /// search before retrieval kept to the body, for comparison).
+    pub fn searching_everywhere(mut self) -> Self {
+        self.index = MapIndex::build(&self.map);
+        self
     }
 
     /// This scan as a retrieval target.
@@ -148,7 +156,7 @@ pub enum Method {
 }
 
 impl Method {
-    fn locate(self, scans: &[EvalScan], from: usize, point: DVec3, to: usize) -> Option<DVec3> {
+    fn locate(self, scans: &[LabelledScan], from: usize, point: DVec3, to: usize) -> Option<DVec3> {
         let (a, b) = (&scans[from], &scans[to]);
         match self {
             Method::Ape => b.target().locate(&a.map, point),
@@ -227,7 +235,21 @@ pub struct EvalResults {
     /// Only the scans held out of training, when there are at least two.
     pub held_out: Option<Subset>,
     pub centres_in_ape_space: Vec<CentreEmbedding>,
+    /// Every few-shot box APE predicted (fold, target, organ), as `ape crop` and the viewer
+    /// would predict it from the same supports.
+    pub predicted_boxes: Vec<PredictedBox>,
     pub label_names: BTreeMap<u16, String>,
+}
+
+/// One few-shot box predicted by APE on a target of a fold.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictedBox {
+    pub target: String,
+    pub label: u16,
+    /// The supports: the fold's scans that have the organ.
+    pub supports: Vec<String>,
+    pub bbox: WorldBox,
+    pub alpha: Option<f64>,
 }
 
 impl EvalResults {
@@ -239,8 +261,11 @@ impl EvalResults {
             v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
         };
         format!(
-            "MRE_c={:.1} MRE_ep={:.1} IoU={} VR99={} baseline_MRE_c={:.1}",
+            "MRE_c={:.1} RL={:.1} AP={:.1} SI={:.1} MRE_ep={:.1} IoU={} VR99={} baseline_MRE_c={:.1}",
             a.mre_c.mean,
+            a.mre_c.per_axis[0],
+            a.mre_c.per_axis[1],
+            a.mre_c.per_axis[2],
             a.mre_ep.mean,
             opt(a.iou, 3),
             opt(a.vr99, 1),
@@ -261,8 +286,10 @@ struct Located {
 
 /// One few-shot box on a target.
 struct BoxOutcome {
+    fold: usize,
     target: usize,
     label: u16,
+    bbox: WorldBox,
     iou: f64,
     alpha: Option<f64>,
     recall: Option<f64>,
@@ -270,7 +297,7 @@ struct BoxOutcome {
 }
 
 /// Runs the whole protocol.
-pub fn evaluate(scans: &[EvalScan], options: &EvalOptions) -> Result<EvalResults, EvalError> {
+pub fn evaluate(scans: &[LabelledScan], options: &EvalOptions) -> Result<EvalResults, EvalError> {
     if options.shots == 0 {
         return Err(EvalError::NoShots);
     }
@@ -359,12 +386,40 @@ pub fn evaluate(scans: &[EvalScan], options: &EvalOptions) -> Result<EvalResults
         },
         held_out,
         centres_in_ape_space,
+        predicted_boxes: per_method[0]
+            .2
+            .iter()
+            .map(|b| PredictedBox {
+                target: scans[b.target].name.clone(),
+                label: b.label,
+                supports: folds[b.fold]
+                    .iter()
+                    .filter(|&&s| scans[s].organ(b.label).is_some())
+                    .map(|&s| scans[s].name.clone())
+                    .collect(),
+                bbox: b.bbox,
+                alpha: b.alpha,
+            })
+            .collect(),
         label_names: options.label_names.clone(),
     })
 }
 
+/// Organ-centre errors (MRE_c, per axis) of APE and of the body-box baseline over every ordered
+/// pair of scans: the figure training reports as it goes.
+pub fn centre_errors(scans: &[LabelledScan]) -> [ErrorStats; 2] {
+    [Method::Ape, Method::BodyBoxBaseline].map(|method| {
+        let pairs: Vec<(DVec3, DVec3)> = locate_landmarks(scans, method)
+            .iter()
+            .filter(|l| l.centre)
+            .map(|l| (l.found, l.truth))
+            .collect();
+        ErrorStats::from_pairs(&pairs)
+    })
+}
+
 /// Every organ centre and edge point of every scan, located on every other scan.
-fn locate_landmarks(scans: &[EvalScan], method: Method) -> Vec<Located> {
+fn locate_landmarks(scans: &[LabelledScan], method: Method) -> Vec<Located> {
     let pairs: Vec<(usize, usize)> = (0..scans.len())
         .flat_map(|a| {
             (0..scans.len())
@@ -404,7 +459,7 @@ fn locate_landmarks(scans: &[EvalScan], method: Method) -> Vec<Located> {
 
 /// Few-shot boxes of every organ on every target of every fold, with α calibrated on the fold's
 /// supports (each support predicted from the others) and applied to the targets.
-fn few_shot_boxes(scans: &[EvalScan], folds: &[Vec<usize>], method: Method) -> Vec<BoxOutcome> {
+fn few_shot_boxes(scans: &[LabelledScan], folds: &[Vec<usize>], method: Method) -> Vec<BoxOutcome> {
     let labels: Vec<u16> = {
         let mut l: Vec<u16> = scans
             .iter()
@@ -419,53 +474,45 @@ fn few_shot_boxes(scans: &[EvalScan], folds: &[Vec<usize>], method: Method) -> V
         .collect();
     jobs.par_iter()
         .flat_map_iter(|&(f, label)| {
-            let supports: Vec<usize> = folds[f]
+            let supports: Vec<Support<'_, usize>> = folds[f]
                 .iter()
-                .copied()
-                .filter(|&s| scans[s].organ(label).is_some())
-                .collect();
-            let edges: Vec<[DVec3; 6]> = supports
-                .iter()
-                .filter_map(|&s| scans[s].organ(label).map(|o| o.edges.points()))
-                .collect();
-            let voxels: Vec<&[DVec3]> = supports
-                .iter()
-                .map(|&s| {
-                    scans[s]
-                        .organ_voxels
-                        .get(&label)
-                        .map_or(&[][..], Vec::as_slice)
+                .filter_map(|&s| {
+                    let organ = scans[s].organ(label)?;
+                    let voxels = scans[s].organ_voxels.get(&label);
+                    Some(Support::from_organ(
+                        s,
+                        organ,
+                        voxels.map_or(&[][..], Vec::as_slice),
+                    ))
                 })
-                .collect();
-            let alpha = calibrate_alpha_leave_one_out(
-                &edges,
-                &voxels,
-                |from, p, to| method.locate(scans, supports[from], p, supports[to]),
-                TARGET_RECALL,
-            );
-            let predict = |target: usize| {
-                predict_box_by(&edges, |i, p| method.locate(scans, supports[i], p, target))
-            };
-            let targets: Vec<usize> = (0..scans.len())
-                .filter(|t| !folds[f].contains(t) && scans[*t].organ(label).is_some())
                 .collect();
             let mut out = Vec::new();
             if supports.is_empty() {
                 return out;
             }
+            let predictor = FewShotBoxes::calibrated(supports, |&from: &usize, p, &to: &usize| {
+                method.locate(scans, from, p, to)
+            });
+            let targets = (0..scans.len())
+                .filter(|t| !folds[f].contains(t) && scans[*t].organ(label).is_some());
             for target in targets {
-                let (Some(b), Some(truth)) = (predict(target), scans[target].organ(label)) else {
+                let (Some(predicted), Some(truth)) =
+                    (predictor.predict(&target), scans[target].organ(label))
+                else {
                     continue;
                 };
                 let voxels = scans[target].organ_voxels.get(&label);
-                let enlarged = alpha.map(|a| b.scaled(a));
                 out.push(BoxOutcome {
+                    fold: f,
                     target,
                     label,
-                    iou: b.iou(&truth.bbox),
-                    alpha,
-                    recall: enlarged.zip(voxels).map(|(e, v)| recall(&e, v)),
-                    vr: enlarged.map(|e| volume_ratio(&scans[target].extent, &e)),
+                    bbox: predicted.bbox,
+                    iou: predicted.bbox.iou(&truth.bbox),
+                    alpha: predicted.alpha,
+                    recall: predicted.enlarged.zip(voxels).map(|(e, v)| recall(&e, v)),
+                    vr: predicted
+                        .enlarged
+                        .map(|e| volume_ratio(&scans[target].extent, &e)),
                 });
             }
             out

@@ -13,7 +13,8 @@ use glam::{DMat3, DVec3};
 
 use crate::error::VolumeError;
 use crate::geometry::Affine;
-use crate::io::nifti::{NiftiInfo, NiftiVolume, TransformSource};
+use crate::io::nifti::TransformSource;
+use crate::io::{StorageInfo, StoredVolume};
 use crate::volume::Volume;
 
 /// Largest series read (voxels): 2³¹, as for NIfTI.
@@ -543,16 +544,16 @@ pub fn split_series_path(path: &Path) -> Option<(PathBuf, String)> {
 }
 
 /// Reads the one CT series in `dir` (several series: an error listing them and how to name one).
-pub fn read_dicom_series(dir: &Path) -> Result<NiftiVolume, VolumeError> {
+pub fn read_dicom_series(dir: &Path) -> Result<StoredVolume, VolumeError> {
     read_series(dir, None)
 }
 
 /// Reads the series `uid` of the folder `dir`.
-pub fn read_dicom_series_uid(dir: &Path, uid: &str) -> Result<NiftiVolume, VolumeError> {
+pub fn read_dicom_series_uid(dir: &Path, uid: &str) -> Result<StoredVolume, VolumeError> {
     read_series(dir, Some(uid))
 }
 
-fn read_series(dir: &Path, uid: Option<&str>) -> Result<NiftiVolume, VolumeError> {
+fn read_series(dir: &Path, uid: Option<&str>) -> Result<StoredVolume, VolumeError> {
     let files = dicom_files(dir)?;
     if files.is_empty() {
         return Err(bad(dir, "no DICOM files (none has the DICM marker)"));
@@ -693,8 +694,8 @@ fn read_series(dir: &Path, uid: Option<&str>) -> Result<NiftiVolume, VolumeError
         (16, true) => "int16",
         _ => "uint16",
     };
-    Ok(NiftiVolume {
-        info: NiftiInfo {
+    Ok(StoredVolume {
+        info: StorageInfo {
             path: dir.to_owned(),
             datatype,
             scl_slope: slope as f32,

@@ -6,11 +6,16 @@ pub mod nifti;
 
 use std::path::Path;
 
+use std::path::PathBuf;
+
+use serde::Serialize;
+
 use crate::error::VolumeError;
-use nifti::NiftiVolume;
+use crate::volume::Volume;
+use nifti::TransformSource;
 
 /// Reads a scan from a NIfTI file or a folder holding one DICOM series.
-pub fn read_volume(path: impl AsRef<Path>) -> Result<NiftiVolume, VolumeError> {
+pub fn read_volume(path: impl AsRef<Path>) -> Result<StoredVolume, VolumeError> {
     let path = path.as_ref();
     if path.is_dir() {
         dicom::read_dicom_series(path)
@@ -20,3 +25,34 @@ pub fn read_volume(path: impl AsRef<Path>) -> Result<NiftiVolume, VolumeError> {
         nifti::read_nifti(path)
     }
 }
+
+/// What the header says beyond the geometry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StorageInfo {
+    pub path: PathBuf,
+    /// Stored voxel type, lower case as NIfTI names it (`uint8`, `int16`, `float32`, …).
+    pub datatype: &'static str,
+    pub scl_slope: f32,
+    pub scl_inter: f32,
+    pub transform: TransformSource,
+    pub gzipped: bool,
+    pub description: String,
+    /// Channels per voxel: 1, or more for a vector image.
+    pub channels: usize,
+}
+
+impl StorageInfo {
+    /// Whether values are stored as integers without rescaling (so they may be labels).
+    pub fn is_unscaled_integer(&self) -> bool {
+        !self.datatype.starts_with("float") && !nifti::has_scaling(self.scl_slope, self.scl_inter)
+    }
+}
+
+/// A volume file (NIfTI, or a DICOM series) read into memory: its voxels as f32 after the
+/// file's slope and intercept, and how the file stored them.
+#[derive(Debug, Clone)]
+pub struct StoredVolume {
+    pub info: StorageInfo,
+    pub volume: Volume<f32>,
+}
+

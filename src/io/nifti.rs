@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use glam::{DMat3, DVec3};
 use nifti::{Endianness, NiftiHeader, NiftiType};
@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::error::VolumeError;
 use crate::geometry::Affine;
+use crate::io::{StorageInfo, StoredVolume};
 use crate::volume::Volume;
 
 /// NIfTI-1 headers are 348 bytes; the voxels of a `.nii` start at 352 or later.
@@ -67,39 +68,10 @@ impl std::fmt::Display for TransformSource {
     }
 }
 
-/// What the header says beyond the geometry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NiftiInfo {
-    pub path: PathBuf,
-    /// Stored voxel type, lower case as NIfTI names it (`uint8`, `int16`, `float32`, …).
-    pub datatype: &'static str,
-    pub scl_slope: f32,
-    pub scl_inter: f32,
-    pub transform: TransformSource,
-    pub gzipped: bool,
-    pub description: String,
-    /// Channels per voxel: 1, or more for a vector image.
-    pub channels: usize,
-}
-
-impl NiftiInfo {
-    /// Whether values are stored as integers without rescaling (so they may be labels).
-    pub fn is_unscaled_integer(&self) -> bool {
-        !self.datatype.starts_with("float") && !has_scaling(self.scl_slope, self.scl_inter)
-    }
-}
-
-/// A NIfTI file read into memory: its voxels as f32 after the file's slope and intercept.
-#[derive(Debug, Clone)]
-pub struct NiftiVolume {
-    pub info: NiftiInfo,
-    pub volume: Volume<f32>,
-}
-
 /// Reads any 3-D scalar NIfTI-1 volume as f32 (after scl_slope and scl_inter).
-pub fn read_nifti(path: impl AsRef<Path>) -> Result<NiftiVolume, VolumeError> {
+pub fn read_nifti(path: impl AsRef<Path>) -> Result<StoredVolume, VolumeError> {
     read_nifti_with(path.as_ref(), &ReadOptions::default(), |v| Some(v as f32))
-        .map(|(info, volume)| NiftiVolume { info, volume })
+        .map(|(info, volume)| StoredVolume { info, volume })
 }
 
 /// Reads a vector image written by [`write_nifti_vector`] (or any 5-D NIfTI with one time point):
@@ -158,7 +130,7 @@ pub fn read_nifti_with<T>(
     path: &Path,
     options: &ReadOptions,
     convert: impl Fn(f64) -> Option<T>,
-) -> Result<(NiftiInfo, Volume<T>), VolumeError> {
+) -> Result<(StorageInfo, Volume<T>), VolumeError> {
     let file = File::open(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => VolumeError::NotFound {
             path: path.to_owned(),
@@ -286,7 +258,7 @@ pub fn read_nifti_with<T>(
         dims: layout.shape.iter().map(|&n| n as i64).collect(),
         detail: e.to_string(),
     })?;
-    let info = NiftiInfo {
+    let info = StorageInfo {
         path: path.to_owned(),
         datatype: datatype_name(layout.datatype),
         scl_slope: header.scl_slope,
@@ -550,7 +522,7 @@ fn quaternion_rotation(b: f64, c: f64, d: f64) -> DMat3 {
     )
 }
 
-fn has_scaling(slope: f32, inter: f32) -> bool {
+pub(crate) fn has_scaling(slope: f32, inter: f32) -> bool {
     !(slope == 0.0 || (slope == 1.0 && inter == 0.0))
 }
 

@@ -38,6 +38,21 @@ pub struct ModelMeta {
 }
 
 impl ModelMeta {
+    /// The input spacing a fresh model is trained and embeds at, mm.
+    pub const DEFAULT_INPUT_SPACING_MM: [f64; 3] = [2.0, 2.0, 3.0];
+
+    /// A fresh (untrained) model's metadata: the default network, input spacing and HU window.
+    pub fn fresh(description: String) -> Self {
+        Self {
+            net: ApeNetConfig::new(),
+            input_spacing_mm: Self::DEFAULT_INPUT_SPACING_MM,
+            hu_window: HuWindow::MODEL,
+            description,
+            trained: false,
+            held_out: Vec::new(),
+        }
+    }
+
     pub fn check(&self) -> Result<(), String> {
         self.net.validate()?;
         if !self
@@ -108,8 +123,22 @@ impl ApeModel {
     /// A model of these weights, identified by the hash of its file's bytes.
     pub fn new(net: ApeNet, meta: ModelMeta) -> Self {
         let mut model = Self { net, meta, id: 0 };
-        model.id = model.to_bytes().map_or(0, |b| crate::cache::bytes_hash(&b));
+        model.id = model.to_bytes().map_or(0, |b| crate::hash::bytes_hash(&b));
         model
+    }
+
+    /// The same weights embedding at another input spacing (mm), e.g. to sweep it: a new
+    /// identity, so that cached maps of the old spacing are not taken for this one.
+    pub fn with_input_spacing(self, spacing_mm: [f64; 3]) -> Result<Self, ModelError> {
+        let meta = ModelMeta {
+            input_spacing_mm: spacing_mm,
+            ..self.meta
+        };
+        meta.check().map_err(|detail| ModelError::BadMetadata {
+            source_name: "--input-spacing".to_owned(),
+            detail,
+        })?;
+        Ok(Self::new(self.net, meta))
     }
 
     /// The model compiled into the binary.
@@ -194,7 +223,7 @@ impl ApeModel {
         Ok(Self {
             net,
             meta,
-            id: crate::cache::bytes_hash(bytes),
+            id: crate::hash::bytes_hash(bytes),
         })
     }
 

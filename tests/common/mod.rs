@@ -5,14 +5,23 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// `../shared/data` beside the repository, where the real scans live.
+/// The repository's folder (the tests belong to two packages: the library at the top and the
+/// front ends in src/app).
+pub fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .unwrap_or(Path::new(env!("CARGO_MANIFEST_DIR")))
+        .to_owned()
+}
+
+/// The shared data folder, where the real scans live ([`ape::cohort::shared_data_dir`]:
+/// `$APE_SHARED_DATA`, else `../shared/data` beside the repository).
 ///
 /// Returns `None` (and says so) when it is missing, so that the tests pass on a fresh clone
 /// without it; under CI (`CI=true`) a missing folder fails the test instead.
 pub fn shared_data(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("APE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let dir = ape::cohort::shared_data_dir(&repository());
     if dir.join("btcv").is_dir() {
         return Some(dir);
     }

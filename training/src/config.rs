@@ -163,6 +163,19 @@ impl TrainConfig {
         Ok(serde_json::from_value(merged)?)
     }
 
+    /// The loss terms' weights: λ only for APE-Equiv, the axis anchor as configured.
+    pub fn loss_weights(&self) -> crate::loss::LossWeights {
+        crate::loss::LossWeights {
+            equivariance: if self.variant == Variant::Equiv {
+                self.lambda
+            } else {
+                0.0
+            },
+            axis: self.axis_weight,
+            axis_kind: self.axis_anchor,
+        }
+    }
+
     /// The crop regime of a step: from `regimes` when given, else from the spacings, weights and
     /// S–I curriculum phase.
     pub fn regime_at(&self, step: usize) -> Regime {

@@ -60,31 +60,18 @@ impl TrainScan {
     }
 }
 
-/// Scans for training in the given folders: NIfTI files that are not label maps.
+/// Scans for training in the given folders ([`ape::cohort::scans_in`]), less those whose
+/// name contains one of `exclude` (any case).
 pub fn training_files(folders: &[PathBuf], exclude: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for folder in folders {
-        // A folder holding one DICOM series is one scan.
-        if ape::io::dicom::is_dicom_folder(folder) {
-            files.push(folder.clone());
-            continue;
-        }
-        let entries =
-            std::fs::read_dir(folder).map_err(|e| anyhow::anyhow!("{}: {e}", folder.display()))?;
-        for entry in entries.flatten() {
-            let path = entry.path();
+        files.extend(ape::cohort::scans_in(folder)?.into_iter().filter(|path| {
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().to_lowercase())
                 .unwrap_or_default();
-            let nifti = name.ends_with(".nii") || name.ends_with(".nii.gz");
-            let labels = ape::labels::named_like_label_map(&path);
-            let excluded = exclude.iter().any(|x| name.contains(&x.to_lowercase()));
-            let dicom = ape::io::dicom::is_dicom_folder(&path);
-            if (nifti && !labels && !excluded) || dicom {
-                files.push(path);
-            }
-        }
+            !exclude.iter().any(|x| name.contains(&x.to_lowercase()))
+        }));
     }
     files.sort();
     Ok(files)

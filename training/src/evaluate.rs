@@ -1,19 +1,17 @@
 //! Retrieval error of organ centres on held-out labelled scans, per axis, beside the body-box
-//! baseline: the number that says whether training works.
+//! baseline: the number that says whether training works. The scans are kept in memory and
+//! re-embedded with each model; the figures are `ape::evaluation`'s.
 
-use std::path::{Path, PathBuf};
-
-use ape::ape_map::ApeMap;
-use ape::embed::{EmbedOptions, embed_scan};
-use ape::geometry::WorldBox;
+use ape::cache::{CacheUse, embed_cached};
+use ape::cohort::LabelledCase;
+use ape::evaluation::{LabelledScan, centre_errors};
 use ape::labels::LabelMap;
 use ape::model::ApeModel;
-use ape::retrieval::{ErrorStats, MapIndex, body_box, body_box_transfer};
+use ape::retrieval::ErrorStats;
 use ape::scan::Scan;
 use burn::tensor::Device;
-use glam::DVec3;
 
-/// Held-out scans with their organ centres and body boxes.
+/// Held-out scans with their label maps.
 #[derive(Debug)]
 pub struct HeldOut {
     scans: Vec<HeldOutScan>,
@@ -25,10 +23,9 @@ pub struct HeldOut {
 
 #[derive(Debug)]
 struct HeldOutScan {
-    name: String,
+    case: LabelledCase,
     scan: Scan,
-    centres: Vec<(u16, DVec3)>,
-    body: WorldBox,
+    labels: LabelMap,
 }
 
 /// Errors of APE and of the baseline.
@@ -66,42 +63,16 @@ impl EvalReport {
     }
 }
 
-/// Pairs of (scan, label map) paths for BTCV-style folders: `X.nii.gz` with `X_label.nii.gz`.
-pub fn labelled_pairs(folder: &Path, names: &[String]) -> Vec<(PathBuf, PathBuf)> {
-    names
-        .iter()
-        .map(|n| {
-            (
-                folder.join(format!("{n}.nii.gz")),
-                folder.join(format!("{n}_label.nii.gz")),
-            )
-        })
-        .filter(|(s, l)| s.is_file() && l.is_file())
-        .collect()
-}
-
 impl HeldOut {
-    pub fn load(pairs: &[(PathBuf, PathBuf)], device: Device) -> anyhow::Result<Self> {
+    pub fn load(cases: &[LabelledCase], device: Device) -> anyhow::Result<Self> {
         let mut scans = Vec::new();
-        for (scan_path, label_path) in pairs {
-            let scan = Scan::read(scan_path)?;
-            let labels = LabelMap::read_for_scan(label_path, &scan.volume, scan_path)?;
-            let centres = labels
-                .organs()
-                .iter()
-                .map(|o| (o.label, o.centre))
-                .collect();
-            let threshold = scan.body_threshold_hu();
-            let body = body_box(&scan.volume, threshold)
-                .ok_or_else(|| anyhow::anyhow!("{}: no body found", scan_path.display()))?;
+        for case in cases {
+            let scan = Scan::read(&case.scan)?;
+            let labels = LabelMap::read_for_scan(&case.labels, &scan.volume, &case.scan)?;
             scans.push(HeldOutScan {
-                name: scan_path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                case: case.clone(),
                 scan,
-                centres,
-                body,
+                labels,
             });
         }
         Ok(Self {
@@ -112,58 +83,30 @@ impl HeldOut {
     }
 
     pub fn names(&self) -> Vec<String> {
-        self.scans.iter().map(|s| s.name.clone()).collect()
+        self.scans.iter().map(|s| s.case.name.clone()).collect()
     }
 
     /// MRE_c over all ordered pairs of distinct scans and organs present in both.
     pub fn evaluate(&self, model: &ApeModel) -> anyhow::Result<EvalReport> {
-        let maps: Vec<ApeMap> = self
-            .scans
-            .iter()
-            .map(|s| {
-                embed_scan(
-                    model,
-                    &self.device,
-                    &s.scan.volume,
-                    &EmbedOptions::default(),
-                    &mut |_| {},
-                )
-                .map(|r| r.0)
-            })
-            .collect::<Result<_, _>>()?;
-        let indices: Vec<MapIndex> = maps
-            .iter()
-            .zip(&self.scans)
-            .map(|(map, s)| {
-                if self.search_everywhere {
-                    MapIndex::build(map)
-                } else {
-                    MapIndex::build_in_body(map, &s.scan)
-                }
-            })
-            .collect();
-        let mut ape_pairs = Vec::new();
-        let mut base_pairs = Vec::new();
-        for (a, query) in self.scans.iter().enumerate() {
-            for (b, target) in self.scans.iter().enumerate() {
-                if a == b {
-                    continue;
-                }
-                for &(label, centre) in &query.centres {
-                    let Some(&(_, truth)) = target.centres.iter().find(|(l, _)| *l == label) else {
-                        continue;
-                    };
-                    if let Some(e) = maps[a].embedding_at(centre) {
-                        let found = indices[b].retrieve(&maps[b], e);
-                        ape_pairs.push((found.world, truth));
-                    }
-                    base_pairs.push((body_box_transfer(centre, &query.body, &target.body), truth));
-                }
-            }
+        let mut labelled = Vec::with_capacity(self.scans.len());
+        for s in &self.scans {
+            // The weights change as training goes: nothing to cache.
+            let embedded = embed_cached(
+                CacheUse::Off,
+                model,
+                &self.device,
+                &s.case.scan,
+                &s.scan.volume,
+                &mut |_| {},
+            )?;
+            let scan = LabelledScan::new(s.case.name.clone(), &s.scan, &s.labels, embedded.map, None)?;
+            labelled.push(if self.search_everywhere {
+                scan.searching_everywhere()
+            } else {
+                scan
+            });
         }
-        Ok(EvalReport {
-            ape: ErrorStats::from_pairs(&ape_pairs),
-            baseline: ErrorStats::from_pairs(&base_pairs),
-        })
+        let [ape, baseline] = centre_errors(&labelled);
+        Ok(EvalReport { ape, baseline })
     }
 }

@@ -114,14 +114,24 @@ pub struct LossTerms {
     pub axis: Tensor<1>,
 }
 
+/// What each term weighs in the total (the distance term weighs 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LossWeights {
+    /// λ of the equivariance term (0 for APE-Naïve and APE-Aug).
+    pub equivariance: f64,
+    /// μ of the axis anchor (0: not computed) and which anchor it is.
+    pub axis: f64,
+    pub axis_kind: AxisAnchor,
+}
+
 /// `a`, `a_plus`: `[N, 3]` embeddings of the positive pairs; `target`: `[N, N]`; `positions`:
-/// `[N, 3]` normalised positions for the axis anchor, weighted by `mu` (skipped when 0).
+/// `[N, 3]` normalised positions for the axis anchor (needed when its weight is not 0).
 pub fn ape_loss(
     a: Tensor<2>,
     a_plus: Tensor<2>,
     target: Tensor<2>,
-    lambda: f64,
-    anchor: Option<(Tensor<2>, f64, AxisAnchor)>,
+    weights: LossWeights,
+    positions: Option<Tensor<2>>,
 ) -> LossTerms {
     let predicted = pairwise_distances(a.clone(), a_plus.clone());
     let distance = (predicted - target).powi_scalar(2).mean();
@@ -129,14 +139,14 @@ pub fn ape_loss(
         .powi_scalar(2)
         .sum_dim(1)
         .mean();
-    let mut total = distance.clone() + equivariance.clone().mul_scalar(lambda);
-    let axis = match anchor {
-        Some((positions, mu, kind)) if mu > 0.0 => {
-            let axis = match kind {
+    let mut total = distance.clone() + equivariance.clone().mul_scalar(weights.equivariance);
+    let axis = match positions {
+        Some(positions) if weights.axis > 0.0 => {
+            let axis = match weights.axis_kind {
                 AxisAnchor::Difference => axis_anchor(a, a_plus, positions),
                 AxisAnchor::Correlation => axis_correlation(a, a_plus, positions),
             };
-            total = total + axis.clone().mul_scalar(mu);
+            total = total + axis.clone().mul_scalar(weights.axis);
             axis
         }
         _ => distance.clone().mul_scalar(0.0),

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use ape::intensity::HuWindow;
+use ape::model::ModelMeta;
 use ape::model::backend::{BackendChoice, select};
-use ape::model::{ApeNetConfig, ModelMeta};
 use burn::config::Config;
 use clap::{Parser, Subcommand};
 
@@ -45,9 +44,10 @@ enum Command {
         /// A model file (default: the bundled model).
         #[arg(long)]
         model: Option<PathBuf>,
-        /// Folder of labelled scans (BTCV layout).
-        #[arg(long, default_value = "../shared/data/btcv")]
-        data: PathBuf,
+        /// Folder of labelled scans (BTCV layout; default: btcv in the shared data folder,
+        /// `$APE_SHARED_DATA` or ../shared/data).
+        #[arg(long)]
+        data: Option<PathBuf>,
         #[arg(long, value_delimiter = ',', default_value = HELD_OUT)]
         scans: Vec<String>,
         /// Retrieve among all map cells, not only those inside the body.
@@ -170,13 +170,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(path) => ape::model::ApeModel::load(&path, &cpu.device)?,
                 None => ape::model::ApeModel::bundled(&cpu.device)?,
             };
-            let pairs = evaluate::labelled_pairs(&data, &scans);
+            let data = data.unwrap_or_else(|| {
+                ape::cohort::shared_data_dir(std::path::Path::new(".")).join("btcv")
+            });
+            let cases = ape::cohort::labelled_cases_named(&data, &scans)?;
             anyhow::ensure!(
-                pairs.len() >= 2,
+                cases.len() >= 2,
                 "need at least two labelled scans in {}",
                 data.display()
             );
-            let mut held_out = evaluate::HeldOut::load(&pairs, cpu.device)?;
+            let mut held_out = evaluate::HeldOut::load(&cases, cpu.device)?;
             held_out.search_everywhere = everywhere;
             println!("model: {}", model.meta.description);
             println!("scans: {}", held_out.names().join(", "));
@@ -216,37 +219,36 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let files = data::training_files(&args.data, &args.hold_out)?;
     anyhow::ensure!(!files.is_empty(), "no scans found in {:?}", args.data);
     let meta = ModelMeta {
-        net: ApeNetConfig::new(),
-        input_spacing_mm: [2.0, 2.0, 3.0],
-        hu_window: HuWindow::MODEL,
-        description: format!(
-            "APE-{:?}, trained by ape-train on {} scans for {} steps (seed {})",
-            config.variant,
-            files.len(),
-            config.steps,
-            config.seed
-        ),
         trained: true,
         held_out: args
             .hold_out
             .iter()
             .map(|h| ape::cohort::nifti_stem(std::path::Path::new(h)).unwrap_or_else(|| h.clone()))
             .collect(),
+        ..ModelMeta::fresh(format!(
+            "APE-{:?}, trained by ape-train on {} scans for {} steps (seed {})",
+            config.variant,
+            files.len(),
+            config.steps,
+            config.seed
+        ))
     };
     let mut scans = Vec::with_capacity(files.len());
     for path in &files {
         scans.push(data::TrainScan::load(path, meta.hu_window)?);
     }
     println!("training on {} scans: {}", scans.len(), names(&files));
-    let held_pairs: Vec<_> = args
+    let held_cases: Vec<_> = args
         .data
         .iter()
-        .flat_map(|folder| evaluate::labelled_pairs(folder, &args.hold_out))
+        .filter_map(|folder| ape::cohort::labelled_cases(folder).ok())
+        .flatten()
+        .filter(|c| args.hold_out.contains(&c.name))
         .collect();
-    let held_out = if held_pairs.is_empty() || config.eval_every == 0 {
+    let held_out = if held_cases.is_empty() || config.eval_every == 0 {
         None
     } else {
-        let h = evaluate::HeldOut::load(&held_pairs, compute.device.clone())?;
+        let h = evaluate::HeldOut::load(&held_cases, compute.device.clone())?;
         println!("held out for evaluation: {}", h.names().join(", "));
         Some(h)
     };

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use anyhow::Context;
+
 use ape::evaluation::plots::{Curve, log_curves};
 
 use crate::train::StepLoss;
@@ -10,21 +12,33 @@ use crate::train::StepLoss;
 /// Reads `loss.csv` and writes `loss.png` beside it.
 pub fn plot_csv(csv: &Path, png: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(csv)?;
-    let losses: Vec<StepLoss> = text
-        .lines()
-        .skip(1)
+    plot(&read_losses(&text, csv)?, png)
+}
+
+/// The rows of a `loss.csv`, columns found by their header names (older runs lack `axis`).
+pub fn read_losses(text: &str, csv: &Path) -> anyhow::Result<Vec<StepLoss>> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let column = |name: &str| header.iter().position(|h| h.trim() == name);
+    let required = |name: &str| {
+        column(name).with_context(|| format!("{}: no column {name:?}", csv.display()))
+    };
+    let (step, total) = (required("step")?, required("loss")?);
+    let (distance, equivariance) = (required("distance")?, required("equivariance")?);
+    let axis = column("axis");
+    Ok(lines
         .filter_map(|l| {
             let f: Vec<&str> = l.split(',').collect();
+            let number = |i: usize| f.get(i).and_then(|v| v.parse::<f32>().ok());
             Some(StepLoss {
-                step: f.first()?.parse().ok()?,
-                total: f.get(1)?.parse().ok()?,
-                distance: f.get(2)?.parse().ok()?,
-                equivariance: f.get(3)?.parse().ok()?,
-                axis: f.get(7).and_then(|v| v.parse().ok()).unwrap_or(0.0),
+                step: f.get(step)?.parse().ok()?,
+                total: number(total)?,
+                distance: number(distance)?,
+                equivariance: number(equivariance)?,
+                axis: axis.and_then(number).unwrap_or(0.0),
             })
         })
-        .collect();
-    plot(&losses, png)
+        .collect())
 }
 
 /// The loss terms against the step, each smoothed over a window of 1/100 of the run.

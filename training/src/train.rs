@@ -20,6 +20,18 @@ use crate::data::{Batch, TrainScan, make_batch};
 use crate::evaluate::HeldOut;
 use crate::loss::{ape_loss, normalised_positions, target_distances};
 
+/// The columns of `loss.csv`, in order: written by [`run`], read by name by the plot.
+pub const LOSS_COLUMNS: [&str; 8] = [
+    "step",
+    "loss",
+    "distance",
+    "equivariance",
+    "lr",
+    "z_weight",
+    "seconds",
+    "axis",
+];
+
 /// Losses of one step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepLoss {
@@ -165,19 +177,10 @@ impl Trainer {
         let weights = glam::DVec3::new(batch.x_weight, 1.0, batch.z_weight);
         let isotropic = config.normalise == crate::config::Normalise::Isotropic;
         let target = target_distances(&points, weights, isotropic, &self.device);
-        let lambda = if config.variant == Variant::Equiv {
-            config.lambda
-        } else {
-            0.0
-        };
-        let anchor = (config.axis_weight > 0.0).then(|| {
-            (
-                normalised_positions(&points, &self.device),
-                config.axis_weight,
-                config.axis_anchor,
-            )
-        });
-        let terms = ape_loss(a, a_plus, target, lambda, anchor);
+        let weights = config.loss_weights();
+        let positions =
+            (weights.axis > 0.0).then(|| normalised_positions(&points, &self.device));
+        let terms = ape_loss(a, a_plus, target, weights, positions);
         let scalar = |t: &Tensor<1>| {
             t.clone()
                 .into_data()
@@ -315,18 +318,18 @@ pub fn run(
     let began = Instant::now();
     for batch in receiver {
         let loss = trainer.train_step(&batch);
-        writeln!(
-            csv,
-            "{},{},{},{},{},{},{:.2},{}",
-            loss.step,
-            loss.total,
-            loss.distance,
-            loss.equivariance,
-            config.learning_rate_at(loss.step),
-            batch.z_weight,
-            began.elapsed().as_secs_f64(),
-            loss.axis
-        )?;
+        // In the order of LOSS_COLUMNS.
+        let row = [
+            loss.step.to_string(),
+            loss.total.to_string(),
+            loss.distance.to_string(),
+            loss.equivariance.to_string(),
+            config.learning_rate_at(loss.step).to_string(),
+            batch.z_weight.to_string(),
+            format!("{:.2}", began.elapsed().as_secs_f64()),
+            loss.axis.to_string(),
+        ];
+        writeln!(csv, "{}", row.join(","))?;
         progress.set_message(format!("loss {:.4}", loss.total));
         progress.inc(1);
         losses.push(loss);
@@ -364,8 +367,7 @@ pub fn run(
 
 /// The loss CSV, keeping only rows before `start_step` (so a resumed run continues it).
 fn open_csv(path: &Path, start_step: usize) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
-    let header = "step,loss,distance,equivariance,lr,z_weight,seconds,axis";
-    let mut kept = vec![header.to_owned()];
+    let mut kept = vec![LOSS_COLUMNS.join(",")];
     let previous = if start_step > 0 {
         std::fs::read_to_string(path).unwrap_or_default()
     } else {

@@ -14,9 +14,7 @@ use ape_training::data::{TrainScan, make_batch};
 use ape_training::train::Trainer;
 
 fn shared_scan(test: &str) -> Option<PathBuf> {
-    let data = std::env::var_os("APE_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    let data = ape::cohort::shared_data_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
     let path = data.join("btcv/btcv_05.nii.gz");
     if path.is_file() {
         return Some(path);
@@ -55,11 +53,7 @@ fn meta() -> ModelMeta {
         net: ApeNetConfig::new()
             .with_widths(vec![8, 16])
             .with_convs_per_level(1),
-        input_spacing_mm: [2.0, 2.0, 3.0],
-        hu_window: HuWindow::MODEL,
-        description: "test".to_owned(),
-        trained: false,
-        held_out: Vec::new(),
+        ..ModelMeta::fresh("test".to_owned())
     }
 }
 

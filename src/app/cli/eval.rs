@@ -3,14 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ape::cache::MapCache;
-use ape::cohort::labelled_cases;
+use ape::cache::{CacheUse, MapCache};
+use ape::cohort::{labelled_cases, labelled_cases_named};
 use ape::evaluation::report::{ReportContext, write_report};
-use ape::evaluation::{EvalOptions, EvalScan, evaluate};
+use ape::evaluation::{EvalOptions, LabelledScan, evaluate};
 use ape::labels::DatasetSidecar;
-use ape::model::backend::{BackendChoice, select};
 
-use super::model::load_model;
+use super::ModelArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -18,9 +17,15 @@ pub struct EvalArgs {
     /// its labels.json), e.g. ../shared/data/btcv.
     #[arg(long)]
     data: PathBuf,
-    /// A model file instead of the bundled model.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Evaluate only these scans of the folder (names without extension, comma-separated), e.g.
+    /// the validation scans, so that a sweep never reads the held-out ones.
+    #[arg(long, value_delimiter = ',')]
+    scans: Option<Vec<String>>,
+    /// Embed at this input spacing (mm, X,Y,Z) instead of the model's own.
+    #[arg(long, value_delimiter = ',')]
+    input_spacing: Option<Vec<f64>>,
     /// Support scans per few-shot box (method.md: 5).
     #[arg(long, default_value_t = 5)]
     shots: usize,
@@ -30,21 +35,29 @@ pub struct EvalArgs {
     /// Scans kept out of training, reported separately (default: the model's own list).
     #[arg(long, value_delimiter = ',')]
     held_out: Option<Vec<String>>,
-    /// Where the network runs: auto (wgpu on a hardware GPU, else CPU), wgpu or cpu.
-    #[arg(long, default_value = "auto")]
-    backend: BackendChoice,
     /// Recompute every map even if it is cached.
     #[arg(long)]
     no_cache: bool,
 }
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
-    let cases = labelled_cases(&args.data)?;
-    let compute = select(args.backend)?;
-    let model = load_model(args.model.as_deref(), &compute.device)?;
-    let model_name = args.model.as_ref().map_or_else(
-        || format!("bundled: {}", model.meta.description),
-        |p| format!("{}: {}", p.display(), model.meta.description),
+    let cases = match &args.scans {
+        Some(names) => labelled_cases_named(&args.data, names)?,
+        None => labelled_cases(&args.data)?,
+    };
+    let (compute, mut model) = args.model.load()?;
+    match args.input_spacing.as_deref() {
+        None => {}
+        Some(&[x, y, z]) => model = model.with_input_spacing([x, y, z])?,
+        Some(other) => anyhow::bail!("--input-spacing takes three values X,Y,Z (mm), got {other:?}"),
+    }
+    let s = model.meta.input_spacing_mm;
+    let model_name = format!(
+        "{} (input {:.2} × {:.2} × {:.2} mm)",
+        args.model.describe(&model),
+        s[0],
+        s[1],
+        s[2]
     );
     say!("backend  {}", compute.description);
     say!("model    {model_name}");
@@ -54,7 +67,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         cases.len()
     );
 
-    let cache = (!args.no_cache).then(MapCache::default_location);
+    let cache = MapCache::default_location();
+    let cache_use = if args.no_cache {
+        CacheUse::Refresh(&cache)
+    } else {
+        CacheUse::ReadWrite(&cache)
+    };
     let progress = indicatif::ProgressBar::new(cases.len() as u64);
     progress.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} scans  {msg}")
@@ -63,12 +81,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let mut scans = Vec::with_capacity(cases.len());
     for case in &cases {
         progress.set_message(format!("embedding {}", case.name));
-        scans.push(EvalScan::load(
-            case,
-            &model,
-            &compute.device,
-            cache.as_ref(),
-        )?);
+        let (scan, warning) = LabelledScan::load(case, &model, &compute.device, cache_use)?;
+        if let Some(w) = warning {
+            progress.suspend(|| eprintln!("warning: {w}"));
+        }
+        scans.push(scan);
         progress.inc(1);
     }
     progress.finish_and_clear();

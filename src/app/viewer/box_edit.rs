@@ -5,8 +5,8 @@
 
 use glam::DVec3;
 
-use crate::geometry::WorldBox;
-use crate::slicing::SliceGeometry;
+use ape::geometry::WorldBox;
+use ape::slicing::SliceGeometry;
 
 /// How close to an edge (pixels) a drag must start to grab it.
 pub const GRIP_PIXELS: f64 = 6.0;
@@ -109,7 +109,7 @@ impl BoxGrip {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slicing::Plane;
+    use ape::slicing::Plane;
 
     /// An axial view 200 px square, 1 mm per pixel, centred on the origin.
     fn axial() -> SliceGeometry {

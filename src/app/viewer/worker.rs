@@ -5,16 +5,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use glam::DVec3;
 use std::sync::mpsc::{Receiver, Sender, channel};
 
 use burn::tensor::Device;
 
-use crate::ape_map::ApeMap;
-use crate::cache::{MapCache, embed_file_cached};
-use crate::model::ApeModel;
-use crate::retrieval::MapIndex;
-use crate::scan::Scan;
+use ape::ape_map::ApeMap;
+use ape::cache::{CacheUse, MapCache, embed_cached};
+use ape::model::ApeModel;
+use ape::retrieval::MapIndex;
+use ape::labels::Organs;
+use ape::scan::Scan;
 
 /// What the worker reports.
 #[derive(Debug)]
@@ -23,9 +23,11 @@ pub enum WorkerEvent {
     Progress(usize, f32),
     Embedded(usize, Arc<ApeMap>, Arc<MapIndex>),
     Failed(usize, String),
-    /// Organ centres (name, world RAS mm) from the label map beside the scan, or why it could
-    /// not be read. Not sent for scans without one.
-    Organs(usize, Result<Vec<(String, DVec3)>, String>),
+    /// Something the user should know that did not stop the job (a map not cached).
+    Warning(usize, String),
+    /// The organs of the label map beside the scan, or why it could not be read. Not sent for
+    /// scans without one.
+    Organs(usize, Result<Arc<Organs>, String>),
 }
 
 struct Job {
@@ -98,10 +100,10 @@ fn run_job(
         Err(e) => return send(WorkerEvent::Failed(job.id, e.to_string())),
     };
     send(WorkerEvent::Loaded(job.id, scan.clone()));
-    if let Some(labels) = crate::cohort::label_map_for(&job.path) {
+    if let Some(labels) = ape::cohort::label_map_for(&job.path) {
         send(WorkerEvent::Organs(
             job.id,
-            organ_centres(&labels, &scan, &job.path),
+            read_organs(&labels, &scan, &job.path),
         ));
     }
     let Some(model) = model else {
@@ -111,26 +113,27 @@ fn run_job(
         ));
     };
     let mut progress = |p: f32| send(WorkerEvent::Progress(job.id, p));
-    let map = match embed_file_cached(cache, model, device, &job.path, &scan.volume, &mut progress)
+    let cache = cache.map_or(CacheUse::Off, CacheUse::ReadWrite);
+    let embedded = match embed_cached(cache, model, device, &job.path, &scan.volume, &mut progress)
     {
-        Ok((map, _)) => map,
+        Ok(embedded) => embedded,
         Err(e) => return send(WorkerEvent::Failed(job.id, e.to_string())),
     };
+    if let Some(w) = embedded.warning {
+        send(WorkerEvent::Warning(job.id, w));
+    }
+    let map = embedded.map;
     let index = Arc::new(MapIndex::build_in_body(&map, &scan));
     send(WorkerEvent::Embedded(job.id, Arc::new(map), index));
 }
 
-/// The centre of every organ of a scan's label map, by name.
-fn organ_centres(
+/// The organs of a scan's label map.
+fn read_organs(
     path: &std::path::Path,
     scan: &Scan,
     scan_path: &std::path::Path,
-) -> Result<Vec<(String, DVec3)>, String> {
-    let labels = crate::labels::LabelMap::read_for_scan(path, &scan.volume, scan_path)
+) -> Result<Arc<Organs>, String> {
+    let labels = ape::labels::LabelMap::read_for_scan(path, &scan.volume, scan_path)
         .map_err(|e| e.to_string())?;
-    Ok(labels
-        .organs()
-        .iter()
-        .map(|o| (labels.name_of(o.label), o.centre))
-        .collect())
+    Ok(Arc::new(Organs::of(&labels)))
 }

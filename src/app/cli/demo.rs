@@ -1,4 +1,4 @@
-//! `ape demo`: what ape reads, on a real scan when `../shared` is there, else on the phantom.
+//! `ape demo`: what ape reads, on a real scan when the shared data folder is there, else on the phantom.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +9,8 @@ use ape::summary::{VolumeKind, summarize};
 use super::info::render;
 
 pub fn run(data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let folder = data.unwrap_or_else(|| PathBuf::from("../shared/data/btcv"));
+    let folder =
+        data.unwrap_or_else(|| ape::cohort::shared_data_dir(std::path::Path::new(".")).join("btcv"));
     let scan = folder.join("btcv_02.nii.gz");
     let labels = folder.join("btcv_02_label.nii.gz");
     if scan.is_file() && labels.is_file() {

@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use glam::DVec3;
 
-use crate::annotations::{BoxOrigin, BoxSet, History, OrganBox};
-use crate::ape_map::ApeMap;
-use crate::boxes::{Support, calibrate_alpha_leave_one_out, edges_of_box, predict_box};
-use crate::geometry::WorldBox;
-use crate::retrieval::{MapIndex, Retrieved, Target, retrieve_many};
-use crate::scan::Scan;
-use crate::slicing::WindowLevel;
+use ape::annotations::{BoxOrigin, BoxSet, History, OrganBox};
+use ape::ape_map::ApeMap;
+use ape::boxes::{FewShotBoxes, Support, ape_transfer};
+use ape::geometry::WorldBox;
+use ape::labels::Organs;
+use ape::retrieval::{MapIndex, Retrieved, Target, retrieve_many};
+use ape::scan::Scan;
+use ape::slicing::WindowLevel;
 
 /// Where a scan of the cohort is in its life.
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct CohortScan {
     pub index: Option<Arc<MapIndex>>,
     /// Organ centres (name, world RAS mm) from a label map beside the scan, if it has one.
     pub organs: Vec<(String, DVec3)>,
+    /// That label map's organs, which serve as few-shot supports.
+    pub labelled: Option<Arc<Organs>>,
 }
 
 /// How APE maps are drawn over the scan.
@@ -131,7 +134,7 @@ impl ViewerState {
 
     /// Adds a scan (still loading); returns its index.
     pub fn add(&mut self, path: PathBuf) -> usize {
-        let series = crate::io::dicom::split_series_path(&path).map(|(dir, uid)| {
+        let series = ape::io::dicom::split_series_path(&path).map(|(dir, uid)| {
             // `folder · …<end of the series UID>`: short, and tells series of a study apart.
             let tail: String = uid
                 .chars()
@@ -147,7 +150,7 @@ impl ViewerState {
             format!("{folder} · …{tail}")
         });
         let name = series
-            .or_else(|| crate::cohort::nifti_stem(&path))
+            .or_else(|| ape::cohort::nifti_stem(&path))
             .or_else(|| path.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| path.display().to_string());
         self.cohort.push(CohortScan {
@@ -158,6 +161,7 @@ impl ViewerState {
             map: None,
             index: None,
             organs: Vec::new(),
+            labelled: None,
         });
         self.cohort.len() - 1
     }
@@ -278,124 +282,177 @@ impl ViewerState {
         self.history.redo(&mut self.boxes)
     }
 
-    /// Sets the box of the current organ on scan `id` (one undo step).
-    pub fn set_box(&mut self, id: usize, bbox: WorldBox, origin: BoxOrigin) {
-        let Some(scan) = self.cohort.get(id).map(|s| s.name.clone()) else {
-            return;
-        };
-        self.history.record(&self.boxes);
-        self.boxes.set(OrganBox {
-            scan,
-            organ: self.organ.clone(),
-            bbox,
-            origin,
-        });
-    }
-
-    /// Predicts the current organ's box on every scan that has a map and no drawn or accepted
-    /// box of it, from all the drawn or accepted ones (few-shot, method.md), as one undo step.
-    /// α for 0.99 recall is calibrated on the supports (leave one out; each support's box
-    /// stands in for its organ) and stored with the prediction. Returns how many were made.
+    /// Predicts the current organ's box on every embedded scan that is not a support, as one
+    /// undo step, by the library's few-shot pipeline ([`FewShotBoxes`]). The supports are the
+    /// embedded scans with a drawn or accepted box of the organ, else with the organ in the
+    /// label map beside them; α for 0.99 recall is calibrated on them (leave one out) and stored
+    /// with each prediction. Returns how many were made.
     pub fn predict_boxes(&mut self) -> usize {
         let organ = self.organ.clone();
-        let is_support = |b: &OrganBox| {
-            b.organ == organ && matches!(b.origin, BoxOrigin::Drawn | BoxOrigin::Accepted)
-        };
-        let supports: Vec<(usize, WorldBox)> = self
-            .cohort
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.map.is_some())
-            .filter_map(|(i, s)| {
-                let b = self.boxes.get(&s.name, &organ)?;
-                is_support(b).then_some((i, b.bbox))
-            })
-            .collect();
+        let supports = self.supports_of(&organ);
         if supports.is_empty() {
-            self.message = format!("draw a {organ} box on an embedded scan first");
+            self.message = format!(
+                "draw a {organ} box on an embedded scan first (or open scans with a {organ} in their label maps)"
+            );
             return 0;
         }
-        let support_refs: Vec<Support<'_>> = supports
-            .iter()
-            .filter_map(|(i, b)| {
-                Some(Support {
-                    map: self.cohort[*i].map.as_deref()?,
-                    edges: edges_of_box(b),
-                })
-            })
-            .collect();
-        // Each support's box as a cloud of points, for recall.
-        let clouds: Vec<Vec<glam::DVec3>> = supports.iter().map(|(_, b)| box_cloud(b)).collect();
-        let cloud_refs: Vec<&[glam::DVec3]> = clouds.iter().map(Vec::as_slice).collect();
-        let edges: Vec<[glam::DVec3; 6]> = support_refs.iter().map(|s| s.edges).collect();
-        let alpha = calibrate_alpha_leave_one_out(
-            &edges,
-            &cloud_refs,
-            |from, p, to| {
-                let target = &self.cohort[supports[to].0];
-                let target = Target {
-                    map: target.map.as_deref()?,
-                    index: target.index.as_deref()?,
-                };
-                target.locate(support_refs[from].map, p)
-            },
-            crate::boxes::TARGET_RECALL,
+        let support_ids: Vec<usize> = supports.iter().map(|(i, _)| *i).collect();
+        let predictor = FewShotBoxes::calibrated(
+            supports.into_iter().map(|(_, s)| s).collect(),
+            ape_transfer,
         );
-        let alpha_note = alpha.map_or_else(
+        let alpha_note = predictor.alpha().map_or_else(
             || "α for 0.99 recall needs two supports".to_owned(),
             |a| format!("α {a:.2} for 0.99 recall"),
         );
-        let alpha = alpha.unwrap_or(1.0);
-        let mut predicted = Vec::new();
-        for (i, scan) in self.cohort.iter().enumerate() {
-            let (Some(map), Some(index)) = (scan.map.as_deref(), scan.index.as_deref()) else {
-                continue;
-            };
-            if self.boxes.get(&scan.name, &organ).is_some_and(is_support) {
-                continue;
-            }
-            let target = Target { map, index };
-            if let Some(b) = predict_box(target, &support_refs) {
-                predicted.push((i, b));
-            }
-        }
+        let predicted: Vec<(usize, WorldBox)> = self
+            .cohort
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !support_ids.contains(i))
+            .filter_map(|(i, s)| {
+                let target = Target {
+                    map: s.map.as_deref()?,
+                    index: s.index.as_deref()?,
+                };
+                Some((i, predictor.predict(&target)?.bbox))
+            })
+            .collect();
         if predicted.is_empty() {
             return 0;
         }
-        self.history.record(&self.boxes);
-        for (i, bbox) in &predicted {
-            self.boxes.set(OrganBox {
+        let (n_supports, alpha) = (support_ids.len(), predictor.alpha().unwrap_or(1.0));
+        drop(predictor);
+        let boxes: Vec<OrganBox> = predicted
+            .iter()
+            .map(|(i, bbox)| OrganBox {
                 scan: self.cohort[*i].name.clone(),
                 organ: organ.clone(),
                 bbox: *bbox,
                 origin: BoxOrigin::Predicted {
-                    supports: supports.len(),
+                    supports: n_supports,
                     alpha,
                 },
-            });
-        }
+            })
+            .collect();
+        self.edit_boxes(|set| {
+            for b in boxes {
+                set.set(b);
+            }
+        });
         self.message = format!(
             "{organ}: predicted on {} scan{} from {} support{} ({alpha_note})",
             predicted.len(),
             if predicted.len() == 1 { "" } else { "s" },
-            supports.len(),
-            if supports.len() == 1 { "" } else { "s" },
+            n_supports,
+            if n_supports == 1 { "" } else { "s" },
         );
         predicted.len()
     }
-}
 
-/// Points filling a box on a 9 × 9 × 9 lattice.
-fn box_cloud(b: &WorldBox) -> Vec<glam::DVec3> {
-    let n = 8;
-    let mut points = Vec::with_capacity((n + 1) * (n + 1) * (n + 1));
-    for k in 0..=n {
-        for j in 0..=n {
-            for i in 0..=n {
-                let t = glam::DVec3::new(i as f64, j as f64, k as f64) / n as f64;
-                points.push(b.min + (b.max - b.min) * t);
-            }
+    /// The few-shot supports of an organ among the embedded scans: the drawn or accepted boxes
+    /// of it; where there are none, the organ in the label maps beside the scans.
+    fn supports_of(&self, organ: &str) -> Vec<(usize, Support<'_, Target<'_>>)> {
+        let targets = self.cohort.iter().enumerate().filter_map(|(i, s)| {
+            let target = Target {
+                map: s.map.as_deref()?,
+                index: s.index.as_deref()?,
+            };
+            Some((i, s, target))
+        });
+        let drawn: Vec<_> = targets
+            .clone()
+            .filter_map(|(i, s, target)| {
+                let b = self.boxes.get(&s.name, organ)?;
+                matches!(b.origin, BoxOrigin::Drawn | BoxOrigin::Accepted)
+                    .then(|| (i, Support::from_drawn_box(target, &b.bbox)))
+            })
+            .collect();
+        if !drawn.is_empty() {
+            return drawn;
+        }
+        targets
+            .filter_map(|(i, s, target)| {
+                let (stats, voxels) = s.labelled.as_deref()?.named(organ)?;
+                Some((i, Support::from_organ(target, stats, voxels)))
+            })
+            .collect()
+    }
+
+    /// Applies one edit to the boxes as one undo step: every box change goes through here (or
+    /// through [`Self::drag_box`], whose first frame does).
+    pub fn edit_boxes(&mut self, edit: impl FnOnce(&mut BoxSet)) {
+        self.history.record(&self.boxes);
+        edit(&mut self.boxes);
+    }
+
+    /// Accepts the prediction at `index` of the box list as it is (one undo step).
+    pub fn accept_box(&mut self, index: usize) {
+        if index < self.boxes.boxes.len() {
+            self.edit_boxes(|set| set.boxes[index].origin = BoxOrigin::Accepted);
         }
     }
-    points
+
+    /// Replaces every box, as when a box file is loaded (one undo step).
+    pub fn replace_boxes(&mut self, set: BoxSet) {
+        self.edit_boxes(|boxes| *boxes = set);
+    }
+
+    /// The box a mouse drag gives so far: the drag's first frame makes the undo step, its later
+    /// frames change the box within that step, so a whole drag undoes at once.
+    pub fn drag_box(&mut self, organ_box: OrganBox, first_frame: bool) {
+        if first_frame {
+            self.edit_boxes(|set| set.set(organ_box));
+        } else {
+            self.boxes.set(organ_box);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn liver(x: f64, origin: BoxOrigin) -> OrganBox {
+        OrganBox {
+            scan: "a".into(),
+            organ: "liver".into(),
+            bbox: WorldBox::new(DVec3::ZERO, DVec3::new(x, 10.0, 10.0)),
+            origin,
+        }
+    }
+
+    #[test]
+    fn a_drag_over_many_frames_is_one_undo_step() {
+        let mut state = ViewerState::default();
+        state.drag_box(liver(10.0, BoxOrigin::Drawn), true);
+        state.drag_box(liver(20.0, BoxOrigin::Drawn), true);
+        for x in [30.0, 40.0, 50.0] {
+            state.drag_box(liver(x, BoxOrigin::Drawn), false);
+        }
+        assert!(state.undo());
+        assert_eq!(state.boxes.get("a", "liver").unwrap().bbox.max.x, 10.0);
+        assert!(state.undo());
+        assert!(state.boxes.boxes.is_empty());
+        assert!(!state.undo());
+    }
+
+    #[test]
+    fn accepting_and_replacing_are_undo_steps() {
+        let mut state = ViewerState::default();
+        let predicted = BoxOrigin::Predicted {
+            supports: 1,
+            alpha: 1.2,
+        };
+        state.edit_boxes(|set| set.set(liver(10.0, predicted)));
+        state.accept_box(0);
+        state.accept_box(5); // no such box: nothing happens, no step
+        assert_eq!(state.boxes.boxes[0].origin, BoxOrigin::Accepted);
+        state.replace_boxes(BoxSet::default());
+        assert!(state.boxes.boxes.is_empty());
+        assert!(state.undo());
+        assert_eq!(state.boxes.boxes[0].origin, BoxOrigin::Accepted);
+        assert!(state.undo());
+        assert_eq!(state.boxes.boxes[0].origin, predicted);
+    }
 }

@@ -5,12 +5,10 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use ape::cache::{CacheKey, MapCache, file_hash};
-use ape::embed::{EmbedOptions, embed_scan};
-use ape::model::backend::{BackendChoice, select};
+use ape::cache::{CacheUse, MapCache, embed_cached};
 use ape::scan::Scan;
 
-use super::model::load_model;
+use super::ModelArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct EmbedArgs {
@@ -23,12 +21,8 @@ pub struct EmbedArgs {
     /// Write the map on the scan's own voxel grid instead of at 1/4 of the model's resolution.
     #[arg(long)]
     full_res: bool,
-    /// Where the network runs: auto (wgpu on a hardware GPU, else CPU), wgpu or cpu.
-    #[arg(long, default_value = "auto")]
-    backend: BackendChoice,
-    /// A model file instead of the bundled model.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Recompute even if the map is cached.
     #[arg(long)]
     no_cache: bool,
@@ -36,8 +30,7 @@ pub struct EmbedArgs {
 
 pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let total = Instant::now();
-    let compute = select(args.backend)?;
-    let model = load_model(args.model.as_deref(), &compute.device)?;
+    let (compute, model) = args.model.load()?;
     say!("backend     {}", compute.description);
     say!("model       {}", model.meta.description);
 
@@ -50,26 +43,22 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     );
 
     let cache = MapCache::default_location();
-    let key = file_hash(&args.scan).ok().map(|scan| CacheKey {
-        scan,
-        model: model.id,
-    });
-    let cached = key
-        .filter(|_| !args.no_cache)
-        .and_then(|key| cache.get(&key));
-    let map = match cached {
-        Some(map) => {
-            say!("cache hit   {}", cache.dir().display());
-            map
-        }
-        None => {
-            let (map, times) = embed_scan(
-                &model,
-                &compute.device,
-                &scan.volume,
-                &EmbedOptions::default(),
-                &mut |_| {},
-            )?;
+    let cache_use = if args.no_cache {
+        CacheUse::Refresh(&cache)
+    } else {
+        CacheUse::ReadWrite(&cache)
+    };
+    let embedded = embed_cached(
+        cache_use,
+        &model,
+        &compute.device,
+        &args.scan,
+        &scan.volume,
+        &mut |_| {},
+    )?;
+    match embedded.times {
+        None => say!("cache hit   {}", cache.dir().display()),
+        Some(times) => {
             say!("preprocess  {:>8.3} s", times.preprocess.as_secs_f64());
             say!(
                 "network     {:>8.3} s  ({} tile{})",
@@ -77,21 +66,19 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
                 times.tiles,
                 if times.tiles == 1 { "" } else { "s" }
             );
-            if let Some(Err(e)) = key.map(|key| cache.put(&key, &map)) {
-                eprintln!(
-                    "warning: could not cache the map in {}: {e}",
-                    cache.dir().display()
-                );
-            }
-            map
         }
-    };
+    }
+    if let Some(w) = &embedded.warning {
+        eprintln!("warning: {w}");
+    }
 
     let t = Instant::now();
     let out = if args.full_res {
-        map.resampled_onto(scan.volume.shape(), *scan.volume.affine())?
+        embedded
+            .map
+            .resampled_onto(scan.volume.shape(), *scan.volume.affine())?
     } else {
-        map
+        embedded.map
     };
     drop(scan);
     out.write_nifti(&args.output)

@@ -1,17 +1,16 @@
-//! `ape boxes IN -o OUT`: converts organ box files between JSON, CSV and 3D Slicer markups
-//! (`.mrk.json`), by extension.
+//! `ape boxes IN -o OUT`: converts organ box files between the formats of
+//! [`BoxFormat::ALL`], by extension.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use ape::annotations::BoxSet;
+use ape::annotations::{BoxFormat, BoxSet};
 
 #[derive(Debug, clap::Args)]
 pub struct BoxesArgs {
-    /// A box file: .json, .csv or .mrk.json.
+    #[arg(help = format!("A box file: {}", BoxFormat::list()))]
     input: PathBuf,
-    /// Where to write it: .json, .csv or .mrk.json (3D Slicer ROI markups, LPS).
-    #[arg(short, long)]
+    #[arg(short, long, help = format!("Where to write it: {}", BoxFormat::list()))]
     output: PathBuf,
 }
 

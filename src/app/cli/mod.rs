@@ -28,7 +28,45 @@ mod view;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use ape::model::ApeModel;
+use ape::model::backend::{BackendChoice, ComputeDevice, select};
 use clap::{Parser, Subcommand};
+
+/// Which model runs where: the options every command that embeds shares.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ModelArgs {
+    /// A model file instead of the bundled model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Where the network runs: auto (wgpu on a hardware GPU, else CPU), wgpu or cpu.
+    #[arg(long, default_value = "auto")]
+    pub backend: BackendChoice,
+}
+
+impl ModelArgs {
+    /// The selected device and the model loaded onto it.
+    pub fn load(&self) -> anyhow::Result<(ComputeDevice, ApeModel)> {
+        let compute = select(self.backend)?;
+        let model = self.load_on(&compute.device)?;
+        Ok((compute, model))
+    }
+
+    /// The model (the bundled one unless `--model`) on `device`.
+    pub fn load_on(&self, device: &burn::tensor::Device) -> anyhow::Result<ApeModel> {
+        Ok(match &self.model {
+            Some(path) => ApeModel::load(path, device)?,
+            None => ApeModel::bundled(device)?,
+        })
+    }
+
+    /// "bundled: …" or "PATH: …", for reports.
+    pub fn describe(&self, model: &ApeModel) -> String {
+        self.model.as_ref().map_or_else(
+            || format!("bundled: {}", model.meta.description),
+            |p| format!("{}: {}", p.display(), model.meta.description),
+        )
+    }
+}
 
 /// Anatomical Positional Embeddings of CT scans.
 #[derive(Debug, Parser)]
@@ -56,9 +94,8 @@ enum Command {
     Boxes(boxes::BoxesArgs),
     /// Print the model's size, FLOPs per patch, receptive field, input spacing and HU window.
     ModelInfo {
-        /// A model file instead of the bundled model.
-        #[arg(long)]
-        model: Option<PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Write a freshly initialised (untrained) model file.
     #[command(hide = true)]
@@ -84,7 +121,8 @@ enum Command {
     /// Show what ape reads, on a demo scan (a BTCV scan from ../shared when present, else a
     /// synthetic phantom).
     Demo {
-        /// Folder with the demo data set (default: ../shared/data/btcv).
+        /// Folder with the demo data set (default: btcv in the shared data folder,
+        /// `$APE_SHARED_DATA` or ../shared/data).
         #[arg(long)]
         data: Option<PathBuf>,
     },
@@ -98,7 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Eval(args)) => eval::run(&args),
         Some(Command::Crop(args)) => crop::run(&args),
         Some(Command::Boxes(args)) => boxes::run(&args),
-        Some(Command::ModelInfo { model }) => model::info(model),
+        Some(Command::ModelInfo { model }) => model::info(&model),
         Some(Command::ModelInit { seed, output }) => model::init(seed, &output),
         Some(Command::View(args)) => view::run(args),
         Some(Command::ModelDescribe {

@@ -34,7 +34,7 @@ pub fn load(dir: &Path) -> Vec<PathBuf> {
 pub fn save(dir: &Path, list: &[PathBuf]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_vec_pretty(list).map_err(std::io::Error::other)?;
-    crate::io::atomic::write_atomically(&dir.join("recent.json"), &json)
+    ape::io::atomic::write_atomically(&dir.join("recent.json"), &json)
 }
 
 #[cfg(test)]

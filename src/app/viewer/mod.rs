@@ -3,17 +3,18 @@
 //!
 //! - [`state`]: what the viewer knows, free of GUI types (tested without a window).
 //! - [`worker`]: reading and embedding scans on a background thread.
-//! - [`render`]: a view's picture (slice, window/level, overlay) on the CPU.
+//! - [`slice_picture`]: a view's picture (slice, window/level, overlay), on the CPU or the GPU.
 //! - [`views`]: the slice views and the cohort strip; [`sidebar`]: the left panel.
+//! - [`commands`]: every command with its label, keys and help, in one table.
 //! - [`embedding_plot`]: the cohort in APE space (organ centres, boxes, landmark).
 //! - [`box_edit`]: what a drag grabs of an organ box (edges, corners, inside) and what it does.
 
 pub mod box_edit;
+pub mod commands;
 pub mod embedding_plot;
-pub mod gpu_slice;
 pub mod recent;
-pub mod render;
 pub mod sidebar;
+pub mod slice_picture;
 pub mod state;
 pub mod views;
 pub mod worker;
@@ -23,13 +24,21 @@ use std::sync::Arc;
 
 use burn::tensor::Device;
 
-use crate::cache::MapCache;
-use crate::model::ApeModel;
-use crate::slicing::{Plane, WindowLevel};
+use ape::annotations::{BoxFormat, BoxSet};
+use ape::cache::MapCache;
+use ape::model::ApeModel;
+use ape::slicing::Plane;
 
-use state::{OverlayMode, ScanStatus, ViewerState};
+use commands::ViewerCommand;
+use state::{ScanStatus, ViewerState};
 use views::{Hover, Pictures, ViewState};
 use worker::{Worker, WorkerEvent};
+
+/// The scan-open dialog's filter: (name, extensions); `.gz` for `.nii.gz`.
+const NIFTI_FILTER: (&str, &[&str]) = ("NIfTI", &["nii", "gz"]);
+
+/// Where in the config folder the boxes are kept between sessions.
+const AUTOSAVE_FILE: &str = "boxes-autosave.json";
 
 /// The application: state, the views' zoom and pan, textures, the background worker.
 #[derive(Debug)]
@@ -42,12 +51,12 @@ pub struct ApeApp {
     show_help: bool,
     show_embedding_plot: bool,
     /// A DICOM folder with several series, waiting for the user to choose.
-    choose_series: Option<(PathBuf, Vec<crate::io::dicom::SeriesInfo>)>,
+    choose_series: Option<(PathBuf, Vec<ape::io::dicom::SeriesInfo>)>,
     /// Recently opened scans, and where that list is kept (`None`: not kept, as in tests).
     recent: Vec<PathBuf>,
     recent_dir: Option<PathBuf>,
     /// The boxes as last autosaved.
-    autosaved: Option<crate::annotations::BoxSet>,
+    autosaved: Option<BoxSet>,
 }
 
 impl ApeApp {
@@ -81,10 +90,10 @@ impl ApeApp {
         }
     }
 
-    /// Slices on the GPU through the renderer's own wgpu device (see [`gpu_slice`]) when there
-    /// is one; otherwise the views stay on the CPU path.
+    /// Slices on the GPU through the renderer's own wgpu device (see [`slice_picture::gpu`])
+    /// when there is one; otherwise the views stay on the CPU path.
     pub fn with_gpu(mut self, render_state: Option<&eframe::egui_wgpu::RenderState>) -> Self {
-        let installed = render_state.is_some_and(gpu_slice::SliceRenderer::install);
+        let installed = render_state.is_some_and(slice_picture::gpu::SliceRenderer::install);
         self.state.gpu_available = installed;
         self.state.gpu_slicing = installed;
         self
@@ -94,8 +103,8 @@ impl ApeApp {
     pub fn with_recent_files(mut self, dir: PathBuf) -> Self {
         self.recent = recent::load(&dir);
         // Boxes of the last session come back (the autosave is written atomically).
-        let autosave = dir.join("boxes-autosave.json");
-        if let Ok(set) = crate::annotations::BoxSet::load(&autosave) {
+        let autosave = dir.join(AUTOSAVE_FILE);
+        if let Ok(set) = BoxSet::load(&autosave) {
             self.autosaved = Some(set.clone());
             self.state.boxes = set;
         }
@@ -108,8 +117,8 @@ impl ApeApp {
     pub fn open(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
         for path in paths {
             if path.is_dir()
-                && crate::io::dicom::is_dicom_folder(&path)
-                && let Ok(series) = crate::io::dicom::list_series(&path)
+                && ape::io::dicom::is_dicom_folder(&path)
+                && let Ok(series) = ape::io::dicom::list_series(&path)
                 && series.len() > 1
             {
                 self.choose_series = Some((path, series));
@@ -126,6 +135,17 @@ impl ApeApp {
                 self.state.cohort[id].status =
                     ScanStatus::Failed("the background worker has stopped".into());
             }
+        }
+    }
+
+    /// Adds the scans of a folder (see [`ape::cohort::scans_in`]).
+    pub fn open_folder(&mut self, dir: &Path) {
+        match ape::cohort::scans_in(dir) {
+            Ok(scans) if scans.is_empty() => {
+                self.state.message = format!("{}: no scans in this folder", dir.display());
+            }
+            Ok(scans) => self.open(scans),
+            Err(e) => self.state.message = e.to_string(),
         }
     }
 
@@ -149,13 +169,25 @@ impl ApeApp {
                 }
                 WorkerEvent::Embedded(id, map, index) => self.state.map_ready(id, map, index),
                 WorkerEvent::Organs(id, organs) => match (organs, self.state.cohort.get_mut(id)) {
-                    (Ok(organs), Some(s)) => s.organs = organs,
+                    (Ok(organs), Some(s)) => {
+                        s.organs = organs
+                            .stats
+                            .iter()
+                            .map(|o| (organs.name_of(o.label), o.centre))
+                            .collect();
+                        s.labelled = Some(organs);
+                    }
                     (Err(e), Some(s)) => {
                         self.state.message =
                             format!("{}: its label map was not read: {e}", s.path.display());
                     }
                     (_, None) => {}
                 },
+                WorkerEvent::Warning(id, w) => {
+                    if let Some(s) = self.state.cohort.get(id) {
+                        self.state.message = format!("{}: {w}", s.name);
+                    }
+                }
                 WorkerEvent::Failed(id, e) => {
                     if let Some(s) = self.state.cohort.get_mut(id) {
                         self.state.message = format!("{}: {e}", s.path.display());
@@ -173,12 +205,12 @@ impl ApeApp {
         self.dropped_files(ui.ctx());
 
         let mut reopen = None;
-        let actions = egui::Panel::left("sidebar")
+        let commands = egui::Panel::left("sidebar")
             .default_size(300.0)
             .show(ui, |ui| {
                 egui::ScrollArea::vertical()
                     .show(ui, |ui| {
-                        let actions = sidebar::sidebar(ui, &mut self.state);
+                        let commands = sidebar::sidebar(ui, &mut self.state);
                         if !self.recent.is_empty() {
                             ui.separator();
                             ui.collapsing("Recent", |ui| {
@@ -197,7 +229,7 @@ impl ApeApp {
                                 }
                             });
                         }
-                        actions
+                        commands
                     })
                     .inner
             })
@@ -205,39 +237,8 @@ impl ApeApp {
         if let Some(path) = reopen {
             self.open([path]);
         }
-        if actions.open_files {
-            let files = rfd::FileDialog::new()
-                .add_filter("NIfTI", &["nii", "gz"])
-                .pick_files();
-            self.open(files.unwrap_or_default());
-        }
-        if actions.open_folder
-            && let Some(dir) = rfd::FileDialog::new().pick_folder()
-        {
-            self.open(scans_in(&dir));
-        }
-        if actions.screenshot {
-            request_screenshot(ui.ctx());
-        }
-        self.show_help ^= actions.help;
-        self.show_embedding_plot ^= actions.embedding_plot;
-        if actions.save_boxes
-            && let Some(path) = rfd::FileDialog::new()
-                .add_filter("boxes", &["json", "csv"])
-                .set_file_name("boxes.mrk.json")
-                .save_file()
-        {
-            self.state.message = match self.state.boxes.save(&path) {
-                Ok(()) => format!("boxes saved to {}", path.display()),
-                Err(e) => e.to_string(),
-            };
-        }
-        if actions.load_boxes
-            && let Some(path) = rfd::FileDialog::new()
-                .add_filter("boxes", &["json", "csv"])
-                .pick_file()
-        {
-            self.load_boxes(&path);
+        for command in commands {
+            self.run(ui.ctx(), command);
         }
         self.autosave_boxes();
         self.save_screenshots(ui.ctx());
@@ -306,7 +307,7 @@ impl ApeApp {
             egui::Window::new("Controls")
                 .collapsible(false)
                 .open(&mut self.show_help)
-                .show(ui.ctx(), help);
+                .show(ui.ctx(), help_window);
         }
         self.series_chooser(ui.ctx());
         if self.show_embedding_plot {
@@ -352,7 +353,7 @@ impl ApeApp {
                         ui.label(format!("{} slices", s.slices));
                         ui.monospace(&s.uid);
                         if ui.button("Open").clicked() {
-                            chosen.push(crate::io::dicom::series_path(&dir, &s.uid));
+                            chosen.push(ape::io::dicom::series_path(&dir, &s.uid));
                         }
                         ui.end_row();
                     }
@@ -360,7 +361,7 @@ impl ApeApp {
                 if ui.button("Open all").clicked() {
                     chosen = series
                         .iter()
-                        .map(|s| crate::io::dicom::series_path(&dir, &s.uid))
+                        .map(|s| ape::io::dicom::series_path(&dir, &s.uid))
                         .collect();
                 }
             });
@@ -370,12 +371,57 @@ impl ApeApp {
         self.open(chosen);
     }
 
+    /// Carries out a command: the state's own through [`ViewerCommand::apply`], the rest here.
+    fn run(&mut self, ctx: &egui::Context, command: ViewerCommand) {
+        if command.apply(&mut self.state) {
+            return;
+        }
+        match command {
+            ViewerCommand::OpenScans => {
+                let (name, extensions) = NIFTI_FILTER;
+                let files = rfd::FileDialog::new()
+                    .add_filter(name, extensions)
+                    .pick_files();
+                self.open(files.unwrap_or_default());
+            }
+            ViewerCommand::OpenFolder => {
+                if let Some(dir) = rfd::FileDialog::new().pick_folder() {
+                    self.open_folder(&dir);
+                }
+            }
+            ViewerCommand::Screenshot => request_screenshot(ctx),
+            ViewerCommand::ToggleApeSpace => self.show_embedding_plot ^= true,
+            ViewerCommand::ToggleHelp => self.show_help ^= true,
+            ViewerCommand::ResetViews => self.views = [ViewState::default(); 3],
+            ViewerCommand::SaveBoxes => {
+                let default_name = format!("boxes.{}", BoxFormat::SlicerMarkups.extension());
+                if let Some(path) = box_file_dialog().set_file_name(default_name).save_file() {
+                    self.state.message = match self.state.boxes.save(&path) {
+                        Ok(()) => format!("boxes saved to {}", path.display()),
+                        Err(e) => e.to_string(),
+                    };
+                }
+            }
+            ViewerCommand::LoadBoxes => {
+                if let Some(path) = box_file_dialog().pick_file() {
+                    self.load_boxes(&path);
+                }
+            }
+            // Carried out by `apply` above.
+            ViewerCommand::Preset(_)
+            | ViewerCommand::ToggleOverlay
+            | ViewerCommand::ToggleIsolines
+            | ViewerCommand::NextScan
+            | ViewerCommand::Undo
+            | ViewerCommand::Redo => {}
+        }
+    }
+
     /// Replaces the boxes with those of a file (one undo step).
     pub fn load_boxes(&mut self, path: &Path) {
-        match crate::annotations::BoxSet::load(path) {
+        match BoxSet::load(path) {
             Ok(set) => {
-                self.state.history.record(&self.state.boxes);
-                self.state.boxes = set;
+                self.state.replace_boxes(set);
                 self.state.message = format!("boxes loaded from {}", path.display());
             }
             Err(e) => self.state.message = e.to_string(),
@@ -391,7 +437,7 @@ impl ApeApp {
         if self.autosaved.as_ref() == Some(&self.state.boxes) {
             return;
         }
-        let path = dir.join("boxes-autosave.json");
+        let path = dir.join(AUTOSAVE_FILE);
         if let Err(e) = std::fs::create_dir_all(dir)
             .map_err(|e| e.to_string())
             .and_then(|()| self.state.boxes.save(&path).map_err(|e| e.to_string()))
@@ -422,55 +468,23 @@ impl ApeApp {
             "crosshair ({:.1}, {:.1}, {:.1}) mm RAS",
             self.state.crosshair.x, self.state.crosshair.y, self.state.crosshair.z
         ));
-        if ui.button("Reset views (R)").clicked() {
-            self.views = [ViewState::default(); 3];
+        let reset = ViewerCommand::ResetViews;
+        if ui.button(reset.label_with_shortcut()).clicked() {
+            self.run(ui.ctx(), reset);
         }
     }
 
+    /// Runs the commands whose keys were pressed, unless a text field has the keyboard.
     fn keyboard(&mut self, ctx: &egui::Context) {
-        use egui::Key;
-        let typing = ctx.egui_wants_keyboard_input();
-        if typing {
+        if ctx.egui_wants_keyboard_input() {
             return;
         }
-        ctx.input(|i| {
-            for (n, key) in [Key::Num1, Key::Num2, Key::Num3, Key::Num4, Key::Num5]
-                .iter()
-                .enumerate()
-            {
-                if i.key_pressed(*key) {
-                    self.state.window = WindowLevel::PRESETS[n].1;
-                }
-            }
-            if i.key_pressed(Key::O) {
-                self.state.overlay.mode = match self.state.overlay.mode {
-                    OverlayMode::Off => OverlayMode::Rgb,
-                    _ => OverlayMode::Off,
-                };
-            }
-            if i.key_pressed(Key::I) {
-                self.state.overlay.isolines ^= true;
-            }
-            if i.key_pressed(Key::R) {
-                self.views = [ViewState::default(); 3];
-            }
-            if i.key_pressed(Key::E) {
-                self.show_embedding_plot ^= true;
-            }
-            if i.key_pressed(Key::F1) || i.key_pressed(Key::H) {
-                self.show_help ^= true;
-            }
-            if i.modifiers.command && i.key_pressed(Key::Z) {
-                self.state.undo();
-            }
-            if i.modifiers.command && i.key_pressed(Key::Y) {
-                self.state.redo();
-            }
-            if i.key_pressed(Key::Tab) && !self.state.cohort.is_empty() {
-                let next = (self.state.active + 1) % self.state.cohort.len();
-                self.state.activate(next);
-            }
-        });
+        // Collected first: a command may open a dialog, which must not run inside `input`.
+        let pressed: Vec<ViewerCommand> =
+            ctx.input(|i| ViewerCommand::all().filter(|c| c.pressed(i)).collect());
+        for command in pressed {
+            self.run(ctx, command);
+        }
     }
 
     fn dropped_files(&mut self, ctx: &egui::Context) {
@@ -483,7 +497,7 @@ impl ApeApp {
         });
         for path in dropped {
             if path.is_dir() {
-                self.open(scans_in(&path));
+                self.open_folder(&path);
             } else {
                 self.open([path]);
             }
@@ -524,40 +538,23 @@ fn request_screenshot(ctx: &egui::Context) {
     });
 }
 
-fn help(ui: &mut egui::Ui) {
+/// The box file dialog, filtered to the endings of [`BoxFormat::ALL`] (`.mrk.json` is `.json`
+/// to the dialog).
+fn box_file_dialog() -> rfd::FileDialog {
+    let mut extensions: Vec<&str> = Vec::new();
+    for format in BoxFormat::ALL {
+        let last = format.extension().rsplit('.').next().unwrap_or_default();
+        if !extensions.contains(&last) {
+            extensions.push(last);
+        }
+    }
+    rfd::FileDialog::new().add_filter("boxes", &extensions)
+}
+
+/// Every control, from the tables of [`commands`].
+fn help_window(ui: &mut egui::Ui) {
     egui::Grid::new("help").striped(true).show(ui, |ui| {
-        for (what, how) in [
-            (
-                "set the crosshair, find the point on every scan",
-                "left click",
-            ),
-            ("scroll slices", "mouse wheel"),
-            ("zoom", "Ctrl + wheel (or pinch)"),
-            ("pan", "left drag"),
-            (
-                "window / level",
-                "right drag (horizontal: width, vertical: level)",
-            ),
-            ("presets abdomen, liver, lung, bone, soft tissue", "1 … 5"),
-            ("APE overlay on / off; iso-lines", "O; I"),
-            ("next scan of the cohort", "Tab"),
-            (
-                "the cohort in APE space (organ centres, boxes, landmark)",
-                "E",
-            ),
-            (
-                "draw an organ box (with the box option on)",
-                "left drag, in two views",
-            ),
-            (
-                "adjust a box (box option on)",
-                "drag an edge or corner handle; drag inside to move it",
-            ),
-            ("undo / redo box edits", "Ctrl+Z / Ctrl+Y"),
-            ("reset zoom and pan", "R"),
-            ("this help", "F1 or H"),
-            ("open scans", "drag files or folders onto the window"),
-        ] {
+        for (what, how) in commands::help_rows() {
             ui.label(what);
             ui.label(how);
             ui.end_row();
@@ -569,25 +566,4 @@ impl eframe::App for ApeApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.show(ui);
     }
-}
-
-/// The scans in a folder: the folder itself when it holds a DICOM series, else its NIfTI scans
-/// (not label maps), by name.
-pub fn scans_in(dir: &Path) -> Vec<PathBuf> {
-    if crate::io::dicom::is_dicom_folder(dir) {
-        return vec![dir.to_owned()];
-    }
-    let mut scans: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    crate::cohort::nifti_stem(p).is_some()
-                        && !crate::labels::named_like_label_map(p)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    scans.sort();
-    scans
 }

@@ -1,6 +1,6 @@
 //! Slicing and window/level on the GPU: each scan is uploaded once as a 3-D texture (and its APE
 //! map as another), and every view is drawn by `shaders/slice.wgsl` inside egui's render pass,
-//! so scrolling uploads nothing but a few uniforms. The CPU path ([`super::render`]) stays for
+//! so scrolling uploads nothing but a few uniforms. The CPU path ([`super::cpu`]) stays for
 //! machines without a wgpu renderer and as the reference the shader is tested against.
 
 use std::collections::HashMap;
@@ -10,11 +10,11 @@ use eframe::egui_wgpu::{self, CallbackResources, CallbackTrait, ScreenDescriptor
 use eframe::wgpu;
 use eframe::wgpu::util::DeviceExt;
 
-use crate::ape_map::ApeMap;
-use crate::scan::Scan;
-use crate::slicing::{SliceGeometry, WindowLevel};
+use ape::ape_map::ApeMap;
+use ape::scan::Scan;
+use ape::slicing::{SliceGeometry, WindowLevel};
 
-use super::state::{OverlayMode, OverlaySettings};
+use crate::viewer::state::{OverlayMode, OverlaySettings};
 
 /// The uniforms of one view, laid out as `View` in the shader.
 #[repr(C)]
@@ -40,7 +40,7 @@ impl ViewUniforms {
         window: WindowLevel,
         overlay: &OverlaySettings,
     ) -> Self {
-        let walk = |affine: &crate::Affine| {
+        let walk = |affine: &ape::Affine| {
             let origin = affine.to_voxel(geometry.world_at(0.0, 0.0));
             let u = affine.to_voxel(geometry.world_at(1.0, 0.0)) - origin;
             let v = affine.to_voxel(geometry.world_at(0.0, 1.0)) - origin;
@@ -118,7 +118,7 @@ impl SliceRenderer {
         }
         let shader = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some("ape slice shader"),
-            source: wgpu::ShaderSource::Wgsl(include_str!("../../shaders/slice.wgsl").into()),
+            source: wgpu::ShaderSource::Wgsl(include_str!("../../../../shaders/slice.wgsl").into()),
         });
         let texture_entry = |binding| wgpu::BindGroupLayoutEntry {
             binding,

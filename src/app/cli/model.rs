@@ -1,23 +1,15 @@
 //! `ape model-info` and `ape model-init`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
-use ape::intensity::HuWindow;
 use ape::model::backend::cpu;
-use ape::model::{ApeModel, ApeNetConfig, ModelMeta};
-use burn::tensor::Device;
+use ape::model::{ApeModel, ModelMeta};
 
-/// The bundled model, or the one in `path`.
-pub fn load_model(path: Option<&Path>, device: &Device) -> anyhow::Result<ApeModel> {
-    Ok(match path {
-        Some(path) => ApeModel::load(path, device)?,
-        None => ApeModel::bundled(device)?,
-    })
-}
+use super::ModelArgs;
 
-pub fn info(model: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let model = load_model(model.as_deref(), &cpu().device)?;
+pub fn info(args: &ModelArgs) -> anyhow::Result<ExitCode> {
+    let model = args.load_on(&cpu().device)?;
     let net = &model.meta.net;
     let patch = [96, 96, 64];
     say!("model        {}", model.meta.description);
@@ -66,14 +58,9 @@ pub fn info(model: Option<PathBuf>) -> anyhow::Result<ExitCode> {
 
 /// Writes a freshly initialised (untrained) model: the stand-in until trained weights exist.
 pub fn init(seed: u64, output: &Path) -> anyhow::Result<ExitCode> {
-    let meta = ModelMeta {
-        net: ApeNetConfig::new(),
-        input_spacing_mm: [2.0, 2.0, 3.0],
-        hu_window: HuWindow::MODEL,
-        description: format!("untrained stand-in: fixed-seed initialisation (seed {seed})"),
-        trained: false,
-        held_out: Vec::new(),
-    };
+    let meta = ModelMeta::fresh(format!(
+        "untrained stand-in: fixed-seed initialisation (seed {seed})"
+    ));
     let model = ApeModel::initialised(meta, seed, &cpu().device);
     model.save(output)?;
     say!(

@@ -1,26 +1,23 @@
 //! `ape view [SCAN|FOLDER]...`: the viewer. Without paths it opens a demo cohort: four BTCV
-//! scans from ../shared/data/btcv when present, else four synthetic phantoms it writes itself.
+//! scans from the shared data folder when present, else four synthetic phantoms it writes itself.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ape::app::{ApeApp, scans_in};
 use ape::cache::MapCache;
-use ape::model::backend::{BackendChoice, select};
+use ape::cohort::{scans_in, shared_data_dir};
+use ape::model::backend::select;
+use ape_app::viewer::ApeApp;
 
-use super::model::load_model;
+use super::ModelArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct ViewArgs {
     /// Scans (NIfTI) or folders of scans; none: the demo cohort.
     paths: Vec<PathBuf>,
-    /// A model file instead of the bundled model.
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Where the network runs: auto (wgpu on a hardware GPU, else CPU), wgpu or cpu.
-    #[arg(long, default_value = "auto")]
-    backend: BackendChoice,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 impl ViewArgs {
@@ -28,15 +25,14 @@ impl ViewArgs {
     pub fn demo() -> Self {
         Self {
             paths: Vec::new(),
-            model: None,
-            backend: BackendChoice::Auto,
+            model: ModelArgs::default(),
         }
     }
 }
 
 /// The demo cohort's scans, and what they are.
 pub fn demo_cohort() -> anyhow::Result<(Vec<PathBuf>, String)> {
-    let btcv = Path::new("../shared/data/btcv");
+    let btcv = shared_data_dir(Path::new(".")).join("btcv");
     let cases: Vec<PathBuf> = ["btcv_02", "btcv_05", "btcv_25", "btcv_28"]
         .iter()
         .map(|c| btcv.join(format!("{c}.nii.gz")))
@@ -67,7 +63,7 @@ pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
         let mut paths = Vec::new();
         for p in &args.paths {
             if p.is_dir() {
-                paths.extend(scans_in(p));
+                paths.extend(scans_in(p)?);
             } else {
                 paths.push(p.clone());
             }
@@ -91,7 +87,7 @@ pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
         },
         ..Default::default()
     };
-    let (choice, model_path) = (args.backend, args.model);
+    let (choice, model_args) = (args.model.backend, args.model);
     eframe::run_native(
         "ape",
         options,
@@ -115,7 +111,7 @@ pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
                 None => select(choice)?,
             };
             // A model that cannot be read must not keep the viewer from opening: scans show.
-            let (model, note) = match load_model(model_path.as_deref(), &compute.device) {
+            let (model, note) = match model_args.load_on(&compute.device) {
                 Ok(m) => (
                     Some(Arc::new(m)),
                     format!("{what}  ·  {}", compute.description),
@@ -130,7 +126,7 @@ pub fn run(args: ViewArgs) -> anyhow::Result<ExitCode> {
                 note,
             )
             .with_gpu(cc.wgpu_render_state.as_ref());
-            if let Some(dir) = ape::app::recent::config_dir() {
+            if let Some(dir) = ape_app::viewer::recent::config_dir() {
                 app = app.with_recent_files(dir);
             }
             app.open(paths);

@@ -1,11 +1,11 @@
 //! A view's picture on the CPU: the scan's slice through window/level, with the APE map blended
 //! over it (one channel through a colour map, or three as RGB) and optional iso-lines.
 
-use crate::ape_map::ApeMap;
-use crate::slicing::{SliceGeometry, WindowLevel, sample_slice};
-use crate::volume::Volume;
+use ape::ape_map::ApeMap;
+use ape::slicing::{SliceGeometry, WindowLevel, sample_slice};
+use ape::volume::Volume;
 
-use super::state::{OverlayMode, OverlaySettings};
+use crate::viewer::state::{OverlayMode, OverlaySettings};
 
 /// Embedding values mapped to the colour range: the output batch norm makes each channel
 /// roughly zero-mean, unit-variance, so ±2.5 holds nearly all of it.

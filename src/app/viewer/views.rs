@@ -5,15 +5,14 @@ use std::collections::HashMap;
 use egui::{Align2, Color32, FontId, PointerButton, Pos2, Rect, Sense, Stroke, TextureHandle};
 use glam::DVec3;
 
-use crate::annotations::{BoxOrigin, OrganBox};
-use crate::geometry::WorldBox;
-use crate::slicing::{Plane, SliceGeometry};
+use ape::annotations::{BoxOrigin, OrganBox};
+use ape::geometry::WorldBox;
+use ape::slicing::{Plane, SliceGeometry, WindowLevel};
 
 use super::box_edit::{BoxGrip, GRIP_PIXELS, grip_at};
-
-use super::render::render_view;
+use super::slice_picture::cpu::render_view;
+use super::slice_picture::gpu;
 use super::state::{OverlaySettings, ViewerState};
-use crate::slicing::WindowLevel;
 
 /// Zoom and pan of one view.
 #[derive(Debug, Clone, Copy)]
@@ -156,7 +155,48 @@ pub fn view_geometry(
     })
 }
 
-/// One slice view: picture, crosshair, orientation letters, landmark marker, and its input.
+/// Where a view's picture lies on the screen: world mm, picture pixels and screen points.
+#[derive(Debug, Clone, Copy)]
+struct OnScreen {
+    rect: Rect,
+    geometry: SliceGeometry,
+}
+
+impl OnScreen {
+    /// The screen point of a world point (its pixel's centre), and how far off the slice it
+    /// lies, mm.
+    fn point(&self, world: DVec3) -> (Pos2, f64) {
+        let (u, v, off) = self.geometry.pixel_of(world);
+        (
+            Pos2::new(
+                self.rect.min.x + u as f32 + 0.5,
+                self.rect.min.y + v as f32 + 0.5,
+            ),
+            off,
+        )
+    }
+
+    /// The screen rectangle of a box, projected on the slice.
+    fn rect_of(&self, b: &WorldBox) -> Rect {
+        Rect::from_two_pos(self.point(b.min).0, self.point(b.max).0)
+    }
+
+    /// The picture pixel (continuous) under a screen point.
+    fn pixel(&self, pos: Pos2) -> (f64, f64) {
+        (
+            (pos.x - self.rect.min.x) as f64,
+            (pos.y - self.rect.min.y) as f64,
+        )
+    }
+
+    /// The world point under a screen point.
+    fn world(&self, pos: Pos2) -> DVec3 {
+        let (u, v) = self.pixel(pos);
+        self.geometry.world_at(u, v)
+    }
+}
+
+/// One slice view of the active scan: its picture and marks, then its input.
 pub fn slice_view(
     ui: &mut egui::Ui,
     state: &mut ViewerState,
@@ -191,6 +231,40 @@ pub fn slice_view(
         );
         return;
     };
+    let screen = OnScreen { rect, geometry };
+    let step = slice_step(state, id, plane);
+
+    draw_picture(ui.ctx(), &painter, state, pictures, &screen);
+    draw_crosshair(&painter, &screen, state.crosshair);
+    draw_landmark_match(&painter, state, &screen, step);
+    draw_organ_boxes(&painter, state, &screen, &scan_name);
+    draw_orientation(&painter, rect, plane, state.crosshair);
+
+    hover_and_wheel(ui, &response, state, view, &screen, step, hover);
+    left_drag(ui, &response, state, view, &screen, &scan_name);
+    if response.dragged_by(PointerButton::Secondary) {
+        window_level_drag(state, response.drag_delta());
+    }
+    if response.clicked()
+        && let Some(pos) = response.interact_pointer_pos()
+    {
+        let world = screen.world(pos);
+        state.crosshair = world;
+        if state.click_queries {
+            state.query(id, world);
+        }
+    }
+}
+
+/// The slice of the active scan: by the shader when slicing on the GPU, else the CPU picture.
+fn draw_picture(
+    ctx: &egui::Context,
+    painter: &egui::Painter,
+    state: &ViewerState,
+    pictures: &mut Pictures,
+    screen: &OnScreen,
+) {
+    let (id, geometry, plane) = (state.active, screen.geometry, screen.geometry.plane);
     let on_gpu = state
         .gpu_slicing
         .then(|| {
@@ -199,16 +273,11 @@ pub fn slice_view(
         })
         .flatten();
     if let Some((scan, map)) = on_gpu {
-        let uniforms = super::gpu_slice::ViewUniforms::new(
-            &scan,
-            map.as_deref(),
-            &geometry,
-            state.window,
-            &state.overlay,
-        );
+        let uniforms =
+            gpu::ViewUniforms::new(&scan, map.as_deref(), &geometry, state.window, &state.overlay);
         painter.add(eframe::egui_wgpu::Callback::new_paint_callback(
-            rect,
-            super::gpu_slice::SliceCallback {
+            screen.rect,
+            gpu::SliceCallback {
                 slot: format!("{id}-{}", plane.name()),
                 scan_id: id,
                 scan,
@@ -216,31 +285,23 @@ pub fn slice_view(
                 uniforms,
             },
         ));
-    } else if let Some(texture) = pictures.get(ui.ctx(), state, id, plane.name(), geometry) {
+    } else if let Some(texture) = pictures.get(ctx, state, id, plane.name(), geometry) {
         // The picture is already sampled at the view's resolution: drawn pixel for pixel.
         painter.image(
             texture.id(),
             Rect::from_min_size(
-                rect.min,
+                screen.rect.min,
                 egui::vec2(geometry.width as f32, geometry.height as f32),
             ),
             Rect::from_min_max(Pos2::ZERO, Pos2::new(1.0, 1.0)),
             Color32::WHITE,
         );
     }
-    let to_screen = |world: DVec3| {
-        let (u, v, off) = geometry.pixel_of(world);
-        (
-            Pos2::new(rect.min.x + u as f32 + 0.5, rect.min.y + v as f32 + 0.5),
-            off,
-        )
-    };
-    let screen_rect = |b: &WorldBox| Rect::from_two_pos(to_screen(b.min).0, to_screen(b.max).0);
-    // Picture pixel (continuous) of a screen position.
-    let pixel_at = |pos: Pos2| ((pos.x - rect.min.x) as f64, (pos.y - rect.min.y) as f64);
+}
 
-    // Crosshair.
-    let (c, _) = to_screen(state.crosshair);
+fn draw_crosshair(painter: &egui::Painter, screen: &OnScreen, crosshair: DVec3) {
+    let (c, _) = screen.point(crosshair);
+    let rect = screen.rect;
     let cross = Stroke::new(1.0, Color32::from_rgba_unmultiplied(255, 210, 0, 160));
     painter.line_segment(
         [Pos2::new(rect.min.x, c.y), Pos2::new(rect.max.x, c.y)],
@@ -250,36 +311,43 @@ pub fn slice_view(
         [Pos2::new(c.x, rect.min.y), Pos2::new(c.x, rect.max.y)],
         cross,
     );
+}
 
-    // The landmark's match on this scan: filled on its slice, a ring when off it.
-    let step = slice_step(state, id, plane);
-    if let Some(m) = state.match_on(id) {
-        let (p, off) = to_screen(m.world);
-        let is_source = state.landmark.as_ref().is_some_and(|l| l.source == id);
-        let colour = if is_source {
-            Color32::from_rgb(0, 200, 255)
-        } else {
-            Color32::from_rgb(255, 60, 200)
-        };
-        if off.abs() <= step * 0.5 + 1e-6 {
-            painter.circle_filled(p, 5.0, colour);
-        }
-        painter.circle_stroke(p, 9.0, Stroke::new(2.0, colour));
+/// The landmark's match on the active scan: filled on its slice, a ring when off it.
+fn draw_landmark_match(painter: &egui::Painter, state: &ViewerState, screen: &OnScreen, step: f64) {
+    let id = state.active;
+    let Some(m) = state.match_on(id) else {
+        return;
+    };
+    let (p, off) = screen.point(m.world);
+    let is_source = state.landmark.as_ref().is_some_and(|l| l.source == id);
+    let colour = if is_source {
+        Color32::from_rgb(0, 200, 255)
+    } else {
+        Color32::from_rgb(255, 60, 200)
+    };
+    if off.abs() <= step * 0.5 + 1e-6 {
+        painter.circle_filled(p, 5.0, colour);
     }
+    painter.circle_stroke(p, 9.0, Stroke::new(2.0, colour));
+}
 
-    // Organ boxes of this scan that the slice cuts; the current organ's with grips, predictions
-    // with their recall-safe (α-enlarged) box dashed around them.
-    let scan_bounds = state.cohort[id]
-        .scan
-        .as_ref()
+/// The organ boxes of the active scan that the slice cuts: the current organ's with handles
+/// while box drawing is on, predictions with their recall-safe (α-enlarged) box around them.
+fn draw_organ_boxes(painter: &egui::Painter, state: &ViewerState, screen: &OnScreen, scan: &str) {
+    let plane = screen.geometry.plane;
+    let scan_bounds = state
+        .active_scan()
+        .and_then(|s| s.scan.as_ref())
         .map(|s| s.volume.world_bounds());
-    let cut = |b: &WorldBox| box_cut_by_slice(b, plane, state.crosshair);
-    for b in state.boxes.boxes.iter().filter(|b| b.scan == scan_name) {
-        if !cut(&b.bbox) {
-            continue;
-        }
+    let on_slice = state
+        .boxes
+        .boxes
+        .iter()
+        .filter(|b| b.scan == scan && box_cut_by_slice(&b.bbox, plane, state.crosshair));
+    for b in on_slice {
         let colour = box_colour(b.origin);
-        let r = screen_rect(&b.bbox);
+        let r = screen.rect_of(&b.bbox);
         painter.rect_stroke(r, 0.0, Stroke::new(2.0, colour), egui::StrokeKind::Middle);
         painter.text(
             r.left_top() + egui::vec2(3.0, 2.0),
@@ -291,56 +359,75 @@ pub fn slice_view(
         if let BoxOrigin::Predicted { alpha, .. } = b.origin
             && (alpha - 1.0).abs() > 1e-3
         {
-            let enlarged = b.bbox.scaled(alpha);
-            let enlarged = scan_bounds
-                .and_then(|s| enlarged.intersection(&s))
-                .unwrap_or(enlarged);
-            let e = screen_rect(&enlarged);
-            let corners = [
-                e.left_top(),
-                e.right_top(),
-                e.right_bottom(),
-                e.left_bottom(),
-                e.left_top(),
-            ];
-            painter.extend(egui::Shape::dashed_line(
-                &corners,
-                Stroke::new(1.0, colour),
-                6.0,
-                4.0,
-            ));
-            painter.text(
-                e.right_bottom() - egui::vec2(3.0, 2.0),
-                Align2::RIGHT_BOTTOM,
-                format!("α {alpha:.2}: 0.99 recall"),
-                FontId::proportional(11.0),
-                colour,
-            );
+            draw_recall_box(painter, screen, &b.bbox, alpha, scan_bounds, colour);
         }
         if state.draw_boxes && b.organ == state.organ {
-            for p in [
-                r.left_top(),
-                r.center_top(),
-                r.right_top(),
-                r.right_center(),
-                r.right_bottom(),
-                r.center_bottom(),
-                r.left_bottom(),
-                r.left_center(),
-            ] {
-                let handle = Rect::from_center_size(p, egui::vec2(7.0, 7.0));
-                painter.rect_filled(handle, 1.0, Color32::WHITE);
-                painter.rect_stroke(
-                    handle,
-                    1.0,
-                    Stroke::new(1.0, colour),
-                    egui::StrokeKind::Middle,
-                );
-            }
+            draw_box_handles(painter, r, colour);
         }
     }
+}
 
-    // Orientation letters and the view's name.
+/// A prediction's box enlarged by α (within the scan), dashed, with its α.
+fn draw_recall_box(
+    painter: &egui::Painter,
+    screen: &OnScreen,
+    bbox: &WorldBox,
+    alpha: f64,
+    scan_bounds: Option<WorldBox>,
+    colour: Color32,
+) {
+    let enlarged = bbox.scaled(alpha);
+    let enlarged = scan_bounds
+        .and_then(|s| enlarged.intersection(&s))
+        .unwrap_or(enlarged);
+    let e = screen.rect_of(&enlarged);
+    let corners = [
+        e.left_top(),
+        e.right_top(),
+        e.right_bottom(),
+        e.left_bottom(),
+        e.left_top(),
+    ];
+    painter.extend(egui::Shape::dashed_line(
+        &corners,
+        Stroke::new(1.0, colour),
+        6.0,
+        4.0,
+    ));
+    painter.text(
+        e.right_bottom() - egui::vec2(3.0, 2.0),
+        Align2::RIGHT_BOTTOM,
+        format!("α {alpha:.2}: 0.99 recall"),
+        FontId::proportional(11.0),
+        colour,
+    );
+}
+
+/// The eight handles of a box being edited: its corners and the middles of its edges.
+fn draw_box_handles(painter: &egui::Painter, r: Rect, colour: Color32) {
+    for p in [
+        r.left_top(),
+        r.center_top(),
+        r.right_top(),
+        r.right_center(),
+        r.right_bottom(),
+        r.center_bottom(),
+        r.left_bottom(),
+        r.left_center(),
+    ] {
+        let handle = Rect::from_center_size(p, egui::vec2(7.0, 7.0));
+        painter.rect_filled(handle, 1.0, Color32::WHITE);
+        painter.rect_stroke(
+            handle,
+            1.0,
+            Stroke::new(1.0, colour),
+            egui::StrokeKind::Middle,
+        );
+    }
+}
+
+/// Orientation letters at the four edges, and the view's name with the slice's position.
+fn draw_orientation(painter: &egui::Painter, rect: Rect, plane: Plane, crosshair: DVec3) {
     let letters = plane.edge_letters();
     let font = FontId::proportional(15.0);
     let letter_colour = Color32::from_rgb(230, 230, 120);
@@ -375,15 +462,28 @@ pub fn slice_view(
     painter.text(
         rect.min + egui::vec2(6.0, 4.0),
         Align2::LEFT_TOP,
-        format!("{} {:.1} mm", plane.name(), state.crosshair.dot(normal)),
+        format!("{} {:.1} mm", plane.name(), crosshair.dot(normal)),
         FontId::proportional(12.0),
         Color32::LIGHT_GRAY,
     );
+}
 
-    // Input.
-    if let Some(pos) = response.hover_pos() {
-        let world = geometry.world_at((pos.x - rect.min.x) as f64, (pos.y - rect.min.y) as f64);
-        let entry = &state.cohort[id];
+/// Under the pointer: the status bar's readout, Ctrl+wheel (or pinch) zooms, the wheel
+/// scrolls slices.
+fn hover_and_wheel(
+    ui: &egui::Ui,
+    response: &egui::Response,
+    state: &mut ViewerState,
+    view: &mut ViewState,
+    screen: &OnScreen,
+    step: f64,
+    hover: &mut Option<Hover>,
+) {
+    let Some(pos) = response.hover_pos() else {
+        return;
+    };
+    let world = screen.world(pos);
+    if let Some(entry) = state.active_scan() {
         *hover = Some(Hover {
             world,
             hu: entry.scan.as_ref().and_then(|s| {
@@ -392,97 +492,127 @@ pub fn slice_view(
             }),
             embedding: entry.map.as_ref().and_then(|m| m.embedding_at(world)),
         });
-        let (scroll, zoom, command) = ui.input(|i| {
-            (
-                i.smooth_scroll_delta().y,
-                i.zoom_delta(),
-                i.modifiers.command,
-            )
-        });
-        if zoom != 1.0 {
-            view.zoom = (view.zoom * zoom as f64).clamp(0.2, 40.0);
-        } else if scroll != 0.0 && !command {
-            let slices = (scroll / 40.0).round().clamp(-10.0, 10.0);
-            let slices = if slices == 0.0 {
-                scroll.signum()
-            } else {
-                slices
-            };
-            state.crosshair += normal * (slices as f64 * step);
-        }
     }
-    let world_at =
-        |pos: Pos2| geometry.world_at((pos.x - rect.min.x) as f64, (pos.y - rect.min.y) as f64);
-    // The current organ's box on this slice, and what a drag from the pointer would grab of it.
+    let (scroll, zoom, command) = ui.input(|i| {
+        (
+            i.smooth_scroll_delta().y,
+            i.zoom_delta(),
+            i.modifiers.command,
+        )
+    });
+    if zoom != 1.0 {
+        view.zoom = (view.zoom * zoom as f64).clamp(0.2, 40.0);
+    } else if scroll != 0.0 && !command {
+        let slices = (scroll / 40.0).round().clamp(-10.0, 10.0);
+        let slices = if slices == 0.0 {
+            scroll.signum()
+        } else {
+            slices
+        };
+        let (_, _, normal) = screen.geometry.plane.axes();
+        state.crosshair += normal * (slices as f64 * step);
+    }
+}
+
+/// A left drag: with box drawing on, draws the organ's box or edits it through the grip under
+/// the pointer; else pans.
+fn left_drag(
+    ui: &egui::Ui,
+    response: &egui::Response,
+    state: &mut ViewerState,
+    view: &mut ViewState,
+    screen: &OnScreen,
+    scan_name: &str,
+) {
+    let plane = screen.geometry.plane;
+    // The current organ's box on this slice: what a drag may grab.
     let organ_box = state
         .boxes
-        .get(&scan_name, &state.organ)
+        .get(scan_name, &state.organ)
         .map(|b| b.bbox)
         .filter(|b| box_cut_by_slice(b, plane, state.crosshair));
-    let grip_under = |pos: Pos2| {
-        let (u, v) = pixel_at(pos);
-        organ_box.and_then(|b| grip_at(&b, &geometry, u, v, GRIP_PIXELS).map(|g| (g, b)))
-    };
     if state.draw_boxes
         && view.drag.is_none()
-        && let Some((grip, _)) = response.hover_pos().and_then(grip_under)
+        && let Some((grip, _)) = response
+            .hover_pos()
+            .and_then(|pos| grip_under(screen, organ_box, pos))
     {
-        ui.ctx().set_cursor_icon(grip.cursor(&geometry));
+        ui.ctx().set_cursor_icon(grip.cursor(&screen.geometry));
     }
     if state.draw_boxes && response.dragged_by(PointerButton::Primary) {
         if let Some(pos) = response.interact_pointer_pos() {
-            let here = world_at(pos);
-            if response.drag_started() || view.drag.is_none() {
-                let start_pos = pos - response.drag_delta();
-                let from = world_at(start_pos);
-                state.history.record(&state.boxes);
-                view.drag = Some(match grip_under(start_pos) {
-                    Some((grip, original)) => BoxDrag::Edit {
-                        grip,
-                        original,
-                        from,
-                    },
-                    None => BoxDrag::New { from },
-                });
-            }
-            match view.drag {
-                Some(BoxDrag::New { from }) => draw_box_drag(state, id, plane, from, here),
-                Some(BoxDrag::Edit {
-                    grip,
-                    original,
-                    from,
-                }) => state.boxes.set(OrganBox {
-                    scan: scan_name.clone(),
-                    organ: state.organ.clone(),
-                    bbox: grip.apply(&original, from, here),
-                    origin: BoxOrigin::Drawn,
-                }),
-                None => {}
-            }
+            box_drag(response, state, view, screen, scan_name, organ_box, pos);
         }
     } else if response.dragged_by(PointerButton::Primary) {
         let d = response.drag_delta();
         let (right, up, _) = plane.axes();
-        view.pan -= (right * d.x as f64 - up * d.y as f64) * geometry.pixel_mm;
+        view.pan -= (right * d.x as f64 - up * d.y as f64) * screen.geometry.pixel_mm;
     }
     if response.drag_stopped() {
         view.drag = None;
     }
-    if response.dragged_by(PointerButton::Secondary) {
-        // As in ITK-SNAP: horizontal drag widens the window, vertical drag moves the level.
-        let d = response.drag_delta();
-        state.window.width = (state.window.width + d.x * 4.0).clamp(1.0, 5000.0);
-        state.window.level = (state.window.level - d.y * 2.0).clamp(-1500.0, 3000.0);
+}
+
+/// What a drag from `pos` grabs of the organ's box, and that box.
+fn grip_under(
+    screen: &OnScreen,
+    organ_box: Option<WorldBox>,
+    pos: Pos2,
+) -> Option<(BoxGrip, WorldBox)> {
+    let (u, v) = screen.pixel(pos);
+    let b = organ_box?;
+    grip_at(&b, &screen.geometry, u, v, GRIP_PIXELS).map(|g| (g, b))
+}
+
+/// One frame of a box drag with the pointer at `pos`: its first frame decides what the drag
+/// does (a new box, or the grip under its start); each frame sets the box so far, the whole
+/// drag one undo step.
+fn box_drag(
+    response: &egui::Response,
+    state: &mut ViewerState,
+    view: &mut ViewState,
+    screen: &OnScreen,
+    scan_name: &str,
+    organ_box: Option<WorldBox>,
+    pos: Pos2,
+) {
+    let first_frame = response.drag_started() || view.drag.is_none();
+    if first_frame {
+        let start = pos - response.drag_delta();
+        let from = screen.world(start);
+        view.drag = Some(match grip_under(screen, organ_box, start) {
+            Some((grip, original)) => BoxDrag::Edit {
+                grip,
+                original,
+                from,
+            },
+            None => BoxDrag::New { from },
+        });
     }
-    if response.clicked()
-        && let Some(pos) = response.interact_pointer_pos()
-    {
-        let world = geometry.world_at((pos.x - rect.min.x) as f64, (pos.y - rect.min.y) as f64);
-        state.crosshair = world;
-        if state.click_queries {
-            state.query(id, world);
-        }
-    }
+    let here = screen.world(pos);
+    let plane = screen.geometry.plane;
+    let bbox = match view.drag {
+        Some(BoxDrag::New { from }) => new_box_extent(state, plane, scan_name, from, here),
+        Some(BoxDrag::Edit {
+            grip,
+            original,
+            from,
+        }) => grip.apply(&original, from, here),
+        None => return,
+    };
+    let dragged = OrganBox {
+        scan: scan_name.to_owned(),
+        organ: state.organ.clone(),
+        bbox,
+        origin: BoxOrigin::Drawn,
+    };
+    state.drag_box(dragged, first_frame);
+}
+
+/// A right drag, as in ITK-SNAP: horizontal widens the window, vertical moves the level.
+fn window_level_drag(state: &mut ViewerState, d: egui::Vec2) {
+    state.window.width = (state.window.width + d.x * 4.0).clamp(1.0, 5000.0);
+    state.window.level = (state.window.level - d.y * 2.0).clamp(-1500.0, 3000.0);
 }
 
 /// Whether the slice through `crosshair` of a view cuts a box.
@@ -502,14 +632,19 @@ fn box_colour(origin: BoxOrigin) -> Color32 {
     }
 }
 
-/// A box drag from `from` to `to` in a view: sets the box's two in-plane extents; along the
+/// The box a drag from `from` to `to` draws in a view: its two in-plane extents; along the
 /// view's normal it keeps the organ's existing extent, or spans ±25 mm about the crosshair.
-fn draw_box_drag(state: &mut ViewerState, id: usize, plane: Plane, from: DVec3, to: DVec3) {
+fn new_box_extent(
+    state: &ViewerState,
+    plane: Plane,
+    scan_name: &str,
+    from: DVec3,
+    to: DVec3,
+) -> WorldBox {
     let (_, _, normal) = plane.axes();
     let axis = (0..3).find(|&a| normal[a].abs() > 0.5).unwrap_or(2);
-    let name = state.cohort[id].name.clone();
     let (mut lo, mut hi) = (from.min(to), from.max(to));
-    match state.boxes.get(&name, &state.organ) {
+    match state.boxes.get(scan_name, &state.organ) {
         Some(existing) => {
             lo[axis] = existing.bbox.min[axis];
             hi[axis] = existing.bbox.max[axis];
@@ -519,12 +654,7 @@ fn draw_box_drag(state: &mut ViewerState, id: usize, plane: Plane, from: DVec3, 
             hi[axis] = state.crosshair[axis] + 25.0;
         }
     }
-    state.boxes.set(crate::annotations::OrganBox {
-        scan: name,
-        organ: state.organ.clone(),
-        bbox: crate::geometry::WorldBox::new(lo, hi),
-        origin: crate::annotations::BoxOrigin::Drawn,
-    });
+    WorldBox::new(lo, hi)
 }
 
 /// One slice's thickness along a view's normal: the voxel step of the scan along it, mm.

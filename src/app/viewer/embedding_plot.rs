@@ -238,9 +238,9 @@ fn swatch(ui: &mut egui::Ui, colour: Color32, kind: PointKind) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ape_map::ApeMap;
-    use crate::geometry::Affine;
-    use crate::volume::Volume;
+    use ape::ape_map::ApeMap;
+    use ape::geometry::Affine;
+    use ape::volume::Volume;
     use std::sync::Arc;
 
     /// A map whose embedding is the world position / 100 (a perfect APE).
@@ -271,11 +271,11 @@ mod tests {
             // Outside the map: left out, not a point at a wrong place.
             ("far".into(), DVec3::new(900.0, 0.0, 0.0)),
         ];
-        state.boxes.set(crate::annotations::OrganBox {
+        state.boxes.set(ape::annotations::OrganBox {
             scan: "b".into(),
             organ: "spleen".into(),
-            bbox: crate::geometry::WorldBox::new(DVec3::splat(0.0), DVec3::splat(20.0)),
-            origin: crate::annotations::BoxOrigin::Drawn,
+            bbox: ape::geometry::WorldBox::new(DVec3::splat(0.0), DVec3::splat(20.0)),
+            origin: ape::annotations::BoxOrigin::Drawn,
         });
         let points = plot_points(&state);
         assert_eq!(points.len(), 3, "{points:?}");
