@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 #[path = "common.rs"]
 mod common;
 
-use ape_app::viewer::ApeApp;
-use ape_app::viewer::slice_picture::cpu::render_view;
-use ape_app::viewer::state::{OverlaySettings, ScanStatus};
 use ape::cache::MapCache;
 use ape::model::ApeModel;
 use ape::model::backend::cpu;
 use ape::scan::Scan;
 use ape::slicing::{Plane, SliceGeometry, WindowLevel};
+use ape_app::viewer::ApeApp;
+use ape_app::viewer::slice_picture::cpu::render_view;
+use ape_app::viewer::state::{OverlaySettings, ScanStatus};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 

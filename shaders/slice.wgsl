@@ -1,7 +1,7 @@
 // One slice view on the GPU: the scan as a 3-D texture, sampled at the nearest voxel (as the
 // CPU path and most viewers show CT), through window/level, with the APE map (a 3-D texture of
 // cells) blended over it trilinearly: one channel through the colour map or the three as RGB,
-// and optional iso-lines. Every rule here mirrors src/app/render.rs, pixel for pixel.
+// and optional iso-lines. Every rule here mirrors src/app/viewer/slice_picture/cpu.rs, pixel for pixel.
 
 struct View {
     // Continuous scan voxel index of picture pixel (0, 0), and its change per pixel.

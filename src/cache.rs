@@ -131,9 +131,10 @@ pub fn embed_cached(
         progress,
     )?;
     let warning = match (store, key) {
-        (Some(cache), Some(key)) => cache.put(&key, &map).err().map(|e| {
-            format!("could not cache the map in {}: {e}", cache.dir().display())
-        }),
+        (Some(cache), Some(key)) => cache
+            .put(&key, &map)
+            .err()
+            .map(|e| format!("could not cache the map in {}: {e}", cache.dir().display())),
         _ => None,
     };
     Ok(Embedded {

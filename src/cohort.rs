@@ -25,7 +25,9 @@ pub enum CohortError {
     },
     #[error("{path}: no scan with a label map beside it (expected X.nii.gz with X_label.nii.gz)")]
     NoLabelledScans { path: PathBuf },
-    #[error("{path}: no labelled scan named {name:?} (expected {name}.nii.gz with {name}_label.nii.gz)")]
+    #[error(
+        "{path}: no labelled scan named {name:?} (expected {name}.nii.gz with {name}_label.nii.gz)"
+    )]
     NotFound { path: PathBuf, name: String },
 }
 
@@ -89,7 +91,10 @@ pub fn labelled_cases(dir: &Path) -> Result<Vec<LabelledCase>, CohortError> {
 
 /// The labelled cases of `dir` named in `names` (without extension), in that order; a name
 /// with no labelled scan is an error.
-pub fn labelled_cases_named(dir: &Path, names: &[String]) -> Result<Vec<LabelledCase>, CohortError> {
+pub fn labelled_cases_named(
+    dir: &Path,
+    names: &[String],
+) -> Result<Vec<LabelledCase>, CohortError> {
     let all = labelled_cases(dir)?;
     names
         .iter()

@@ -101,7 +101,10 @@ pub fn crop_to_organ(
         if s.organ(label).is_some() {
             support_scans.push(s);
         } else {
-            warnings.push(format!("{} has no {}; not a support", case.name, request.organ));
+            warnings.push(format!(
+                "{} has no {}; not a support",
+                case.name, request.organ
+            ));
         }
     }
     if support_scans.is_empty() {
@@ -112,11 +115,18 @@ pub fn crop_to_organ(
     }
 
     let scan = Scan::read(&request.scan)?;
-    let embedded = embed_cached(cache, model, device, &request.scan, &scan.volume, &mut |_| {})
-        .map_err(|source| CropError::Embed {
-            scan: request.scan.clone(),
-            source,
-        })?;
+    let embedded = embed_cached(
+        cache,
+        model,
+        device,
+        &request.scan,
+        &scan.volume,
+        &mut |_| {},
+    )
+    .map_err(|source| CropError::Embed {
+        scan: request.scan.clone(),
+        source,
+    })?;
     warnings.extend(embedded.warning);
     let index = MapIndex::build_in_body(&embedded.map, &scan);
     let target = crate::retrieval::Target {
@@ -134,10 +144,12 @@ pub fn crop_to_organ(
             organ: request.organ.clone(),
             scan: request.scan.clone(),
         })?;
-    let enlarged = prediction.enlarged.ok_or_else(|| CropError::CannotCalibrate {
-        organ: request.organ.clone(),
-        found: support_scans.len(),
-    })?;
+    let enlarged = prediction
+        .enlarged
+        .ok_or_else(|| CropError::CannotCalibrate {
+            organ: request.organ.clone(),
+            found: support_scans.len(),
+        })?;
     let extent = scan.volume.world_bounds();
     let crop_box = enlarged
         .intersection(&extent)
@@ -159,7 +171,10 @@ pub fn crop_to_organ(
 
 /// The few-shot supports of an organ among labelled scans, as APE retrieval targets: the one
 /// definition `ape crop`, the viewer's label-map supports and the tests share.
-pub fn organ_supports(scans: &[LabelledScan], label: u16) -> Vec<Support<'_, crate::retrieval::Target<'_>>> {
+pub fn organ_supports(
+    scans: &[LabelledScan],
+    label: u16,
+) -> Vec<Support<'_, crate::retrieval::Target<'_>>> {
     scans
         .iter()
         .filter_map(|s| {

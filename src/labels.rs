@@ -169,7 +169,10 @@ impl Organs {
             .iter()
             .find(|(_, n)| n.eq_ignore_ascii_case(name))?;
         let stats = self.get(label)?;
-        Some((stats, self.voxels.get(&label).map_or(&[][..], Vec::as_slice)))
+        Some((
+            stats,
+            self.voxels.get(&label).map_or(&[][..], Vec::as_slice),
+        ))
     }
 
     pub fn name_of(&self, label: u16) -> String {

@@ -7,10 +7,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ape_app::viewer::ApeApp;
-use ape_app::viewer::state::ScanStatus;
 use ape::model::ApeModel;
 use ape::model::backend::{BackendChoice, WgpuSetup, cpu, shared_wgpu};
+use ape_app::viewer::ApeApp;
+use ape_app::viewer::state::ScanStatus;
 use egui_kittest::Harness;
 
 #[test]

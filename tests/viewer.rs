@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ape::annotations::BoxOrigin;
-use ape_app::viewer::ApeApp;
-use ape_app::viewer::state::ScanStatus;
 use ape::cache::MapCache;
 use ape::model::ApeModel;
 use ape::model::backend::cpu;
+use ape_app::viewer::ApeApp;
+use ape_app::viewer::state::ScanStatus;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::{Harness, SnapshotError};
 

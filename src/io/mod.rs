@@ -55,4 +55,3 @@ pub struct StoredVolume {
     pub info: StorageInfo,
     pub volume: Volume<f32>,
 }
-

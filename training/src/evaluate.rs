@@ -99,7 +99,8 @@ impl HeldOut {
                 &s.scan.volume,
                 &mut |_| {},
             )?;
-            let scan = LabelledScan::new(s.case.name.clone(), &s.scan, &s.labels, embedded.map, None)?;
+            let scan =
+                LabelledScan::new(s.case.name.clone(), &s.scan, &s.labels, embedded.map, None)?;
             labelled.push(if self.search_everywhere {
                 scan.searching_everywhere()
             } else {

@@ -20,9 +20,8 @@ pub fn read_losses(text: &str, csv: &Path) -> anyhow::Result<Vec<StepLoss>> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
     let column = |name: &str| header.iter().position(|h| h.trim() == name);
-    let required = |name: &str| {
-        column(name).with_context(|| format!("{}: no column {name:?}", csv.display()))
-    };
+    let required =
+        |name: &str| column(name).with_context(|| format!("{}: no column {name:?}", csv.display()));
     let (step, total) = (required("step")?, required("loss")?);
     let (distance, equivariance) = (required("distance")?, required("equivariance")?);
     let axis = column("axis");

@@ -178,8 +178,7 @@ impl Trainer {
         let isotropic = config.normalise == crate::config::Normalise::Isotropic;
         let target = target_distances(&points, weights, isotropic, &self.device);
         let weights = config.loss_weights();
-        let positions =
-            (weights.axis > 0.0).then(|| normalised_positions(&points, &self.device));
+        let positions = (weights.axis > 0.0).then(|| normalised_positions(&points, &self.device));
         let terms = ape_loss(a, a_plus, target, weights, positions);
         let scalar = |t: &Tensor<1>| {
             t.clone()

@@ -44,14 +44,23 @@ pub fn run(args: &CropArgs) -> anyhow::Result<ExitCode> {
         shots: args.shots,
         alpha: args.alpha,
     };
-    let crop = crop_to_organ(&request, &model, &compute.device, CacheUse::ReadWrite(&cache))?;
+    let crop = crop_to_organ(
+        &request,
+        &model,
+        &compute.device,
+        CacheUse::ReadWrite(&cache),
+    )?;
     for w in &crop.warnings {
         eprintln!("note: {w}");
     }
     ape::io::nifti::write_nifti(&args.output, &crop.volume)
         .with_context(|| format!("writing {}", args.output.display()))?;
     let [x, y, z] = crop.volume.shape();
-    say!("supports  {} ({})", crop.supports.len(), crop.supports.join(", "));
+    say!(
+        "supports  {} ({})",
+        crop.supports.len(),
+        crop.supports.join(", ")
+    );
     say!("predicted {}", crop.prediction.bbox);
     if let Some(alpha) = crop.prediction.alpha {
         say!(

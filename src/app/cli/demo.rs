@@ -9,8 +9,8 @@ use ape::summary::{VolumeKind, summarize};
 use super::info::render;
 
 pub fn run(data: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let folder =
-        data.unwrap_or_else(|| ape::cohort::shared_data_dir(std::path::Path::new(".")).join("btcv"));
+    let folder = data
+        .unwrap_or_else(|| ape::cohort::shared_data_dir(std::path::Path::new(".")).join("btcv"));
     let scan = folder.join("btcv_02.nii.gz");
     let labels = folder.join("btcv_02_label.nii.gz");
     if scan.is_file() && labels.is_file() {

@@ -49,7 +49,9 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     match args.input_spacing.as_deref() {
         None => {}
         Some(&[x, y, z]) => model = model.with_input_spacing([x, y, z])?,
-        Some(other) => anyhow::bail!("--input-spacing takes three values X,Y,Z (mm), got {other:?}"),
+        Some(other) => {
+            anyhow::bail!("--input-spacing takes three values X,Y,Z (mm), got {other:?}")
+        }
     }
     let s = model.meta.input_spacing_mm;
     let model_name = format!(

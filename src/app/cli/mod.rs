@@ -90,7 +90,11 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Crop a scan to an organ's few-shot box from labelled supports, enlarged for 0.99 recall.
     Crop(crop::CropArgs),
-    /// Convert organ box files between JSON, CSV and 3D Slicer markups (.mrk.json, LPS).
+    /// Convert organ box files between the formats ape reads and writes.
+    #[command(long_about = format!(
+        "Convert organ box files between the formats ape reads and writes: {}.",
+        ape::annotations::BoxFormat::list()
+    ))]
     Boxes(boxes::BoxesArgs),
     /// Print the model's size, FLOPs per patch, receptive field, input spacing and HU window.
     ModelInfo {

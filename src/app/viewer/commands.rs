@@ -118,9 +118,11 @@ impl ViewerCommand {
             Self::OpenScans => "open NIfTI scans".into(),
             Self::OpenFolder => "open every scan of a folder".into(),
             Self::Screenshot => "save the window as PNG".into(),
-            Self::Preset(n) => WindowLevel::PRESETS.get(n).map_or_else(String::new, |(name, w)| {
-                format!("window / level {name}: {} / {}", w.width, w.level)
-            }),
+            Self::Preset(n) => WindowLevel::PRESETS
+                .get(n)
+                .map_or_else(String::new, |(name, w)| {
+                    format!("window / level {name}: {} / {}", w.width, w.level)
+                }),
             Self::ToggleOverlay => "APE overlay on / off".into(),
             Self::ToggleIsolines => "iso-lines of the APE overlay on / off".into(),
             Self::NextScan => "next scan of the cohort".into(),
@@ -301,7 +303,11 @@ mod tests {
             assert_eq!(c.label(), *name);
             assert_eq!(c.shortcut_text(), Some((n + 1).to_string()));
         }
-        assert!(ViewerCommand::Preset(WindowLevel::PRESETS.len()).shortcuts().is_empty());
+        assert!(
+            ViewerCommand::Preset(WindowLevel::PRESETS.len())
+                .shortcuts()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -64,7 +64,10 @@ fn cohort_list(ui: &mut egui::Ui, state: &mut ViewerState) {
     let mut activate = None;
     for (id, scan) in state.cohort.iter().enumerate() {
         ui.horizontal(|ui| {
-            if ui.selectable_label(id == state.active, &scan.name).clicked() {
+            if ui
+                .selectable_label(id == state.active, &scan.name)
+                .clicked()
+            {
                 activate = Some(id);
             }
             scan_status(ui, scan);

@@ -297,10 +297,8 @@ impl ViewerState {
             return 0;
         }
         let support_ids: Vec<usize> = supports.iter().map(|(i, _)| *i).collect();
-        let predictor = FewShotBoxes::calibrated(
-            supports.into_iter().map(|(_, s)| s).collect(),
-            ape_transfer,
-        );
+        let predictor =
+            FewShotBoxes::calibrated(supports.into_iter().map(|(_, s)| s).collect(), ape_transfer);
         let alpha_note = predictor.alpha().map_or_else(
             || "α for 0.99 recall needs two supports".to_owned(),
             |a| format!("α {a:.2} for 0.99 recall"),

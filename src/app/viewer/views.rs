@@ -273,8 +273,13 @@ fn draw_picture(
         })
         .flatten();
     if let Some((scan, map)) = on_gpu {
-        let uniforms =
-            gpu::ViewUniforms::new(&scan, map.as_deref(), &geometry, state.window, &state.overlay);
+        let uniforms = gpu::ViewUniforms::new(
+            &scan,
+            map.as_deref(),
+            &geometry,
+            state.window,
+            &state.overlay,
+        );
         painter.add(eframe::egui_wgpu::Callback::new_paint_callback(
             screen.rect,
             gpu::SliceCallback {

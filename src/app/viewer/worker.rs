@@ -11,9 +11,9 @@ use burn::tensor::Device;
 
 use ape::ape_map::ApeMap;
 use ape::cache::{CacheUse, MapCache, embed_cached};
+use ape::labels::Organs;
 use ape::model::ApeModel;
 use ape::retrieval::MapIndex;
-use ape::labels::Organs;
 use ape::scan::Scan;
 
 /// What the worker reports.
