@@ -257,19 +257,15 @@ fn embedding_a_dicom_series_twice_hits_the_cache() {
     let series = data.join("ircad_17/dicom");
     let embed = |out: &str| {
         let map = dir.path().join(out);
-        let run = std::process::Command::new(env!("CARGO_BIN_EXE_ape"))
-            .args(["embed", "--backend", "cpu", "-o"])
-            .arg(&map)
-            .arg(&series)
-            .env("APE_CACHE_DIR", dir.path().join("cache"))
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
-        assert!(
-            run.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        let args = [
+            "embed".as_ref(),
+            "--backend".as_ref(),
+            "cpu".as_ref(),
+            "-o".as_ref(),
+            map.as_os_str(),
+            series.as_os_str(),
+        ];
+        let stdout = common::run_ape(&args, &dir.path().join("cache"));
         (stdout, ape::io::nifti::read_nifti_vector(&map).unwrap())
     };
     let (first, first_map) = embed("first.nii.gz");

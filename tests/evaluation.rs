@@ -352,20 +352,7 @@ fn crop_viewer_and_eval_predict_the_same_box() {
     let dir = tempfile::tempdir().unwrap();
     write_cohort(dir.path(), 4);
     let cache = tempfile::tempdir().unwrap();
-    let ape = |args: &[&str]| {
-        let run = Command::new(env!("CARGO_BIN_EXE_ape"))
-            .args(args)
-            .env("APE_CACHE_DIR", cache.path())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
-        assert!(
-            run.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        stdout
-    };
+    let ape = |args: &[&str]| common::run_ape(args, cache.path());
     let folder = dir.path().to_str().unwrap();
     let target = dir.path().join("case_03.nii.gz");
     let out = dir.path().join("crop.nii.gz");

@@ -95,3 +95,26 @@ pub fn i16s(values: &[i16]) -> Vec<u8> {
 pub fn f32s(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
+
+/// Runs the `ape` binary (from the tests of the ape-app package, which builds it) with the map
+/// cache in `cache`; fails the test with its output unless it succeeds; returns its stdout.
+pub fn run_ape<S: AsRef<std::ffi::OsStr>>(args: &[S], cache: &Path) -> String {
+    let Some(exe) = option_env!("CARGO_BIN_EXE_ape") else {
+        panic!("only the tests of ape-app, which builds the binary, can run it");
+    };
+    let run = std::process::Command::new(exe)
+        .args(args)
+        .env("APE_CACHE_DIR", cache)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "ape {:?}: {stdout}\n{}",
+        args.iter()
+            .map(|a| a.as_ref().to_owned())
+            .collect::<Vec<_>>(),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    stdout
+}

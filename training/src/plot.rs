@@ -88,3 +88,35 @@ pub fn plot(losses: &[StepLoss], png: &Path) -> anyhow::Result<()> {
     log_curves(png, &title, ["step", "loss (log scale)"], &curves)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_are_read_by_column_name_whatever_the_order() {
+        let csv = Path::new("loss.csv");
+        let written = format!(
+            "{}\n3,0.5,0.25,0.125,0.001,1,2.00,0.75\n",
+            crate::train::LOSS_COLUMNS.join(",")
+        );
+        let reordered = "axis,seconds,equivariance,step,distance,loss\n0.75,2,0.125,3,0.25,0.5\n";
+        // A run from before the axis anchor had no `axis` column.
+        let old = "step,loss,distance,equivariance,lr,z_weight,seconds\n3,0.5,0.25,0.125,0,1,2\n";
+        let expected = StepLoss {
+            step: 3,
+            total: 0.5,
+            distance: 0.25,
+            equivariance: 0.125,
+            axis: 0.75,
+        };
+        assert_eq!(read_losses(&written, csv).unwrap(), [expected]);
+        assert_eq!(read_losses(reordered, csv).unwrap(), [expected]);
+        let old_rows = read_losses(old, csv).unwrap();
+        assert_eq!(old_rows[0].axis, 0.0);
+        let err = read_losses("step,total\n1,2\n", csv)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no column \"loss\""), "{err}");
+    }
+}
