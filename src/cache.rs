@@ -78,12 +78,6 @@ pub struct Embedded {
     pub warning: Option<String>,
 }
 
-impl Embedded {
-    pub fn from_cache(&self) -> bool {
-        self.times.is_none()
-    }
-}
-
 /// What a scan's map depends on besides the model: a file by its bytes; a DICOM series (a
 /// folder, or one series of it) by its voxels in HU and its grid.
 pub fn scan_key(source: &Path, scan_hu: &crate::Volume<f32>) -> u128 {

@@ -169,9 +169,8 @@ pub fn crop_to_organ(
     })
 }
 
-/// The few-shot supports of an organ among labelled scans, as APE retrieval targets: the one
-/// definition `ape crop`, the viewer's label-map supports and the tests share.
-pub fn organ_supports(
+/// The few-shot supports of an organ among labelled scans, as APE retrieval targets.
+fn organ_supports(
     scans: &[LabelledScan],
     label: u16,
 ) -> Vec<Support<'_, crate::retrieval::Target<'_>>> {
@@ -194,12 +193,7 @@ fn organ_label(
     cases
         .first()
         .and_then(|c| DatasetSidecar::find_for(&c.labels))
-        .and_then(|s| {
-            s.labels
-                .iter()
-                .find(|(_, n)| n.eq_ignore_ascii_case(organ))
-                .map(|(l, _)| *l)
-        })
+        .and_then(|s| crate::labels::label_named(&s.labels, organ))
         .ok_or_else(|| CropError::UnknownOrgan {
             folder: folder.to_owned(),
             organ: organ.to_owned(),

@@ -120,18 +120,12 @@ impl LabelMap {
     }
 
     pub fn name_of(&self, label: u16) -> String {
-        self.names
-            .get(&label)
-            .cloned()
-            .unwrap_or_else(|| format!("label {label}"))
+        name_of(&self.names, label)
     }
 
     /// The label value of an organ name.
     pub fn label_of(&self, name: &str) -> Option<u16> {
-        self.names
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(name))
-            .map(|(&l, _)| l)
+        label_named(&self.names, name)
     }
 
     pub fn organs(&self) -> Vec<OrganStats> {
@@ -164,10 +158,7 @@ impl Organs {
 
     /// The organ called `name` (any case): its statistics and voxel points.
     pub fn named(&self, name: &str) -> Option<(&OrganStats, &[DVec3])> {
-        let (&label, _) = self
-            .names
-            .iter()
-            .find(|(_, n)| n.eq_ignore_ascii_case(name))?;
+        let label = label_named(&self.names, name)?;
         let stats = self.get(label)?;
         Some((
             stats,
@@ -176,11 +167,24 @@ impl Organs {
     }
 
     pub fn name_of(&self, label: u16) -> String {
-        self.names
-            .get(&label)
-            .cloned()
-            .unwrap_or_else(|| format!("label {label}"))
+        name_of(&self.names, label)
     }
+}
+
+/// The name of `label` in a data set's names, or `label N` when it has none.
+pub fn name_of(names: &BTreeMap<u16, String>, label: u16) -> String {
+    names
+        .get(&label)
+        .cloned()
+        .unwrap_or_else(|| format!("label {label}"))
+}
+
+/// The label an organ name (any case) has in a data set's names.
+pub fn label_named(names: &BTreeMap<u16, String>, name: &str) -> Option<u16> {
+    names
+        .iter()
+        .find(|(_, n)| n.eq_ignore_ascii_case(name))
+        .map(|(&l, _)| l)
 }
 
 /// A data set's `labels.json`: organ names and, for pre-windowed scans, the HU window.

@@ -320,7 +320,7 @@ pub fn evaluate(scans: &[LabelledScan], options: &EvalOptions) -> Result<EvalRes
     let per_method = [Method::Ape, Method::BodyBoxBaseline].map(|method| {
         (
             method,
-            locate_landmarks(scans, method),
+            locate_landmarks(scans, method, true),
             few_shot_boxes(scans, &folds, method),
         )
     });
@@ -409,17 +409,17 @@ pub fn evaluate(scans: &[LabelledScan], options: &EvalOptions) -> Result<EvalRes
 /// pair of scans: the figure training reports as it goes.
 pub fn centre_errors(scans: &[LabelledScan]) -> [ErrorStats; 2] {
     [Method::Ape, Method::BodyBoxBaseline].map(|method| {
-        let pairs: Vec<(DVec3, DVec3)> = locate_landmarks(scans, method)
+        let pairs: Vec<(DVec3, DVec3)> = locate_landmarks(scans, method, false)
             .iter()
-            .filter(|l| l.centre)
             .map(|l| (l.found, l.truth))
             .collect();
         ErrorStats::from_pairs(&pairs)
     })
 }
 
-/// Every organ centre and edge point of every scan, located on every other scan.
-fn locate_landmarks(scans: &[LabelledScan], method: Method) -> Vec<Located> {
+/// Every organ centre (and, with `edges`, edge point) of every scan, located on every other
+/// scan.
+fn locate_landmarks(scans: &[LabelledScan], method: Method, edges: bool) -> Vec<Located> {
     let pairs: Vec<(usize, usize)> = (0..scans.len())
         .flat_map(|a| {
             (0..scans.len())
@@ -448,8 +448,10 @@ fn locate_landmarks(scans: &[LabelledScan], method: Method) -> Vec<Located> {
                     }
                 };
                 push(organ.centre, truth.centre, true);
-                for (p, t) in organ.edges.points().iter().zip(truth.edges.points()) {
-                    push(*p, t, false);
+                if edges {
+                    for (p, t) in organ.edges.points().iter().zip(truth.edges.points()) {
+                        push(*p, t, false);
+                    }
                 }
             }
             out
