@@ -25,6 +25,7 @@
 //! - [`cache`]: APE maps cached on disk by scan content and model; the one way a scan is embedded.
 //! - [`summary`]: what `ape info` reports about a file.
 //! - [`slicing`]: axial, coronal and sagittal slices in world space, window/level.
+//! - [`validate`]: what a user hands in, checked in one place: values, paths, memory, warnings.
 
 pub mod annotations;
 pub mod ape_map;
@@ -54,6 +55,7 @@ pub mod retrieval;
 pub mod scan;
 pub mod slicing;
 pub mod summary;
+pub mod validate;
 pub mod volume;
 
 pub use error::{GeometryError, VolumeError};

@@ -124,6 +124,7 @@ fn scan_with_body(origin: DVec3, body: (DVec3, DVec3)) -> Scan {
         gzipped: false,
         description: String::new(),
         channels: 1,
+        warnings: Vec::new(),
     };
     Scan::from_nifti(StoredVolume { info, volume })
 }

@@ -704,6 +704,7 @@ fn read_series(dir: &Path, uid: Option<&str>) -> Result<StoredVolume, VolumeErro
             gzipped: false,
             description: format!("DICOM series {} ({} slices)", first.series, nz),
             channels: 1,
+            warnings: Vec::new(),
         },
         volume,
     })

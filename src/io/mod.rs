@@ -39,6 +39,9 @@ pub struct StorageInfo {
     pub description: String,
     /// Channels per voxel: 1, or more for a vector image.
     pub channels: usize,
+    /// What the reader found legal but suspicious (extreme spacing, gantry tilt, …); the
+    /// front ends show these.
+    pub warnings: Vec<crate::validate::InputWarning>,
 }
 
 impl StorageInfo {

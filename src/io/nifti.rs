@@ -266,6 +266,7 @@ pub fn read_nifti_with<T>(
         transform: transform_source(&header),
         gzipped,
         channels: layout.channels,
+        warnings: Vec::new(),
         description: String::from_utf8_lossy(&header.descrip)
             .trim_end_matches('\0')
             .trim()
