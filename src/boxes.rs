@@ -218,6 +218,10 @@ fn entry_scale(b: &WorldBox, p: DVec3) -> f64 {
 
 /// The smallest factor α such that the box scaled by α about its centre holds at least
 /// `target_recall` of the voxels. Exact: the ⌈q·n⌉-th smallest of the voxels' entry scales.
+/// The enlargements α a user may give (a box scaled about its centre): below 0.1 or above 10
+/// the box is no longer the organ's.
+pub const ALPHA_RANGE: (f64, f64) = (0.1, 10.0);
+
 pub fn alpha_for_recall(b: &WorldBox, voxels: &[DVec3], target_recall: f64) -> f64 {
     if voxels.is_empty() {
         return 1.0;

@@ -77,6 +77,8 @@ pub enum CropError {
     },
     #[error(transparent)]
     Geometry(#[from] crate::GeometryError),
+    #[error(transparent)]
+    Input(#[from] crate::validate::InputError),
 }
 
 /// Crops `request.scan` to the organ's few-shot box. The scan itself is never its own support.
@@ -86,6 +88,17 @@ pub fn crop_to_organ(
     device: &Device,
     cache: CacheUse<'_>,
 ) -> Result<Crop, CropError> {
+    if let Some(alpha) = request.alpha {
+        crate::validate::within(
+            "alpha",
+            alpha,
+            crate::boxes::ALPHA_RANGE.0,
+            crate::boxes::ALPHA_RANGE.1,
+        )?;
+    }
+    if let Some(shots) = request.shots {
+        crate::validate::count_at_least("shots", shots, 1)?;
+    }
     let mut warnings = Vec::new();
     let target_path = request.scan.canonicalize().ok();
     let mut cases = labelled_cases(&request.supports)?;
@@ -115,6 +128,7 @@ pub fn crop_to_organ(
     }
 
     let scan = Scan::read(&request.scan)?;
+    warnings.extend(scan.warnings().iter().map(ToString::to_string));
     let embedded = embed_cached(
         cache,
         model,
@@ -190,9 +204,11 @@ fn organ_label(
     cases: &[crate::cohort::LabelledCase],
     organ: &str,
 ) -> Result<u16, CropError> {
-    cases
-        .first()
-        .and_then(|c| DatasetSidecar::find_for(&c.labels))
+    let sidecar = match cases.first() {
+        Some(c) => DatasetSidecar::find_for(&c.labels)?,
+        None => None,
+    };
+    sidecar
         .and_then(|s| crate::labels::label_named(&s.labels, organ))
         .ok_or_else(|| CropError::UnknownOrgan {
             folder: folder.to_owned(),

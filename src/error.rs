@@ -93,11 +93,24 @@ pub enum VolumeError {
         first: [usize; 3],
     },
 
+    #[error("{path}: invalid data set sidecar: {detail}")]
+    BadSidecar { path: PathBuf, detail: String },
+
     #[error("{path}: not a label map: {detail}")]
     NotALabelMap { path: PathBuf, detail: String },
 
     #[error("{path}: cannot write NIfTI: {detail}")]
     Write { path: PathBuf, detail: String },
+
+    #[error(
+        "{path}: the voxels need {} of memory and the allocation failed; free memory or use a smaller scan",
+        crate::validate::bytes_text(*bytes)
+    )]
+    OutOfMemory { path: PathBuf, bytes: u64 },
+
+    /// Refused by [`crate::validate`]: the message names the file and the problem.
+    #[error(transparent)]
+    Input(#[from] crate::validate::InputError),
 }
 
 /// Errors of geometry that do not involve a file.

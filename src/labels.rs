@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::VolumeError;
 use crate::intensity::HuWindow;
 use crate::io::StoredVolume;
-use crate::io::nifti::read_label_volume;
+use crate::io::nifti::read_label_volume_with_info;
 use crate::volume::Volume;
 
 /// World coordinates closer than this (mm) count as equal when picking edge points, so that
@@ -23,20 +23,23 @@ pub struct LabelMap {
     pub path: PathBuf,
     pub volume: Volume<u16>,
     pub names: BTreeMap<u16, String>,
+    /// What the reader found odd (labels stored as floats, extreme spacing).
+    pub warnings: Vec<crate::validate::InputWarning>,
 }
 
 impl LabelMap {
     /// Reads a label map and the names in a `labels.json` beside it, if any.
     pub fn read(path: impl AsRef<Path>) -> Result<Self, VolumeError> {
         let path = path.as_ref();
-        let volume = read_label_volume(path)?;
-        let names = DatasetSidecar::find_for(path)
+        let (info, volume) = read_label_volume_with_info(path)?;
+        let names = DatasetSidecar::find_for(path)?
             .map(|s| s.labels)
             .unwrap_or_default();
         Ok(Self {
             path: path.to_owned(),
             volume,
             names,
+            warnings: info.warnings,
         })
     }
 
@@ -92,6 +95,7 @@ impl LabelMap {
     /// A label map from a NIfTI volume already read as f32; every voxel must be a whole number
     /// from 0 to 65535.
     pub fn from_nifti(nifti: StoredVolume) -> Result<Self, VolumeError> {
+        let float_labels = crate::io::nifti::float_label_warning(&nifti.info);
         let path = nifti.info.path;
         let bad = nifti
             .volume
@@ -109,13 +113,16 @@ impl LabelMap {
             });
         }
         let volume = nifti.volume.map(|&v| v as u16);
-        let names = DatasetSidecar::find_for(&path)
+        let names = DatasetSidecar::find_for(&path)?
             .map(|s| s.labels)
             .unwrap_or_default();
+        let mut warnings = nifti.info.warnings;
+        warnings.extend(float_labels);
         Ok(Self {
             path,
             volume,
             names,
+            warnings,
         })
     }
 
@@ -222,19 +229,48 @@ impl DatasetSidecar {
                 .map_err(|_| format!("label key {key:?} is not a number from 0 to 65535"))?;
             labels.insert(label, name);
         }
-        let hu_window = file
-            .intensity
-            .and_then(|i| i.hu_window)
-            .filter(|[lo, hi]| lo.is_finite() && hi.is_finite() && lo < hi)
-            .map(|[lower, upper]| HuWindow { lower, upper });
+        let hu_window = match file.intensity.and_then(|i| i.hu_window) {
+            None => None,
+            Some([lower, upper]) => {
+                // A window is a stretch of the HU scale real CT spans (air −1000, dense bone
+                // and metal a few thousand); ±1e30 would map every voxel to one value.
+                let plausible = |v: f32| v.is_finite() && (-10_000.0..=100_000.0).contains(&v);
+                if !(plausible(lower) && plausible(upper) && upper - lower >= 1.0) {
+                    return Err(format!(
+                        "intensity.hu_window [{lower}, {upper}] is not an HU window (two finite \
+                         values from −10000 to 100000 HU, the second at least 1 above the first)"
+                    ));
+                }
+                Some(HuWindow { lower, upper })
+            }
+        };
         Ok(Self { labels, hu_window })
     }
 
-    /// The sidecar in the same folder as `path`, if there is a readable one.
-    pub fn find_for(path: &Path) -> Option<Self> {
-        let file = path.parent()?.join(Self::FILE_NAME);
-        let text = std::fs::read_to_string(file).ok()?;
-        Self::parse(&text).ok()
+    /// The sidecar in the same folder as `path`: `None` when there is none; an error naming
+    /// it when it is there but unreadable or invalid (a scan read without its declared window
+    /// would be misread in silence).
+    pub fn find_for(path: &Path) -> Result<Option<Self>, VolumeError> {
+        let Some(folder) = path.parent() else {
+            return Ok(None);
+        };
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder
+        };
+        let file = folder.join(Self::FILE_NAME);
+        if !file.exists() {
+            return Ok(None);
+        }
+        crate::validate::input_path(&file)?;
+        let text = std::fs::read_to_string(&file).map_err(|source| VolumeError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        Self::parse(&text)
+            .map(Some)
+            .map_err(|detail| VolumeError::BadSidecar { path: file, detail })
     }
 }
 

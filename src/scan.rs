@@ -27,26 +27,46 @@ impl Scan {
     /// (as `../shared/data/btcv` does), or the file is unscaled `uint8`, which cannot hold HU
     /// (air is −1000) and so is taken as the model's window stored as 0…255.
     pub fn read(path: impl AsRef<Path>) -> Result<Self, VolumeError> {
-        Ok(Self::from_nifti(crate::io::read_volume(path)?))
+        Self::from_nifti(crate::io::read_volume(path)?)
     }
 
-    /// A scan from a NIfTI volume already read.
-    pub fn from_nifti(nifti: StoredVolume) -> Self {
-        let sidecar = DatasetSidecar::find_for(&nifti.info.path);
+    /// A scan from a volume already read; refused when a `labels.json` beside it is invalid.
+    /// Intensities unlike CT are read with a warning in [`Self::warnings`].
+    pub fn from_nifti(nifti: StoredVolume) -> Result<Self, VolumeError> {
+        let sidecar = DatasetSidecar::find_for(&nifti.info.path)?;
         let intensity = detect_intensity(&nifti.info, sidecar.as_ref());
         let mut volume = nifti.volume;
         let stored_range = volume.value_range();
+        let mut info = nifti.info;
+        let (lo, hi) = (
+            intensity.to_hu(stored_range.0),
+            intensity.to_hu(stored_range.1),
+        );
+        // Pre-windowed data hold no air below the window floor; only the constant check applies.
+        let intensity_warnings = crate::validate::hu_range_warnings(&info.path, lo, hi)
+            .into_iter()
+            .filter(|w| {
+                intensity == Intensity::Hounsfield
+                    || w.kind == crate::validate::WarningKind::ConstantVolume
+            });
+        info.warnings.extend(intensity_warnings);
         if intensity != Intensity::Hounsfield {
             for v in volume.data_mut() {
                 *v = intensity.to_hu(*v);
             }
         }
-        Self {
+        Ok(Self {
             volume,
-            info: nifti.info,
+            info,
             intensity,
             stored_range,
-        }
+        })
+    }
+
+    /// What was odd about the file: intensities unlike CT, a constant volume, extreme
+    /// spacing, gantry tilt.
+    pub fn warnings(&self) -> &[crate::validate::InputWarning] {
+        &self.info.warnings
     }
 
     /// The range of HU values.

@@ -41,6 +41,8 @@ pub struct VolumeSummary {
     pub world_bounds: WorldBox,
     /// For label maps: the organs present.
     pub organs: Option<Vec<OrganSummary>>,
+    /// What the reader found odd (intensities unlike CT, extreme spacing, gantry tilt, …).
+    pub warnings: Vec<crate::validate::InputWarning>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,9 +80,11 @@ pub fn summarize(path: &Path, kind: VolumeKind) -> Result<VolumeSummary, VolumeE
         hu_range: None,
         world_bounds: volume.world_bounds(),
         organs: None,
+        warnings: Vec::new(),
     };
     if labels {
         let map = LabelMap::from_nifti(nifti)?;
+        summary.warnings = map.warnings.clone();
         summary.organs = Some(
             map.organs()
                 .into_iter()
@@ -94,7 +98,8 @@ pub fn summarize(path: &Path, kind: VolumeKind) -> Result<VolumeSummary, VolumeE
                 .collect(),
         );
     } else {
-        let scan = Scan::from_nifti(nifti);
+        let scan = Scan::from_nifti(nifti)?;
+        summary.warnings = scan.warnings().to_vec();
         let (hu_lo, hu_hi) = scan.hu_range();
         summary.intensity = Some(scan.intensity.describe());
         summary.hu_range = Some([hu_lo, hu_hi]);

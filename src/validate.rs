@@ -5,7 +5,7 @@
 //!
 //! Refuse or warn: what cannot be meant (NaN, a negative count, an output onto an input, a
 //! spacing of 10³⁰ mm) is refused; what is legal but odd (intensities unlike CT, a constant
-//! volume, gantry tilt, a 15 mm slice) is read with a warning the front ends show.
+//! volume, gantry tilt, a 25 mm slice) is read with a warning the front ends show.
 
 use std::path::{Path, PathBuf};
 
@@ -100,7 +100,10 @@ pub enum InputError {
     },
 
     #[error("{source_name}: {problem}")]
-    Other { source_name: String, problem: String },
+    Other {
+        source_name: String,
+        problem: String,
+    },
 }
 
 fn bad_value(source: &str, value: impl std::fmt::Display, problem: &str) -> InputError {
@@ -165,10 +168,7 @@ pub fn spacing_mm(source: &str, spacing: &[f64]) -> Result<[f64; 3], InputError>
     let &[x, y, z] = spacing else {
         return Err(InputError::Other {
             source_name: source.to_owned(),
-            problem: format!(
-                "takes three values X,Y,Z (mm), got {}",
-                spacing.len()
-            ),
+            problem: format!("takes three values X,Y,Z (mm), got {}", spacing.len()),
         });
     };
     let (lo, hi) = POSSIBLE_SPACING_MM;
@@ -197,20 +197,17 @@ pub fn file_spacing(
         }
     }
     let (lo, hi) = PLAUSIBLE_SPACING_MM;
-    Ok(spacing
-        .iter()
-        .any(|v| !(lo..=hi).contains(v))
-        .then(|| {
-            InputWarning::new(
-                WarningKind::ExtremeSpacing,
-                file.display().to_string(),
-                format!(
-                    "voxels of {:.3} × {:.3} × {:.3} mm are unusual for CT (APE resamples to its \
+    Ok(spacing.iter().any(|v| !(lo..=hi).contains(v)).then(|| {
+        InputWarning::new(
+            WarningKind::ExtremeSpacing,
+            file.display().to_string(),
+            format!(
+                "voxels of {:.3} × {:.3} × {:.3} mm are unusual for CT (APE resamples to its \
                      input spacing; a very coarse scan loses anatomy)",
-                    spacing[0], spacing[1], spacing[2]
-                ),
-            )
-        }))
+                spacing[0], spacing[1], spacing[2]
+            ),
+        )
+    }))
 }
 
 /// What ape can tell about a path on disk without opening it.
@@ -331,10 +328,13 @@ pub fn output_path(
             // files, would mix outputs with inputs or replace them.
             let over = match kind {
                 OutputKind::File => out.starts_with(&inp) && out.exists(),
-                OutputKind::Folder => out == inp || out.starts_with(&inp) || inp.starts_with(&out),
+                // A report folder inside a data folder is fine; the data folder itself, or
+                // one that holds it, is not.
+                OutputKind::Folder => out == inp || inp.starts_with(&out),
             };
             if over {
-                return Err(clash(input.path));
+                // Name the file about to be replaced when there is one.
+                return Err(clash(if out.is_file() { output } else { input.path }));
             }
             if let Some(id) = out_id
                 && let Some(linked) = files_under(&inp, 3)
@@ -454,7 +454,10 @@ pub fn memory_available() -> Option<(u64, &'static str)> {
     };
     consider(meminfo_available(), "memory available to the system");
     consider(cgroup_available(), "the cgroup's memory.max");
-    consider(address_space_available(), "the process's address-space limit");
+    consider(
+        address_space_available(),
+        "the process's address-space limit",
+    );
     best
 }
 
@@ -603,7 +606,10 @@ mod tests {
         }
         assert!(check(&dir.path().join("map.nii.gz")).is_ok());
         // A folder where a file goes, and a file where a folder goes.
-        assert!(matches!(check(&sub), Err(InputError::OutputIsFolder { .. })));
+        assert!(matches!(
+            check(&sub),
+            Err(InputError::OutputIsFolder { .. })
+        ));
         assert!(matches!(
             output_path(&scan, OutputKind::Folder, "the report", &[]),
             Err(InputError::OutputIsFile { .. })
@@ -612,15 +618,33 @@ mod tests {
         let cohort = [Input::new("the support cohort", dir.path())];
         assert!(output_path(&scan, OutputKind::File, "the crop", &cohort).is_err());
         assert!(output_path(dir.path(), OutputKind::Folder, "the report", &cohort).is_err());
+        assert!(
+            output_path(
+                &sub.join("report"),
+                OutputKind::Folder,
+                "the report",
+                &cohort
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn hu_ranges_unlike_ct_warn() {
         let p = Path::new("x.nii");
         assert!(hu_range_warnings(p, -1024.0, 2000.0).is_empty());
-        assert_eq!(hu_range_warnings(p, 0.0, 1.0)[0].kind, WarningKind::NotCtLike);
-        assert_eq!(hu_range_warnings(p, 0.0, 4000.0)[0].kind, WarningKind::NotCtLike);
-        assert_eq!(hu_range_warnings(p, 5.0, 5.0)[0].kind, WarningKind::ConstantVolume);
+        assert_eq!(
+            hu_range_warnings(p, 0.0, 1.0)[0].kind,
+            WarningKind::NotCtLike
+        );
+        assert_eq!(
+            hu_range_warnings(p, 0.0, 4000.0)[0].kind,
+            WarningKind::NotCtLike
+        );
+        assert_eq!(
+            hu_range_warnings(p, 5.0, 5.0)[0].kind,
+            WarningKind::ConstantVolume
+        );
     }
 
     #[test]

@@ -7,6 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use ape::io::nifti::{ReadOptions, read_label_volume, read_nifti, read_nifti_with, write_nifti};
+use ape::scan::Scan;
+use ape::validate::WarningKind;
 use ape::{Affine, Volume, VolumeError};
 use common::{f32s, field, patch, read_plain, write_plain};
 use glam::DVec3;
@@ -311,21 +313,13 @@ fn nan_or_infinite_voxels() {
         );
         assert_names_file(&e, &path);
     }
-    // A NaN slope makes every voxel NaN: refused as a bad header.
+    // A NaN slope means "no scaling" (NIfTI-1 as nibabel and nifti_io read it): the stored
+    // values, not a refusal.
     let path = edited(dir.path(), "nan_slope.nii", |b| {
         patch(b, field::SCL_SLOPE, &f32s(&[f32::NAN]))
     });
-    let e = read_nifti(&path).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            VolumeError::BadHeader {
-                field: "scl_slope/scl_inter",
-                ..
-            }
-        ),
-        "{e}"
-    );
+    let v = read_nifti(&path).unwrap();
+    assert_eq!(v.volume.get(5, 4, 3), Some(&345.0));
 }
 
 #[test]
@@ -467,4 +461,194 @@ fn random_header_corruption_never_panics() {
         }
     }
     assert!(errors > 0);
+}
+
+// ---- Hostile input: absurd headers, suspicious volumes, special files, memory ----
+
+#[test]
+fn absurd_scaling_factors_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, slope, inter, field_name) in [
+        ("huge_slope.nii", 1e30_f32, 0.0_f32, "scl_slope"),
+        ("tiny_slope.nii", 1e-30, 0.0, "scl_slope"),
+        ("nan_inter.nii", 1.0, f32::NAN, "scl_inter"),
+        ("huge_inter.nii", 1.0, 1e20, "scl_inter"),
+    ] {
+        let path = edited(dir.path(), name, |b| {
+            patch(b, field::SCL_SLOPE, &f32s(&[slope, inter]))
+        });
+        let e = read_nifti(&path).unwrap_err();
+        assert!(
+            matches!(e, VolumeError::BadHeader { field, .. } if field == field_name),
+            "{name}: {e}"
+        );
+        assert_names_file(&e, &path);
+    }
+}
+
+/// A valid file whose sform scales every axis by `s` (and pixdim alike).
+fn with_spacing(dir: &Path, name: &str, s: f32) -> PathBuf {
+    edited(dir, name, |b| {
+        patch(b, field::PIXDIM + 4, &f32s(&[s, s, s]));
+        patch(b, field::SROW_X, &f32s(&[s, 0.0, 0.0, 0.0]));
+        patch(b, field::SROW_X + 16, &f32s(&[0.0, s, 0.0, 0.0]));
+        patch(b, field::SROW_X + 32, &f32s(&[0.0, 0.0, s, 0.0]));
+    })
+}
+
+#[test]
+fn absurd_voxel_sizes_are_refused_naming_the_field_and_extreme_ones_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, s) in [("huge.nii", 1e30_f32), ("tiny.nii", 1e-30)] {
+        let path = with_spacing(dir.path(), name, s);
+        let e = read_nifti(&path).unwrap_err();
+        let message = e.to_string();
+        assert!(message.contains("sform"), "{message}");
+        assert!(message.contains("is not a voxel size"), "{message}");
+        assert_names_file(&e, &path);
+    }
+    // 25 mm voxels: possible, unusual, read with a warning.
+    let path = with_spacing(dir.path(), "coarse.nii", 25.0);
+    let v = read_nifti(&path).unwrap();
+    assert_eq!(v.info.warnings.len(), 1, "{:?}", v.info.warnings);
+    assert_eq!(v.info.warnings[0].kind, WarningKind::ExtremeSpacing);
+    // A grid placed 10^9 mm away is not a scan's.
+    let path = edited(dir.path(), "far.nii", |b| {
+        patch(b, field::SROW_X + 12, &f32s(&[1e9]))
+    });
+    let e = read_nifti(&path).unwrap_err();
+    assert!(e.to_string().contains("beyond 100 m"), "{e}");
+}
+
+fn scan_file(dir: &Path, name: &str, value: impl Fn(usize, usize, usize) -> f32) -> PathBuf {
+    let affine = Affine::from_spacing(DVec3::ONE, DVec3::ZERO).unwrap();
+    let v = Volume::from_fn([8, 8, 8], affine, value).unwrap();
+    let path = dir.join(name);
+    write_nifti(&path, &v).unwrap();
+    path
+}
+
+#[test]
+fn volumes_unlike_ct_are_read_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let ct = scan_file(
+        dir.path(),
+        "ct.nii",
+        |i, _, _| if i < 2 { -1000.0 } else { 40.0 },
+    );
+    assert!(Scan::read(&ct).unwrap().warnings().is_empty());
+    for (name, value, kind) in [
+        ("constant.nii", 0.0_f32, WarningKind::ConstantVolume),
+        ("mr.nii", 3000.0, WarningKind::NotCtLike),
+        ("unit.nii", 1.0, WarningKind::NotCtLike),
+    ] {
+        let path = scan_file(dir.path(), name, |i, j, _| {
+            if kind == WarningKind::ConstantVolume {
+                value
+            } else {
+                value * ((i + j) % 2) as f32
+            }
+        });
+        let scan = Scan::read(&path).unwrap();
+        let kinds: Vec<_> = scan.warnings().iter().map(|w| w.kind).collect();
+        assert_eq!(kinds, [kind], "{name}");
+        assert!(scan.warnings()[0].to_string().contains(name));
+    }
+}
+
+#[test]
+fn a_label_map_stored_as_floats_reads_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scan_file(dir.path(), "seg.nii", |i, _, _| (i % 3) as f32);
+    let map = ape::labels::LabelMap::read(&path).unwrap();
+    assert_eq!(map.volume.get(2, 0, 0), Some(&2));
+    assert_eq!(map.warnings.len(), 1);
+    assert_eq!(map.warnings[0].kind, WarningKind::FloatLabels);
+    // Stored as integers: no warning.
+    let affine = Affine::from_spacing(DVec3::ONE, DVec3::ZERO).unwrap();
+    let v = Volume::from_fn([4, 4, 4], affine, |i, _, _| i as u8).unwrap();
+    let int = dir.path().join("int_seg.nii");
+    write_nifti(&int, &v).unwrap();
+    assert!(
+        ape::labels::LabelMap::read(&int)
+            .unwrap()
+            .warnings
+            .is_empty()
+    );
+}
+
+#[test]
+fn an_absurd_sidecar_window_is_refused_naming_the_sidecar() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = scan_file(dir.path(), "scan.nii", |i, _, _| i as f32);
+    for window in ["[-1e30, 1e30]", "[100, 100]", "[300, -100]"] {
+        std::fs::write(
+            dir.path().join("labels.json"),
+            format!(r#"{{"labels": {{"1": "liver"}}, "intensity": {{"hu_window": {window}}}}}"#),
+        )
+        .unwrap();
+        let e = Scan::read(&path).unwrap_err();
+        assert!(matches!(e, VolumeError::BadSidecar { .. }), "{window}: {e}");
+        assert!(e.to_string().contains("labels.json"), "{e}");
+    }
+    // A sidecar that is not JSON is no longer skipped in silence either.
+    std::fs::write(dir.path().join("labels.json"), "{not json").unwrap();
+    assert!(matches!(
+        Scan::read(&path).unwrap_err(),
+        VolumeError::BadSidecar { .. }
+    ));
+}
+
+/// Runs `f` on another thread; fails the test if it takes longer than 10 s (a hang).
+fn within_seconds<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(f());
+    });
+    receive
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("hung on a special file")
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_refused_instead_of_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("scan.nii.gz");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIPPED: mkfifo is not available");
+        return;
+    }
+    let path = fifo.clone();
+    let e = within_seconds(move || read_nifti(&path).map(|_| ()).unwrap_err().to_string());
+    assert!(e.contains("named pipe"), "{e}");
+    assert!(e.contains("scan.nii.gz"), "{e}");
+    let path = fifo.clone();
+    let e = within_seconds(move || {
+        ape::io::read_volume(&path)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    });
+    assert!(e.contains("named pipe"), "{e}");
+    // A device reads without end.
+    let e = within_seconds(|| read_nifti("/dev/zero").map(|_| ()).unwrap_err().to_string());
+    assert!(e.contains("character device"), "{e}");
+}
+
+#[test]
+fn a_volume_that_cannot_fit_in_memory_is_refused_before_allocating() {
+    // What the checks see here: some limit is always readable on Linux.
+    #[cfg(target_os = "linux")]
+    {
+        let (available, _) = ape::validate::memory_available().unwrap();
+        let e = ape::validate::memory_for(Path::new("big.nii.gz"), available.saturating_mul(2))
+            .unwrap_err();
+        assert!(
+            matches!(e, ape::validate::InputError::OutOfMemory { .. }),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("big.nii.gz: needs"), "{e}");
+    }
 }

@@ -88,7 +88,10 @@ fn a_perfect_map_finds_landmarks_and_boxes_and_reaches_the_recall() {
     let cases = labelled_cases(dir.path()).unwrap();
     assert_eq!(cases.len(), 7);
     let scans = perfect_scans(dir.path());
-    let label_names = DatasetSidecar::find_for(&cases[0].labels).unwrap().labels;
+    let label_names = DatasetSidecar::find_for(&cases[0].labels)
+        .unwrap()
+        .unwrap()
+        .labels;
     let options = EvalOptions {
         shots: 3,
         held_out: vec!["case_05".into(), "case_06".into()],

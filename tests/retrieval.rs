@@ -126,7 +126,7 @@ fn scan_with_body(origin: DVec3, body: (DVec3, DVec3)) -> Scan {
         channels: 1,
         warnings: Vec::new(),
     };
-    Scan::from_nifti(StoredVolume { info, volume })
+    Scan::from_nifti(StoredVolume { info, volume }).unwrap()
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub struct LabelledScan {
     pub extent: WorldBox,
     /// Seconds the embedding took; `None` when the map came from the cache.
     pub embed_seconds: Option<f64>,
+    /// What the readers found odd in the scan or its label map.
+    pub warnings: Vec<crate::validate::InputWarning>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +86,9 @@ impl LabelledScan {
         let seconds = embedded
             .times
             .map(|t| (t.preprocess + t.network).as_secs_f64());
-        let this = Self::new(case.name.clone(), &scan, &labels, embedded.map, seconds)?;
+        let mut this = Self::new(case.name.clone(), &scan, &labels, embedded.map, seconds)?;
+        this.warnings = scan.warnings().to_vec();
+        this.warnings.extend(labels.warnings.iter().cloned());
         Ok((this, embedded.warning))
     }
 
@@ -113,6 +117,7 @@ impl LabelledScan {
             extent: scan.volume.world_bounds(),
             embed_seconds,
             name,
+            warnings: Vec::new(),
         })
     }
 

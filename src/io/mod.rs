@@ -26,6 +26,15 @@ pub fn read_volume(path: impl AsRef<Path>) -> Result<StoredVolume, VolumeError> 
     }
 }
 
+/// Refuses an input that is missing (as [`VolumeError::NotFound`]) or not a regular file or
+/// folder (a FIFO would block forever).
+pub(crate) fn check_input(path: &Path) -> Result<(), VolumeError> {
+    crate::validate::input_path(path).map_err(|e| match e {
+        crate::validate::InputError::NotFound { path } => VolumeError::NotFound { path },
+        other => VolumeError::Input(other),
+    })
+}
+
 /// What the header says beyond the geometry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StorageInfo {

@@ -108,8 +108,13 @@ pub fn read_nifti_vector(path: impl AsRef<Path>) -> Result<Vec<Volume<f32>>, Vol
 
 /// Reads a label map: integer voxels from 0 to 65535.
 pub fn read_label_volume(path: impl AsRef<Path>) -> Result<Volume<u16>, VolumeError> {
-    let path = path.as_ref();
-    let (_, volume) = read_nifti_with(path, &ReadOptions::default(), |v| {
+    read_label_volume_with_info(path.as_ref()).map(|(_, volume)| volume)
+}
+
+/// Reads a label map with what its header says; labels stored as floats (whole numbers all)
+/// are read with a warning in the info.
+pub fn read_label_volume_with_info(path: &Path) -> Result<(StorageInfo, Volume<u16>), VolumeError> {
+    let (mut info, volume) = read_nifti_with(path, &ReadOptions::default(), |v| {
         (v.fract() == 0.0 && (0.0..=65535.0).contains(&v)).then_some(v as u16)
     })
     .map_err(|e| match e {
@@ -121,7 +126,30 @@ pub fn read_label_volume(path: impl AsRef<Path>) -> Result<Volume<u16>, VolumeEr
         },
         other => other,
     })?;
-    Ok(volume)
+    let warning = float_label_warning(&info);
+    info.warnings.extend(warning);
+    Ok((info, volume))
+}
+
+/// The warning for a label map stored as floating point or with scaling: its values were all
+/// whole numbers, but a resampled or interpolated mask stored so is often not what it seems.
+pub(crate) fn float_label_warning(info: &StorageInfo) -> Option<crate::validate::InputWarning> {
+    (!info.is_unscaled_integer()).then(|| {
+        crate::validate::InputWarning::new(
+            crate::validate::WarningKind::FloatLabels,
+            info.path.display().to_string(),
+            format!(
+                "a label map stored as {}{}: read as labels because every value is a whole number; \
+                 labels belong in an integer type",
+                info.datatype,
+                if has_scaling(info.scl_slope, info.scl_inter) {
+                    " with scaling"
+                } else {
+                    ""
+                }
+            ),
+        )
+    })
 }
 
 /// Reads a 3-D NIfTI-1 volume, converting each (rescaled) value with `convert`; a value it
@@ -131,6 +159,8 @@ pub fn read_nifti_with<T>(
     options: &ReadOptions,
     convert: impl Fn(f64) -> Option<T>,
 ) -> Result<(StorageInfo, Volume<T>), VolumeError> {
+    // A FIFO would block the open forever, a device read without end.
+    crate::io::check_input(path)?;
     let file = File::open(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => VolumeError::NotFound {
             path: path.to_owned(),
@@ -167,6 +197,8 @@ pub fn read_nifti_with<T>(
     let header = parse_header(&header_bytes, path)?;
     let layout = check_header(&header, path, options)?;
     let affine = header_affine(&header, path)?;
+    let mut warnings = Vec::new();
+    warnings.extend(check_geometry(&header, &affine, layout.shape, path)?);
 
     // Skip extensions up to the voxels.
     let skip = layout.vox_offset - HEADER_LEN as u64;
@@ -200,14 +232,19 @@ pub fn read_nifti_with<T>(
             .min(needed),
         None => needed,
     };
+    // The raw bytes and the decoded voxels live together for a moment: refuse what cannot fit
+    // now (physical memory, the cgroup, an address-space limit) before allocating any of it.
+    let decoded_bytes = layout
+        .voxels
+        .saturating_mul(std::mem::size_of::<T>() as u64);
+    crate::validate::memory_for(path, needed.saturating_add(decoded_bytes))?;
+    let out_of_memory = || VolumeError::OutOfMemory {
+        path: path.to_owned(),
+        bytes: needed.saturating_add(decoded_bytes),
+    };
     let mut raw = Vec::new();
     raw.try_reserve_exact(capacity as usize)
-        .map_err(|_| VolumeError::TooLarge {
-            path: path.to_owned(),
-            voxels: layout.voxels,
-            bytes: needed,
-            limit: options.max_voxels,
-        })?;
+        .map_err(|_| out_of_memory())?;
     (&mut stream)
         .take(needed)
         .read_to_end(&mut raw)
@@ -236,16 +273,19 @@ pub fn read_nifti_with<T>(
         }
     });
     drop(raw);
-    let data = data.map_err(|index| {
-        let shape = layout.shape;
-        VolumeError::NonFinite {
-            path: path.to_owned(),
-            count: index.1,
-            first: [
-                index.0 % shape[0],
-                index.0 / shape[0] % shape[1],
-                index.0 / (shape[0] * shape[1]),
-            ],
+    let data = data.map_err(|failure| match failure {
+        DecodeFailure::OutOfMemory => out_of_memory(),
+        DecodeFailure::Refused { first, count } => {
+            let shape = layout.shape;
+            VolumeError::NonFinite {
+                path: path.to_owned(),
+                count,
+                first: [
+                    first % shape[0],
+                    first / shape[0] % shape[1],
+                    first / (shape[0] * shape[1]),
+                ],
+            }
         }
     })?;
     let shape = [
@@ -266,7 +306,7 @@ pub fn read_nifti_with<T>(
         transform: transform_source(&header),
         gzipped,
         channels: layout.channels,
-        warnings: Vec::new(),
+        warnings,
         description: String::from_utf8_lossy(&header.descrip)
             .trim_end_matches('\0')
             .trim()
@@ -414,11 +454,23 @@ fn check_header(
             format!("{vox_offset} is not a whole number of bytes"),
         ));
     }
-    if !header.scl_slope.is_finite() || !header.scl_inter.is_finite() {
-        return Err(bad_field(
-            "scl_slope/scl_inter",
-            format!("{} / {} must be finite", header.scl_slope, header.scl_inter),
-        ));
+    // A slope of 0 or not a number means "no scaling" (NIfTI-1; nibabel and nifti_io read a
+    // NaN slope so); a real slope must come with a real intercept, and factors no scanner
+    // writes would turn every voxel into nonsense.
+    let (slope, inter) = (header.scl_slope, header.scl_inter);
+    if slope.is_finite() && slope != 0.0 {
+        if !(1e-6..=1e6).contains(&slope.abs()) {
+            return Err(bad_field(
+                "scl_slope",
+                format!("{slope} is not a plausible scaling factor (1e-6 … 1e6 in magnitude)"),
+            ));
+        }
+        if !inter.is_finite() || inter.abs() > 1e6 {
+            return Err(bad_field(
+                "scl_inter",
+                format!("{inter} must be a finite offset within ±1e6 (scl_slope is {slope})"),
+            ));
+        }
     }
     Ok(Layout {
         shape,
@@ -494,6 +546,53 @@ fn header_affine(header: &NiftiHeader, path: &Path) -> Result<Affine, VolumeErro
     }
 }
 
+/// Refuses a grid whose voxel sizes or position no scanner makes (a pixdim of 10³⁰ would give
+/// a world extent that breaks every computation after), naming the header field; warns on
+/// sizes that are possible but unusual for CT.
+fn check_geometry(
+    header: &NiftiHeader,
+    affine: &Affine,
+    shape: [usize; 3],
+    path: &Path,
+) -> Result<Option<crate::validate::InputWarning>, VolumeError> {
+    let field = match transform_source(header) {
+        TransformSource::Sform { .. } => "srow_x/srow_y/srow_z (sform)",
+        TransformSource::Qform { .. } => "pixdim (qform)",
+        _ => "pixdim",
+    };
+    let s = affine.spacing();
+    let warning = crate::validate::file_spacing(path, field, [s.x, s.y, s.z])?;
+    // Every corner of the grid within 100 m of the scanner's origin.
+    let far = crate::geometry::WorldBox::new(
+        DVec3::ZERO,
+        DVec3::new(
+            shape[0] as f64 - 1.0,
+            shape[1] as f64 - 1.0,
+            shape[2] as f64 - 1.0,
+        ),
+    )
+    .corners()
+    .into_iter()
+    .map(|c| affine.to_world(c))
+    .find(|w| !w.is_finite() || w.abs().max_element() > 1e5);
+    if let Some(w) = far {
+        return Err(VolumeError::BadHeader {
+            path: path.to_owned(),
+            field: if matches!(transform_source(header), TransformSource::Sform { .. }) {
+                "srow_x/srow_y/srow_z (sform)"
+            } else {
+                "qoffset_x/y/z"
+            },
+            detail: format!(
+                "puts a corner of the grid at ({:.3e}, {:.3e}, {:.3e}) mm, beyond 100 m of the \
+                 origin",
+                w.x, w.y, w.z
+            ),
+        });
+    }
+    Ok(warning)
+}
+
 /// The rotation of a NIfTI quaternion (b, c, d), with a = sqrt(1 − b² − c² − d²).
 fn quaternion_rotation(b: f64, c: f64, d: f64) -> DMat3 {
     let norm2 = b * b + c * c + d * d;
@@ -524,12 +623,12 @@ fn quaternion_rotation(b: f64, c: f64, d: f64) -> DMat3 {
 }
 
 pub(crate) fn has_scaling(slope: f32, inter: f32) -> bool {
-    !(slope == 0.0 || (slope == 1.0 && inter == 0.0))
+    !(slope == 0.0 || !slope.is_finite() || (slope == 1.0 && inter == 0.0))
 }
 
-/// NIfTI: a slope of 0 means "no scaling".
+/// NIfTI: a slope of 0 (or, as nibabel reads it, not a number) means "no scaling".
 fn scaling(slope: f32, inter: f32) -> (f64, f64) {
-    if slope == 0.0 {
+    if slope == 0.0 || !slope.is_finite() {
         (1.0, 0.0)
     } else {
         (slope as f64, inter as f64)
@@ -562,17 +661,28 @@ fn datatype_name(t: NiftiType) -> &'static str {
     }
 }
 
-/// Decodes raw voxel bytes. On failure returns (index of the first refused voxel, count).
+/// Why voxel bytes did not decode.
+enum DecodeFailure {
+    /// `convert` refused `count` voxels, the first at index `first`.
+    Refused { first: usize, count: usize },
+    /// The decoded voxels did not fit in memory.
+    OutOfMemory,
+}
+
+/// Decodes raw voxel bytes.
 fn decode_voxels<T>(
     raw: &[u8],
     datatype: NiftiType,
     endianness: Endianness,
     convert: impl Fn(f64) -> Option<T>,
-) -> Result<Vec<T>, (usize, usize)> {
+) -> Result<Vec<T>, DecodeFailure> {
     let big = matches!(endianness, Endianness::Big);
     macro_rules! decode {
         ($ty:ty, $n:expr) => {{
-            let mut out = Vec::with_capacity(raw.len() / $n);
+            let mut out = Vec::new();
+            // Fails as an error, not an abort, under an address-space limit.
+            out.try_reserve_exact(raw.len() / $n)
+                .map_err(|_| DecodeFailure::OutOfMemory)?;
             let mut first_bad: Option<usize> = None;
             let mut bad = 0usize;
             for (index, chunk) in raw.chunks_exact($n).enumerate() {
@@ -593,7 +703,7 @@ fn decode_voxels<T>(
                 }
             }
             match first_bad {
-                Some(first) => Err((first, bad)),
+                Some(first) => Err(DecodeFailure::Refused { first, count: bad }),
                 None => Ok(out),
             }
         }};
@@ -610,7 +720,10 @@ fn decode_voxels<T>(
         NiftiType::Float32 => decode!(f32, 4),
         NiftiType::Float64 => decode!(f64, 8),
         // Refused by `check_header`.
-        _ => Err((0, raw.len())),
+        _ => Err(DecodeFailure::Refused {
+            first: 0,
+            count: raw.len(),
+        }),
     }
 }
 

@@ -151,6 +151,18 @@ impl ApeModel {
     }
 
     pub fn load(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        crate::validate::input_path(path).map_err(|e| ModelError::Io {
+            source_name: path.display().to_string(),
+            source: match e {
+                crate::validate::InputError::NotARegularFile { kind, .. } => {
+                    std::io::Error::other(format!("is a {kind}, not a regular file"))
+                }
+                crate::validate::InputError::NotFound { .. } => {
+                    std::io::Error::from(std::io::ErrorKind::NotFound)
+                }
+                other => std::io::Error::other(other.to_string()),
+            },
+        })?;
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
             source_name: path.display().to_string(),
             source,

@@ -118,3 +118,25 @@ pub fn run_ape<S: AsRef<std::ffi::OsStr>>(args: &[S], cache: &Path) -> String {
     );
     stdout
 }
+
+/// Runs the `ape` binary expecting it to fail; returns its stderr.
+pub fn run_ape_failing<S: AsRef<std::ffi::OsStr>>(args: &[S], cache: &Path) -> String {
+    let Some(exe) = option_env!("CARGO_BIN_EXE_ape") else {
+        panic!("only the tests of ape-app, which builds the binary, can run it");
+    };
+    let run = std::process::Command::new(exe)
+        .args(args)
+        .env("APE_CACHE_DIR", cache)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(
+        !run.status.success(),
+        "ape {:?} succeeded: {}\n{stderr}",
+        args.iter()
+            .map(|a| a.as_ref().to_owned())
+            .collect::<Vec<_>>(),
+        String::from_utf8_lossy(&run.stdout)
+    );
+    stderr
+}

@@ -15,7 +15,13 @@ pub struct BoxesArgs {
 }
 
 pub fn run(args: &BoxesArgs) -> anyhow::Result<ExitCode> {
-    let set = BoxSet::load(&args.input)?;
+    super::check_output_file(
+        &args.output,
+        "the box file",
+        &[ape::validate::Input::new("the input box file", &args.input)],
+    )?;
+    let (set, warnings) = BoxSet::load_with_warnings(&args.input)?;
+    super::print_warnings(&warnings);
     set.save(&args.output)?;
     for b in &set.boxes {
         say!("{:<12} {:<24} {}", b.scan, b.organ, b.bbox);

@@ -30,12 +30,18 @@ pub struct EmbedArgs {
 
 pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     let total = Instant::now();
+    let mut inputs = vec![ape::validate::Input::new("the scan", &args.scan)];
+    if let Some(m) = &args.model.model {
+        inputs.push(ape::validate::Input::new("the model", m));
+    }
+    super::check_output_file(&args.output, "the APE map", &inputs)?;
     let (compute, model) = args.model.load()?;
     say!("backend     {}", compute.description);
     say!("model       {}", model.meta.description);
 
     let t = Instant::now();
     let scan = Scan::read(&args.scan)?;
+    super::print_warnings(scan.warnings());
     say!(
         "load        {:>8.3} s  {}",
         t.elapsed().as_secs_f64(),

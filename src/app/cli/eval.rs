@@ -41,17 +41,36 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
+    use ape::validate::{Input, OutputKind, count_at_least, output_path, spacing_mm};
+    count_at_least("--shots", args.shots, 1)?;
+    let spacing = args
+        .input_spacing
+        .as_deref()
+        .map(|s| spacing_mm("--input-spacing", s))
+        .transpose()?;
+    output_path(
+        &args.out,
+        OutputKind::Folder,
+        "the report",
+        &[Input::new("the data folder", &args.data)],
+    )?;
     let cases = match &args.scans {
         Some(names) => labelled_cases_named(&args.data, names)?,
         None => labelled_cases(&args.data)?,
     };
+    // Checked before hours of embedding: each fold needs `shots` supports and a target.
+    if cases.len() < args.shots + 1 {
+        anyhow::bail!(
+            "{}: {} labelled scans, but --shots {} needs at least {} (the supports and one target)",
+            args.data.display(),
+            cases.len(),
+            args.shots,
+            args.shots + 1
+        );
+    }
     let (compute, mut model) = args.model.load()?;
-    match args.input_spacing.as_deref() {
-        None => {}
-        Some(&[x, y, z]) => model = model.with_input_spacing([x, y, z])?,
-        Some(other) => {
-            anyhow::bail!("--input-spacing takes three values X,Y,Z (mm), got {other:?}")
-        }
+    if let Some(spacing) = spacing {
+        model = model.with_input_spacing(spacing)?;
     }
     let s = model.meta.input_spacing_mm;
     let model_name = format!(
@@ -84,6 +103,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     for case in &cases {
         progress.set_message(format!("embedding {}", case.name));
         let (scan, warning) = LabelledScan::load(case, &model, &compute.device, cache_use)?;
+        progress.suspend(|| super::print_warnings(&scan.warnings));
         if let Some(w) = warning {
             progress.suspend(|| eprintln!("warning: {w}"));
         }
@@ -92,11 +112,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     }
     progress.finish_and_clear();
 
-    let label_names = cases
-        .first()
-        .and_then(|c| DatasetSidecar::find_for(&c.labels))
-        .map(|s| s.labels)
-        .unwrap_or_default();
+    let label_names = match cases.first() {
+        Some(c) => DatasetSidecar::find_for(&c.labels)?,
+        None => None,
+    }
+    .map(|s| s.labels)
+    .unwrap_or_default();
     let options = EvalOptions {
         shots: args.shots,
         held_out: args

@@ -113,5 +113,8 @@ pub fn render(s: &VolumeSummary) -> String {
             );
         }
     }
+    for w in &s.warnings {
+        let _ = writeln!(out, "  warning      {}", w.message);
+    }
     out
 }

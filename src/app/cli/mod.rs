@@ -30,6 +30,7 @@ use std::process::ExitCode;
 
 use ape::model::ApeModel;
 use ape::model::backend::{BackendChoice, ComputeDevice, select};
+use ape::validate::{Input, InputWarning, OutputKind, output_path};
 use clap::{Parser, Subcommand};
 
 /// Which model runs where: the options every command that embeds shares.
@@ -66,6 +67,23 @@ impl ModelArgs {
             |p| format!("{}: {}", p.display(), model.meta.description),
         )
     }
+}
+
+/// Prints what a reader found odd, one `warning:` line each, on stderr.
+pub fn print_warnings(warnings: &[InputWarning]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// Refuses an output file that is an input (by any spelling or link) or a folder, before any
+/// work is done.
+pub fn check_output_file(
+    output: &std::path::Path,
+    what: &str,
+    inputs: &[Input<'_>],
+) -> anyhow::Result<()> {
+    Ok(output_path(output, OutputKind::File, what, inputs)?)
 }
 
 /// Anatomical Positional Embeddings of CT scans.

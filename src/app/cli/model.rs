@@ -58,6 +58,7 @@ pub fn info(args: &ModelArgs) -> anyhow::Result<ExitCode> {
 
 /// Writes a freshly initialised (untrained) model: the stand-in until trained weights exist.
 pub fn init(seed: u64, output: &Path) -> anyhow::Result<ExitCode> {
+    super::check_output_file(output, "the model file", &[])?;
     let meta = ModelMeta::fresh(format!(
         "untrained stand-in: fixed-seed initialisation (seed {seed})"
     ));
@@ -78,6 +79,11 @@ pub fn describe(
     description: Option<String>,
     held_out: Option<Vec<String>>,
 ) -> anyhow::Result<ExitCode> {
+    super::check_output_file(
+        output,
+        "the model file",
+        &[ape::validate::Input::new("the input model", input)],
+    )?;
     let mut model = ApeModel::load(input, &cpu().device)?;
     if let Some(d) = description {
         model.meta.description = d;

@@ -396,9 +396,9 @@ impl ApeApp {
             ViewerCommand::SaveBoxes => {
                 let default_name = format!("boxes.{}", BoxFormat::SlicerMarkups.extension());
                 if let Some(path) = box_file_dialog().set_file_name(default_name).save_file() {
-                    self.state.message = match self.state.boxes.save(&path) {
+                    self.state.message = match self.state.save_boxes(&path) {
                         Ok(()) => format!("boxes saved to {}", path.display()),
-                        Err(e) => e.to_string(),
+                        Err(e) => e,
                     };
                 }
             }
@@ -419,10 +419,18 @@ impl ApeApp {
 
     /// Replaces the boxes with those of a file (one undo step).
     pub fn load_boxes(&mut self, path: &Path) {
-        match BoxSet::load(path) {
-            Ok(set) => {
+        match BoxSet::load_with_warnings(path) {
+            Ok((set, warnings)) => {
                 self.state.replace_boxes(set);
-                self.state.message = format!("boxes loaded from {}", path.display());
+                self.state.message = match warnings.first() {
+                    None => format!("boxes loaded from {}", path.display()),
+                    Some(w) => format!(
+                        "⚠ boxes loaded from {} with {} warning(s): {}",
+                        path.display(),
+                        warnings.len(),
+                        w.message
+                    ),
+                };
             }
             Err(e) => self.state.message = e.to_string(),
         }
@@ -463,6 +471,9 @@ impl ApeApp {
             ));
             let (lo, hi) = s.hu_range();
             ui.label(format!("HU {lo:.0} … {hi:.0}"));
+            for w in s.warnings() {
+                ui.colored_label(ui.visuals().warn_fg_color, format!("⚠ {}", w.message));
+            }
         }
         ui.label(format!(
             "crosshair ({:.1}, {:.1}, {:.1}) mm RAS",

@@ -168,10 +168,38 @@ impl ViewerState {
 
     /// A scan has been read: when it is the active one and the crosshair is not on it yet,
     /// centre the crosshair in it.
+    /// Saves the boxes to `path`, refused when it is a file the cohort was read from (a scan
+    /// or its label map, by any spelling or link) or a folder.
+    pub fn save_boxes(&self, path: &std::path::Path) -> Result<(), String> {
+        let inputs: Vec<PathBuf> = self
+            .cohort
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(s.path.clone()).chain(ape::cohort::label_map_for(&s.path))
+            })
+            .collect();
+        let inputs: Vec<_> = inputs
+            .iter()
+            .map(|p| ape::validate::Input::new("a file of the cohort", p))
+            .collect();
+        ape::validate::output_path(
+            path,
+            ape::validate::OutputKind::File,
+            "the box file",
+            &inputs,
+        )
+        .map_err(|e| e.to_string())?;
+        self.boxes.save(path).map_err(|e| e.to_string())
+    }
+
     pub fn scan_loaded(&mut self, id: usize, scan: Arc<Scan>) {
         if let Some(entry) = self.cohort.get_mut(id) {
             if id == self.active {
                 self.crosshair = scan.volume.world_bounds().centre();
+            }
+            // Shown until the next message; the info panel keeps them on screen.
+            if let Some(w) = scan.warnings().first() {
+                self.message = format!("⚠ {}: {}", entry.name, w.message);
             }
             entry.scan = Some(scan);
             entry.status = ScanStatus::Embedding(0.0);
