@@ -141,6 +141,22 @@ impl WindowLevel {
         Self { width, level }
     }
 
+    /// Widths and levels a user may set (HU): outside, clamped; not a number, the abdomen
+    /// preset's value. Typed or dragged values go through this before they are drawn.
+    pub const WIDTH_RANGE: (f32, f32) = (1.0, 5000.0);
+    pub const LEVEL_RANGE: (f32, f32) = (-1500.0, 3000.0);
+
+    pub fn sanitized(self) -> Self {
+        let fix = |v: f32, (lo, hi): (f32, f32), default: f32| {
+            if v.is_nan() { default } else { v.clamp(lo, hi) }
+        };
+        let abdomen = Self::PRESETS[0].1;
+        Self {
+            width: fix(self.width, Self::WIDTH_RANGE, abdomen.width),
+            level: fix(self.level, Self::LEVEL_RANGE, abdomen.level),
+        }
+    }
+
     pub fn grey(&self, hu: f32) -> u8 {
         let t = (hu - (self.level - self.width * 0.5)) / self.width.max(1.0);
         (t.clamp(0.0, 1.0) * 255.0).round() as u8
@@ -151,6 +167,14 @@ impl WindowLevel {
 mod tests {
     use super::*;
     use crate::geometry::Affine;
+
+    #[test]
+    fn absurd_window_values_are_brought_back() {
+        let w = WindowLevel::new(f32::NAN, 1e30).sanitized();
+        assert_eq!(w, WindowLevel::new(350.0, 3000.0));
+        let w = WindowLevel::new(-5.0, f32::NEG_INFINITY).sanitized();
+        assert_eq!(w, WindowLevel::new(1.0, -1500.0));
+    }
 
     #[test]
     fn letters_follow_the_radiological_convention() {

@@ -652,3 +652,68 @@ fn a_volume_that_cannot_fit_in_memory_is_refused_before_allocating() {
         assert!(e.to_string().starts_with("big.nii.gz: needs"), "{e}");
     }
 }
+
+#[test]
+fn every_nifti_ape_writes_reads_back_with_extreme_but_valid_values() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, spacing, origin) in [
+        ("fine.nii.gz", 0.001, -90_000.0),
+        ("coarse.nii", 1000.0, 90_000.0),
+        ("plain.nii.gz", 0.7, 0.0),
+    ] {
+        let affine = Affine::from_spacing(DVec3::splat(spacing), DVec3::splat(origin)).unwrap();
+        let ints = Volume::from_fn([4, 3, 2], affine, |i, j, k| match (i + j + k) % 3 {
+            0 => i16::MIN,
+            1 => i16::MAX,
+            _ => 0,
+        })
+        .unwrap();
+        let path = dir.path().join(format!("i16-{name}"));
+        write_nifti(&path, &ints).unwrap();
+        let back = read_nifti(&path).unwrap();
+        // The header holds f32: the far corner agrees to f32 precision.
+        let corner = DVec3::new(3.0, 2.0, 1.0);
+        let (a, b) = (
+            back.volume.affine().to_world(corner),
+            ints.affine().to_world(corner),
+        );
+        assert!(
+            (a - b).length() <= 1e-6 * b.length().max(1.0),
+            "{name}: {a} vs {b}"
+        );
+        assert!(
+            back.volume
+                .data()
+                .iter()
+                .zip(ints.data())
+                .all(|(&a, &b)| a == b as f32)
+        );
+
+        let floats = Volume::from_fn([4, 3, 2], affine, |i, _, _| match i {
+            0 => f32::MAX,
+            1 => -f32::MAX,
+            2 => f32::MIN_POSITIVE,
+            _ => -0.0,
+        })
+        .unwrap();
+        let path = dir.path().join(format!("f32-{name}"));
+        write_nifti(&path, &floats).unwrap();
+        assert_eq!(read_nifti(&path).unwrap().volume.data(), floats.data());
+
+        let labels = Volume::from_fn([4, 3, 2], affine, |i, _, _| [0u16, 1, 65535, 7][i]).unwrap();
+        let path = dir.path().join(format!("labels-{name}"));
+        write_nifti(&path, &labels).unwrap();
+        assert_eq!(read_label_volume(&path).unwrap().data(), labels.data());
+
+        let path = dir.path().join(format!("vector-{name}"));
+        ape::io::nifti::write_nifti_vector(&path, &[&floats, &floats, &floats]).unwrap();
+        assert_eq!(ape::io::nifti::read_nifti_vector(&path).unwrap().len(), 3);
+    }
+    // A grid the reader would refuse is not written at all.
+    let affine = Affine::from_spacing(DVec3::splat(1e-5), DVec3::ZERO).unwrap();
+    let tiny = Volume::from_fn([2, 2, 2], affine, |_, _, _| 0i16).unwrap();
+    let path = dir.path().join("tiny.nii");
+    let e = write_nifti(&path, &tiny).unwrap_err();
+    assert!(matches!(e, VolumeError::Write { .. }), "{e}");
+    assert!(!path.exists());
+}

@@ -550,3 +550,47 @@ fn gpu_slicing_draws_what_the_cpu_draws() {
         }
     }
 }
+
+#[test]
+fn the_viewer_shows_what_is_odd_about_a_scan_and_never_saves_boxes_over_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut scans = ape::phantom::write_demo_cohort(dir.path(), 1).unwrap();
+    // A volume with no air: not CT in HU.
+    let affine = ape::Affine::from_spacing(glam::DVec3::splat(2.0), glam::DVec3::ZERO).unwrap();
+    let odd = ape::Volume::from_fn([16, 16, 16], affine, |i, j, _| ((i * j) * 10) as i16).unwrap();
+    let odd_path = dir.path().join("odd.nii.gz");
+    ape::io::nifti::write_nifti(&odd_path, &odd).unwrap();
+    scans.insert(0, odd_path.clone());
+    let mut harness = Harness::builder()
+        .with_size(egui::vec2(1280.0, 860.0))
+        .build_eframe(move |cc| {
+            ApeApp::new(&cc.egui_ctx, None, cpu().device, None, "no model".into())
+        });
+    harness.state_mut().open(scans.clone());
+    step_until(&mut harness, "the scans to be read", |app| {
+        app.state.cohort.iter().all(|s| s.scan.is_some())
+    });
+    harness.state_mut().state.activate(0);
+    harness.run_steps(3);
+    assert!(
+        harness.query_by_label_contains("not CT").is_some(),
+        "the info panel shows the warning"
+    );
+    // Saving boxes onto a scan of the cohort (or its label map) is refused; the scan is intact.
+    for target in [&scans[0], &scans[1]] {
+        let before = std::fs::read(target).unwrap();
+        let e = harness.state().state.save_boxes(target).unwrap_err();
+        assert!(e.contains("refusing"), "{e}");
+        assert_eq!(std::fs::read(target).unwrap(), before);
+    }
+    if let Some(labels) = ape::cohort::label_map_for(&scans[1]) {
+        assert!(harness.state().state.save_boxes(&labels).is_err());
+    }
+    assert!(
+        harness
+            .state()
+            .state
+            .save_boxes(&dir.path().join("boxes.csv"))
+            .is_ok()
+    );
+}

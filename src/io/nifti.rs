@@ -560,6 +560,23 @@ fn check_geometry(
         TransformSource::Qform { .. } => "pixdim (qform)",
         _ => "pixdim",
     };
+    let offset_field = if matches!(transform_source(header), TransformSource::Sform { .. }) {
+        "srow_x/srow_y/srow_z (sform)"
+    } else {
+        "qoffset_x/y/z"
+    };
+    grid_geometry(affine, shape, path, field, offset_field)
+}
+
+/// The checks of [`check_geometry`] on an affine and shape; `field` and `offset_field` name
+/// where the sizes and the position come from.
+fn grid_geometry(
+    affine: &Affine,
+    shape: [usize; 3],
+    path: &Path,
+    field: &'static str,
+    offset_field: &'static str,
+) -> Result<Option<crate::validate::InputWarning>, VolumeError> {
     let s = affine.spacing();
     let warning = crate::validate::file_spacing(path, field, [s.x, s.y, s.z])?;
     // Every corner of the grid within 100 m of the scanner's origin.
@@ -578,11 +595,7 @@ fn check_geometry(
     if let Some(w) = far {
         return Err(VolumeError::BadHeader {
             path: path.to_owned(),
-            field: if matches!(transform_source(header), TransformSource::Sform { .. }) {
-                "srow_x/srow_y/srow_z (sform)"
-            } else {
-                "qoffset_x/y/z"
-            },
+            field: offset_field,
             detail: format!(
                 "puts a corner of the grid at ({:.3e}, {:.3e}, {:.3e}) mm, beyond 100 m of the \
                  origin",
@@ -800,6 +813,7 @@ pub fn write_nifti<T: NiftiElement>(
 ) -> Result<(), VolumeError> {
     let path = path.as_ref();
     let [nx, ny, nz] = volume.shape();
+    writable_geometry(path, volume.affine(), volume.shape())?;
     // The voxels are already in NIfTI's order: view them as a Fortran-ordered [i, j, k] array.
     use ndarray::ShapeBuilder;
     let view = ndarray::ArrayView3::from_shape((nx, ny, nz).f(), volume.data()).map_err(|e| {
@@ -832,6 +846,7 @@ pub fn write_nifti_vector(
         return Err(write_err("channels differ in shape or affine".to_owned()));
     }
     let [nx, ny, nz] = first.shape();
+    writable_geometry(path, first.affine(), first.shape())?;
     let mut data = Vec::with_capacity(first.len() * channels.len());
     for c in channels {
         data.extend_from_slice(c.data());
@@ -840,6 +855,16 @@ pub fn write_nifti_vector(
     let view = ndarray::ArrayView5::from_shape((nx, ny, nz, 1, channels.len()).f(), &data)
         .map_err(|e| write_err(e.to_string()))?;
     write_array(path, &view, first.affine(), Some(nifti::Intent::Vector))
+}
+
+/// Refuses to write a grid the reader would refuse, so that every file ape writes reads back.
+fn writable_geometry(path: &Path, affine: &Affine, shape: [usize; 3]) -> Result<(), VolumeError> {
+    grid_geometry(affine, shape, path, "the affine", "the affine's origin")
+        .map(|_| ())
+        .map_err(|e| VolumeError::Write {
+            path: path.to_owned(),
+            detail: format!("{e} (a file the reader would refuse)"),
+        })
 }
 
 fn write_array<T: NiftiElement, D: ndarray::Dimension + ndarray::RemoveAxis>(

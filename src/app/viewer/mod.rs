@@ -425,7 +425,7 @@ impl ApeApp {
                 self.state.message = match warnings.first() {
                     None => format!("boxes loaded from {}", path.display()),
                     Some(w) => format!(
-                        "⚠ boxes loaded from {} with {} warning(s): {}",
+                        "boxes loaded from {} with {} warning(s): {}",
                         path.display(),
                         warnings.len(),
                         w.message
@@ -472,7 +472,10 @@ impl ApeApp {
             let (lo, hi) = s.hu_range();
             ui.label(format!("HU {lo:.0} … {hi:.0}"));
             for w in s.warnings() {
-                ui.colored_label(ui.visuals().warn_fg_color, format!("⚠ {}", w.message));
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    format!("warning: {}", w.message),
+                );
             }
         }
         ui.label(format!(

@@ -122,12 +122,15 @@ fn window_level(ui: &mut egui::Ui, state: &mut ViewerState) {
     });
     ui.horizontal(|ui| {
         let w = ui.label("W");
-        ui.add(egui::DragValue::new(&mut state.window.width).range(1.0..=5000.0))
+        let (lo, hi) = WindowLevel::WIDTH_RANGE;
+        ui.add(egui::DragValue::new(&mut state.window.width).range(lo..=hi))
             .labelled_by(w.id);
         let l = ui.label("L");
-        ui.add(egui::DragValue::new(&mut state.window.level).range(-1500.0..=3000.0))
+        let (lo, hi) = WindowLevel::LEVEL_RANGE;
+        ui.add(egui::DragValue::new(&mut state.window.level).range(lo..=hi))
             .labelled_by(l.id);
     });
+    state.window = state.window.sanitized();
 }
 
 fn overlay_settings(ui: &mut egui::Ui, state: &mut ViewerState) {

@@ -199,7 +199,7 @@ impl ViewerState {
             }
             // Shown until the next message; the info panel keeps them on screen.
             if let Some(w) = scan.warnings().first() {
-                self.message = format!("⚠ {}: {}", entry.name, w.message);
+                self.message = format!("warning: {}: {}", entry.name, w.message);
             }
             entry.scan = Some(scan);
             entry.status = ScanStatus::Embedding(0.0);

@@ -617,6 +617,7 @@ fn box_drag(
 /// A right drag, as in ITK-SNAP: horizontal widens the window, vertical moves the level.
 fn window_level_drag(state: &mut ViewerState, d: egui::Vec2) {
     state.window.width = (state.window.width + d.x * 4.0).clamp(1.0, 5000.0);
+    state.window = state.window.sanitized();
     state.window.level = (state.window.level - d.y * 2.0).clamp(-1500.0, 3000.0);
 }
 
