@@ -2,8 +2,9 @@
 
 - nifti_read: a small valid NIfTI-1 (plain and gzipped), and the hostile-input classes the
   reader refuses or warns on (issue 15): a NaN scl_slope (no scaling), pixdim of 1e30 and
-  1e-30 (refused), 0.05 mm voxels (a warning), float32 label-like data (whole numbers, and one
-  that is not), a big-endian file (plain and gzipped), a qform-only and a pixdim-only file.
+  1e-30 (refused), voxels of 0.01 mm and of 50 mm (possible, with a warning), float32
+  label-like data (whole numbers, and one that is not), big-endian files (plain and gzipped),
+  qform-only and pixdim-only files.
 - dicom_read: when ../shared is present, the header of a real IRCAD DICOM slice.
 - boxes_read: box files in each format: CSV as a spreadsheet saves it (byte-order mark, CRLF,
   quoted names, columns in another order, an empty row), ape's JSON (every origin), 3D Slicer
@@ -70,7 +71,7 @@ def nifti(
 def seed_nifti(name, data, gz=False):
     (nifti_dir / name).write_bytes(data)
     if gz:
-        (nifti_dir / (name + ".gz")).write_bytes(gzip.compress(data))
+        (nifti_dir / (name + ".gz")).write_bytes(gzip.compress(data, mtime=0))
 
 
 # 6 x 5 x 4 int16, 1 x 1.5 x 2 mm, sform = diag(-1, -1.5, 2), one scaling (the original seed).
@@ -86,7 +87,8 @@ seed_nifti(
 seed_nifti("huge_pixdim.nii", nifti(pixdim=(1.0, huge, 2.0), qform_code=0, sform_code=0))
 seed_nifti("tiny_pixdim.nii", nifti(pixdim=(1e-30, 1e-30, 1e-30), qform_code=0, sform_code=0))
 # Possible but unusual for CT: a warning, not a refusal.
-seed_nifti("fine_pixdim.nii", nifti(pixdim=(0.05, 0.05, 0.05), qform_code=0, sform_code=0))
+seed_nifti("fine_pixdim.nii", nifti(pixdim=(0.01, 0.01, 0.01), qform_code=0, sform_code=0))
+seed_nifti("coarse_pixdim.nii", nifti(pixdim=(1.0, 1.0, 50.0), qform_code=0, sform_code=0))
 # qform only: quaternion and qfac.
 seed_nifti("qform_only.nii", nifti(sform_code=0, qfac=-1.0))
 # float32 label-like data: whole numbers 0…3 (read as labels with a warning) and one 2.5

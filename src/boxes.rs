@@ -128,10 +128,19 @@ where
     }
 }
 
-/// Carries a point between scans by APE retrieval: embedded on the source's map, found on the
-/// destination's.
+/// Carries a point between scans through their APE maps by [`TransferMode::DEFAULT`]
+/// (consensus of cycle-checked matches).
+///
+/// [`TransferMode::DEFAULT`]: crate::transfer::TransferMode::DEFAULT
 pub fn ape_transfer(from: &Target<'_>, point: DVec3, to: &Target<'_>) -> Option<DVec3> {
-    to.locate(from.map, point)
+    crate::transfer::transfer(
+        *from,
+        point,
+        *to,
+        crate::transfer::TransferMode::DEFAULT,
+        &crate::transfer::ConsensusSettings::default(),
+    )
+    .map(|t| t.world)
 }
 
 /// Points filling a box on a 9 × 9 × 9 lattice: a drawn box's stand-in for its organ's voxels.

@@ -16,6 +16,7 @@
 //! - [`embed`]: whole-scan inference, tiled without seams, to an [`ApeMap`](ape_map::ApeMap).
 //! - [`phantom`]: a synthetic abdominal CT with labels, for demos and tests.
 //! - [`retrieval`]: nearest-embedding retrieval, errors per axis, the body-box baseline.
+//! - [`transfer`]: a point carried to another scan: nearest or consensus, with a confidence.
 //! - [`annotations`]: organ boxes saved as JSON, CSV or 3D Slicer markups; undo/redo.
 //! - [`boxes`]: few-shot organ boxes, the recall-safe enlargement α, volume ratios.
 //! - [`cohort`]: the scans in a folder, labelled cohorts (BTCV layout), the shared data folder.
@@ -55,6 +56,8 @@ pub mod retrieval;
 pub mod scan;
 pub mod slicing;
 pub mod summary;
+#[cfg(feature = "full")]
+pub mod transfer;
 pub mod validate;
 pub mod volume;
 

@@ -15,9 +15,10 @@ fn bundled() -> ApeModel {
     ApeModel::bundled(&backend::cpu().device).unwrap()
 }
 
-/// A phantom scan at 2×2×3 mm so that the model grid equals the scan's own grid.
+/// A phantom scan at the bundled model's input spacing, so that the model grid equals the
+/// scan's own grid.
 fn phantom_scan(shape: [usize; 3]) -> Volume<f32> {
-    let spacing = DVec3::new(2.0, 2.0, 3.0);
+    let spacing = DVec3::from_array(bundled().meta.input_spacing_mm);
     let half = spacing * DVec3::new(shape[0] as f64, shape[1] as f64, shape[2] as f64) * 0.5;
     let affine = Affine::from_spacing(spacing, -half).unwrap();
     ape::phantom::phantom(shape, affine, DVec3::ZERO, 0.6)

@@ -96,6 +96,8 @@ fn a_perfect_map_finds_landmarks_and_boxes_and_reaches_the_recall() {
         shots: 3,
         held_out: vec!["case_05".into(), "case_06".into()],
         label_names,
+        transfer: ape::transfer::TransferMode::DEFAULT,
+        consensus: Default::default(),
     };
     let results = evaluate(&scans, &options).unwrap();
 
@@ -198,6 +200,8 @@ fn too_few_scans_for_the_shots_is_a_clear_error() {
         shots: 5,
         held_out: Vec::new(),
         label_names: Default::default(),
+        transfer: ape::transfer::TransferMode::DEFAULT,
+        consensus: Default::default(),
     };
     let err = evaluate(&scans, &options).unwrap_err().to_string();
     assert!(err.contains("at least 6"), "{err}");

@@ -23,6 +23,7 @@ use crate::labels::{LabelMap, OrganStats, organ_voxel_points};
 use crate::model::ApeModel;
 use crate::retrieval::{ErrorStats, MapIndex, Target, body_box, body_box_transfer};
 use crate::scan::Scan;
+use crate::transfer::{ConsensusSettings, TransferMode, transfer};
 
 /// One labelled scan, reduced to what the protocol needs (the voxels are not kept).
 #[derive(Debug)]
@@ -149,13 +150,16 @@ pub struct EvalOptions {
     pub held_out: Vec<String>,
     /// Label names by label.
     pub label_names: BTreeMap<u16, String>,
+    /// How APE carries points between scans.
+    pub transfer: TransferMode,
+    pub consensus: ConsensusSettings,
 }
 
 /// The two ways of carrying a point from one scan to another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Method {
-    /// Nearest embedding (k-d tree, refined).
-    Ape,
+    /// Through the APE maps, by a [`TransferMode`].
+    Ape(TransferMode, ConsensusSettings),
     /// Same relative position in the body's box.
     BodyBoxBaseline,
 }
@@ -164,7 +168,9 @@ impl Method {
     fn locate(self, scans: &[LabelledScan], from: usize, point: DVec3, to: usize) -> Option<DVec3> {
         let (a, b) = (&scans[from], &scans[to]);
         match self {
-            Method::Ape => b.target().locate(&a.map, point),
+            Method::Ape(mode, settings) => {
+                transfer(a.target(), point, b.target(), mode, &settings).map(|t| t.world)
+            }
             Method::BodyBoxBaseline => Some(body_box_transfer(point, &a.body, &b.body)),
         }
     }
@@ -322,7 +328,8 @@ pub fn evaluate(scans: &[LabelledScan], options: &EvalOptions) -> Result<EvalRes
         .map(|s| options.held_out.contains(&s.name))
         .collect();
 
-    let per_method = [Method::Ape, Method::BodyBoxBaseline].map(|method| {
+    let ape = Method::Ape(options.transfer, options.consensus);
+    let per_method = [ape, Method::BodyBoxBaseline].map(|method| {
         (
             method,
             locate_landmarks(scans, method, true),
@@ -410,10 +417,14 @@ pub fn evaluate(scans: &[LabelledScan], options: &EvalOptions) -> Result<EvalRes
     })
 }
 
-/// Organ-centre errors (MRE_c, per axis) of APE and of the body-box baseline over every ordered
-/// pair of scans: the figure training reports as it goes.
-pub fn centre_errors(scans: &[LabelledScan]) -> [ErrorStats; 2] {
-    [Method::Ape, Method::BodyBoxBaseline].map(|method| {
+/// Organ-centre errors (MRE_c, per axis) of APE (by `mode`) and of the body-box baseline over
+/// every ordered pair of scans: the figure training reports as it goes.
+pub fn centre_errors(scans: &[LabelledScan], mode: TransferMode) -> [ErrorStats; 2] {
+    [
+        Method::Ape(mode, ConsensusSettings::default()),
+        Method::BodyBoxBaseline,
+    ]
+    .map(|method| {
         let pairs: Vec<(DVec3, DVec3)> = locate_landmarks(scans, method, false)
             .iter()
             .map(|l| (l.found, l.truth))

@@ -107,7 +107,8 @@ impl HeldOut {
                 scan
             });
         }
-        let [ape, baseline] = centre_errors(&labelled);
+        // The paper's single search: cheap enough to run every few hundred steps.
+        let [ape, baseline] = centre_errors(&labelled, ape::transfer::TransferMode::Nearest);
         Ok(EvalReport { ape, baseline })
     }
 }

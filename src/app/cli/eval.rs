@@ -26,6 +26,17 @@ pub struct EvalArgs {
     /// Embed at this input spacing (mm, X,Y,Z) instead of the model's own.
     #[arg(long, value_delimiter = ',')]
     input_spacing: Option<Vec<f64>>,
+    /// How APE carries points between scans: one mode or several, comma-separated
+    /// (nearest: the paper's single search; consensus: a robust local affine of many
+    /// cycle-checked matches). The report and the summary line are of the first.
+    #[arg(long, value_delimiter = ',', default_value = "consensus")]
+    transfer: Vec<ape::transfer::TransferMode>,
+    /// Consensus transfer: support points within this radius of the query (mm).
+    #[arg(long, default_value_t = ape::transfer::ConsensusSettings::default().radius_mm, hide = true)]
+    consensus_radius: f64,
+    /// Consensus transfer: a match is kept when its cycle closes within this distance (mm).
+    #[arg(long, default_value_t = ape::transfer::ConsensusSettings::default().cycle_tolerance_mm, hide = true)]
+    cycle_tolerance: f64,
     /// Support scans per few-shot box (method.md: 5).
     #[arg(long, default_value_t = 5)]
     shots: usize,
@@ -125,8 +136,26 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| model.meta.held_out.clone()),
         label_names,
+        transfer: args.transfer[0],
+        consensus: ape::transfer::ConsensusSettings {
+            radius_mm: args.consensus_radius,
+            cycle_tolerance_mm: args.cycle_tolerance,
+            ..Default::default()
+        },
     };
-    let results = evaluate(&scans, &options)?;
+    // One evaluation per mode, on the same maps; the first is reported in full.
+    let per_mode: Vec<(ape::transfer::TransferMode, ape::evaluation::EvalResults)> = args
+        .transfer
+        .iter()
+        .map(|&mode| {
+            let options = EvalOptions {
+                transfer: mode,
+                ..options.clone()
+            };
+            evaluate(&scans, &options).map(|r| (mode, r))
+        })
+        .collect::<Result<_, _>>()?;
+    let results = per_mode[0].1.clone();
     let context = ReportContext {
         data: args.data.display().to_string(),
         model: model_name,
@@ -153,6 +182,37 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         say!("held out of training ({}):", held.scans.join(", "));
         row("APE", &held.ape);
         row("body-box baseline", &held.baseline);
+    }
+    if per_mode.len() > 1 {
+        say!("transfer modes, all {} scans:", results.all.scans.len());
+        say!(
+            "  {:<18} {:>7} {:>6} {:>6} {:>6} {:>7} {:>6} {:>6}",
+            "mode",
+            "MRE_c",
+            "R–L",
+            "A–P",
+            "S–I",
+            "MRE_ep",
+            "IoU",
+            "VR@99"
+        );
+        let line = |name: &str, m: &ape::evaluation::MethodResults| {
+            let a = m.mre_c.per_axis;
+            say!(
+                "  {name:<18} {:>7.1} {:>6.1} {:>6.1} {:>6.1} {:>7.1} {:>6} {:>6}",
+                m.mre_c.mean,
+                a[0],
+                a[1],
+                a[2],
+                m.mre_ep.mean,
+                m.iou.map_or("n/a".into(), |v| format!("{v:.3}")),
+                m.vr99.map_or("n/a".into(), |v| format!("{v:.1}")),
+            );
+        };
+        for (mode, r) in &per_mode {
+            line(mode.name(), &r.all.ape);
+        }
+        line("body-box baseline", &results.all.baseline);
     }
     let embedded: Vec<f64> = scans.iter().filter_map(|s| s.embed_seconds).collect();
     if !embedded.is_empty() {

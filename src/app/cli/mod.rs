@@ -139,6 +139,9 @@ enum Command {
         /// Scans kept out of training (names without extension), comma-separated.
         #[arg(long, value_delimiter = ',')]
         held_out: Option<Vec<String>>,
+        /// The spacing the model embeds at (mm, X,Y,Z).
+        #[arg(long, value_delimiter = ',')]
+        input_spacing: Option<Vec<f64>>,
     },
     /// Show what ape reads, on a demo scan (a BTCV scan from ../shared when present, else a
     /// synthetic phantom).
@@ -166,7 +169,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output,
             description,
             held_out,
-        }) => model::describe(&model, &output, description, held_out),
+            input_spacing,
+        }) => model::describe(&model, &output, description, held_out, input_spacing),
         None => view::run(view::ViewArgs::demo()),
     }
 }

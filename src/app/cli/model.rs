@@ -78,7 +78,12 @@ pub fn describe(
     output: &Path,
     description: Option<String>,
     held_out: Option<Vec<String>>,
+    input_spacing: Option<Vec<f64>>,
 ) -> anyhow::Result<ExitCode> {
+    let spacing = input_spacing
+        .as_deref()
+        .map(|s| ape::validate::spacing_mm("--input-spacing", s))
+        .transpose()?;
     super::check_output_file(
         output,
         "the model file",
@@ -90,6 +95,9 @@ pub fn describe(
     }
     if let Some(h) = held_out {
         model.meta.held_out = h;
+    }
+    if let Some(s) = spacing {
+        model = model.with_input_spacing(s)?;
     }
     model.save(output)?;
     say!("wrote {} ({})", output.display(), model.meta.description);

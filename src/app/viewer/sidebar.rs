@@ -4,8 +4,8 @@
 use egui::{ProgressBar, RichText};
 
 use ape::annotations::BoxOrigin;
-use ape::retrieval::Retrieved;
 use ape::slicing::WindowLevel;
+use ape::transfer::Transferred;
 
 use super::commands::ViewerCommand;
 use super::state::{CohortScan, OverlayMode, ScanStatus, ViewerState};
@@ -174,13 +174,29 @@ fn landmark_matches(ui: &mut egui::Ui, state: &mut ViewerState) {
         egui::Grid::new("matches").striped(true).show(ui, |ui| {
             ui.label(RichText::new("scan").strong());
             ui.label(RichText::new("match (RAS mm)").strong());
-            ui.label(RichText::new("distance").strong());
+            ui.label(RichText::new("confidence").strong())
+                .on_hover_text(
+                    "from the cycle error (the match carried back lands this far from the \
+                     click) and the share of neighbouring matches that agree; \
+                     'outside?': found at the scan's edge and not coming back",
+                );
             ui.end_row();
-            for (id, m) in l.matches.iter().enumerate() {
+            let source = state.cohort.get(l.source).map_or("?", |s| s.name.as_str());
+            if match_row(ui, source, l.matches[l.source].as_ref(), true) {
+                jump = Some(l.source);
+            }
+            ui.end_row();
+            // Most confident first; scans without a map yet last.
+            for (id, m) in l.ranked() {
                 let name = state.cohort.get(id).map_or("?", |s| s.name.as_str());
-                if match_row(ui, name, m.as_ref(), id == l.source) {
+                if match_row(ui, name, Some(&m), false) {
                     jump = Some(id);
                 }
+                ui.end_row();
+            }
+            for (id, _) in l.matches.iter().enumerate().filter(|(_, m)| m.is_none()) {
+                let name = state.cohort.get(id).map_or("?", |s| s.name.as_str());
+                match_row(ui, name, None, false);
                 ui.end_row();
             }
         });
@@ -191,7 +207,7 @@ fn landmark_matches(ui: &mut egui::Ui, state: &mut ViewerState) {
 }
 
 /// One scan's row of the matches grid; returns whether its link was clicked.
-fn match_row(ui: &mut egui::Ui, name: &str, m: Option<&Retrieved>, is_source: bool) -> bool {
+fn match_row(ui: &mut egui::Ui, name: &str, m: Option<&Transferred>, is_source: bool) -> bool {
     let Some(m) = m else {
         ui.label(name);
         ui.label("not embedded yet");
@@ -206,11 +222,32 @@ fn match_row(ui: &mut egui::Ui, name: &str, m: Option<&Retrieved>, is_source: bo
         "{:.1}, {:.1}, {:.1}",
         m.world.x, m.world.y, m.world.z
     ));
-    ui.label(if is_source {
-        "query".to_owned()
+    if is_source {
+        ui.label("query");
     } else {
-        format!("{:.3}", m.distance)
-    });
+        let c = m.confidence;
+        let text = format!(
+            "{:.0}%{}",
+            c.score() * 100.0,
+            if c.outside_fov {
+                "  outside?"
+            } else if c.doubtful() {
+                "  doubtful"
+            } else {
+                ""
+            }
+        );
+        let detail = format!(
+            "cycle error {:.1} mm, {} of {} neighbouring matches agree, embedding distance {:.3}",
+            c.cycle_error_mm, c.inliers, c.supports, c.embedding_distance
+        );
+        if c.doubtful() {
+            ui.colored_label(ui.visuals().warn_fg_color, text)
+        } else {
+            ui.label(text)
+        }
+        .on_hover_text(detail);
+    }
     clicked
 }
 

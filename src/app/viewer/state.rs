@@ -11,9 +11,10 @@ use ape::ape_map::ApeMap;
 use ape::boxes::{FewShotBoxes, Support, ape_transfer};
 use ape::geometry::WorldBox;
 use ape::labels::Organs;
-use ape::retrieval::{MapIndex, Retrieved, Target, retrieve_many};
+use ape::retrieval::{MapIndex, Target};
 use ape::scan::Scan;
 use ape::slicing::WindowLevel;
+use ape::transfer::{Confidence, ConsensusSettings, TransferMode, Transferred, transfer};
 
 /// Where a scan of the cohort is in its life.
 #[derive(Debug, Clone)]
@@ -77,9 +78,24 @@ pub struct Landmark {
     pub source: usize,
     pub world: DVec3,
     pub embedding: [f32; 3],
-    /// Per cohort scan: the match (the source's own point on the source), or `None` where the
-    /// scan has no map yet.
-    pub matches: Vec<Option<Retrieved>>,
+    /// Per cohort scan: the match with its confidence (the source's own point on the source),
+    /// or `None` where the scan has no map yet.
+    pub matches: Vec<Option<Transferred>>,
+}
+
+impl Landmark {
+    /// The other scans' matches, most confident first.
+    pub fn ranked(&self) -> Vec<(usize, Transferred)> {
+        let mut out: Vec<(usize, Transferred)> = self
+            .matches
+            .iter()
+            .enumerate()
+            .filter(|(id, _)| *id != self.source)
+            .filter_map(|(id, m)| Some((id, (*m)?)))
+            .collect();
+        out.sort_by(|a, b| b.1.confidence.score().total_cmp(&a.1.confidence.score()));
+        out
+    }
 }
 
 #[derive(Debug)]
@@ -248,6 +264,14 @@ impl ViewerState {
             self.message = "the point lies outside the scan's APE map".into();
             return false;
         };
+        let Some(source_index) = self.cohort.get(source).and_then(|s| s.index.clone()) else {
+            self.message = "this scan is still being embedded".into();
+            return false;
+        };
+        let from = Target {
+            map: &map,
+            index: &source_index,
+        };
         let ready: Vec<(usize, Target<'_>)> = self
             .cohort
             .iter()
@@ -263,26 +287,50 @@ impl ViewerState {
                 ))
             })
             .collect();
-        let targets: Vec<Target<'_>> = ready.iter().map(|(_, t)| *t).collect();
-        let found = retrieve_many(&[embedding], &targets);
+        use rayon::prelude::*;
+        let settings = ConsensusSettings::default();
+        let found: Vec<(usize, Option<Transferred>)> = ready
+            .par_iter()
+            .map(|&(i, to)| {
+                (
+                    i,
+                    transfer(from, world, to, TransferMode::DEFAULT, &settings),
+                )
+            })
+            .collect();
         let mut matches = vec![None; self.cohort.len()];
-        matches[source] = Some(Retrieved {
+        matches[source] = Some(Transferred {
             world,
-            distance: 0.0,
+            confidence: Confidence {
+                embedding_distance: 0.0,
+                cycle_error_mm: 0.0,
+                inliers: 0,
+                supports: 0,
+                outside_fov: false,
+            },
+            mode: TransferMode::DEFAULT,
         });
-        if let Some(row) = found.first() {
-            for ((i, _), r) in ready.iter().zip(row) {
-                matches[*i] = Some(*r);
-            }
+        for (i, t) in found {
+            matches[i] = t;
         }
-        let n = matches.iter().flatten().count() - 1;
+        let others = matches.iter().flatten().count() - 1;
+        let doubtful = matches
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| *i != source && m.is_some_and(|m| m.confidence.doubtful()))
+            .count();
         self.message = format!(
-            "landmark ({:.1}, {:.1}, {:.1}) mm on {}: matched on {n} scan{}",
+            "landmark ({:.1}, {:.1}, {:.1}) mm on {}: matched on {others} scan{}{}",
             world.x,
             world.y,
             world.z,
             self.cohort[source].name,
-            if n == 1 { "" } else { "s" }
+            if others == 1 { "" } else { "s" },
+            if doubtful > 0 {
+                format!(", {doubtful} doubtful (probably outside the scan, or a poor match)")
+            } else {
+                String::new()
+            }
         );
         self.landmark = Some(Landmark {
             source,
@@ -294,7 +342,7 @@ impl ViewerState {
     }
 
     /// The landmark's match on scan `id`, if there is one.
-    pub fn match_on(&self, id: usize) -> Option<Retrieved> {
+    pub fn match_on(&self, id: usize) -> Option<Transferred> {
         self.landmark
             .as_ref()
             .and_then(|l| l.matches.get(id).copied().flatten())

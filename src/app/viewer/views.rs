@@ -717,7 +717,12 @@ pub fn cohort_strip(ui: &mut egui::Ui, state: &mut ViewerState, pictures: &mut P
                     let clicked = response
                         .on_hover_text(format!("open {name} at the match"))
                         .clicked();
-                    let label = ui.button(format!("{name}  d={:.2}", m.distance));
+                    let c = m.confidence;
+                    let label = ui.button(format!(
+                        "{name}  {:.0}%{}",
+                        c.score() * 100.0,
+                        if c.doubtful() { " ?" } else { "" }
+                    ));
                     if clicked || label.clicked() {
                         activate = Some(id);
                     }

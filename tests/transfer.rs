@@ -1,0 +1,182 @@
+//! Transfer of points between scans on synthetic APE maps whose embedding is each cell's
+//! normalised world position: consensus recovers a known affine between two scans, the cycle
+//! check rejects planted wrong matches, and a point outside the target is flagged.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
+
+use ape::ape_map::ApeMap;
+use ape::retrieval::{MapIndex, Target};
+use ape::transfer::{ConsensusSettings, TransferMode, consensus_fit, support_matches, transfer};
+use ape::{Affine, Volume};
+use glam::{DMat3, DVec3};
+
+/// The embedding of a source-space position: normalised, as APE's are meant to be.
+fn embed(x: DVec3) -> [f32; 3] {
+    let e = (x - DVec3::splat(80.0)) / 200.0;
+    [e.x as f32, e.y as f32, e.z as f32]
+}
+
+/// A map of `shape` cells of 4 mm at `origin` whose cell at world y holds `embed(inverse(y))`.
+fn map(shape: [usize; 3], origin: DVec3, inverse: impl Fn(DVec3) -> DVec3) -> ApeMap {
+    let affine = Affine::from_spacing(DVec3::splat(4.0), origin).unwrap();
+    let cells = Volume::from_fn(shape, affine, |i, j, k| {
+        let y = affine.to_world(DVec3::new(i as f64, j as f64, k as f64));
+        embed(inverse(y))
+    })
+    .unwrap();
+    ApeMap::new(cells)
+}
+
+/// The known source → target affine: 10° about z and 5° about x, scaled by 1.08, shifted.
+fn known() -> (DMat3, DVec3) {
+    let linear = DMat3::from_rotation_z(10f64.to_radians())
+        * DMat3::from_rotation_x(5f64.to_radians())
+        * 1.08;
+    (linear, DVec3::new(12.0, -7.0, 20.0))
+}
+
+fn pair() -> (ApeMap, ApeMap) {
+    let (linear, offset) = known();
+    let inverse = linear.inverse();
+    let source = map([40, 40, 40], DVec3::ZERO, |x| x);
+    let target = map([44, 44, 44], DVec3::splat(-10.0), move |y| {
+        inverse * (y - offset)
+    });
+    (source, target)
+}
+
+#[test]
+fn consensus_recovers_a_known_affine_and_the_point() {
+    let (source, target) = pair();
+    let (si, ti) = (MapIndex::build(&source), MapIndex::build(&target));
+    let from = Target {
+        map: &source,
+        index: &si,
+    };
+    let to = Target {
+        map: &target,
+        index: &ti,
+    };
+    let (linear, offset) = known();
+    let settings = ConsensusSettings::default();
+    for point in [
+        DVec3::new(80.0, 80.0, 80.0),
+        DVec3::new(50.0, 100.0, 70.0),
+        DVec3::new(110.0, 60.0, 95.0),
+    ] {
+        let truth = linear * point + offset;
+        let (fit, matches) = consensus_fit(from, point, to, &settings);
+        let fit = fit.expect("a fit");
+        assert!(matches.iter().all(|m| m.inlier), "no planted error here");
+        for c in 0..3 {
+            let d = (fit.linear.col(c) - linear.col(c)).length();
+            assert!(d < 0.01, "column {c} of the affine off by {d}");
+        }
+        let t = transfer(from, point, to, TransferMode::Consensus, &settings).unwrap();
+        assert_eq!(t.mode, TransferMode::Consensus);
+        let error = (t.world - truth).length();
+        assert!(error < 1.0, "{point}: {error} mm");
+        assert!(t.confidence.cycle_error_mm < 1.0);
+        assert!(!t.confidence.outside_fov && !t.confidence.doubtful());
+        // The paper's single search is close too on a perfect map.
+        let n = transfer(from, point, to, TransferMode::Nearest, &settings).unwrap();
+        assert!((n.world - truth).length() < 2.0);
+    }
+}
+
+#[test]
+fn the_cycle_check_rejects_planted_wrong_matches() {
+    let (linear, offset) = known();
+    let inverse = linear.inverse();
+    let source = map([40, 40, 40], DVec3::ZERO, |x| x);
+    // On the target, a 48 mm block where the anatomy 30 mm to the query's +x should be holds
+    // the embeddings of a place 120 mm away: the supports deep inside it have no true match.
+    let block_centre = DVec3::new(110.0, 80.0, 80.0);
+    let target = map([44, 44, 44], DVec3::splat(-10.0), move |y| {
+        let x = inverse * (y - offset);
+        if (x - block_centre).abs().max_element() < 24.0 {
+            x + DVec3::new(0.0, 0.0, 120.0)
+        } else {
+            x
+        }
+    });
+    let (si, ti) = (MapIndex::build(&source), MapIndex::build(&target));
+    let from = Target {
+        map: &source,
+        index: &si,
+    };
+    let to = Target {
+        map: &target,
+        index: &ti,
+    };
+    let point = DVec3::new(80.0, 80.0, 80.0);
+    let settings = ConsensusSettings::default();
+    let matches = support_matches(from, point, to, &settings);
+    let planted: Vec<_> = matches
+        .iter()
+        .filter(|m| (m.support - block_centre).abs().max_element() < 6.0)
+        .collect();
+    assert!(!planted.is_empty());
+    for m in &planted {
+        let wrong = (m.found - (linear * m.support + offset)).length();
+        assert!(
+            wrong > 5.0,
+            "the planted support's match is wrong ({wrong} mm)"
+        );
+        assert!(!m.inlier, "rejected by the cycle check: {m:?}");
+    }
+    let truth = linear * point + offset;
+    let t = transfer(from, point, to, TransferMode::Consensus, &settings).unwrap();
+    let error = (t.world - truth).length();
+    assert!(error < 1.5, "{error} mm");
+    assert!(t.confidence.inliers < t.confidence.supports);
+    // Without the cycle check the planted matches pull the fit away.
+    let unchecked = ConsensusSettings {
+        cycle_tolerance_mm: f64::INFINITY,
+        ..settings
+    };
+    let u = transfer(from, point, to, TransferMode::Consensus, &unchecked).unwrap();
+    let unchecked_error = (u.world - truth).length();
+    assert!(
+        unchecked_error > 1.3 * error,
+        "{unchecked_error} vs {error} mm"
+    );
+}
+
+#[test]
+fn a_point_outside_the_target_is_flagged() {
+    let source = map([40, 40, 40], DVec3::ZERO, |x| x);
+    // The target covers z up to 76 mm only: an abdomen-only scan under a chest landmark.
+    let target = map([40, 40, 20], DVec3::ZERO, |y| y);
+    let (si, ti) = (MapIndex::build(&source), MapIndex::build(&target));
+    let from = Target {
+        map: &source,
+        index: &si,
+    };
+    let to = Target {
+        map: &target,
+        index: &ti,
+    };
+    let settings = ConsensusSettings::default();
+    for mode in TransferMode::ALL {
+        let outside = transfer(from, DVec3::new(80.0, 80.0, 140.0), to, mode, &settings).unwrap();
+        assert!(outside.confidence.outside_fov, "{mode}: {outside:?}");
+        assert!(outside.confidence.doubtful() && outside.confidence.score() == 0.0);
+        let inside = transfer(from, DVec3::new(80.0, 80.0, 40.0), to, mode, &settings).unwrap();
+        assert!(!inside.confidence.outside_fov, "{mode}: {inside:?}");
+        assert!((inside.world - DVec3::new(80.0, 80.0, 40.0)).length() < 1.0);
+    }
+}
+
+#[test]
+fn modes_parse_by_name() {
+    assert_eq!(
+        "Consensus".parse::<TransferMode>(),
+        Ok(TransferMode::Consensus)
+    );
+    assert_eq!(
+        " nearest".parse::<TransferMode>(),
+        Ok(TransferMode::Nearest)
+    );
+    assert!("best".parse::<TransferMode>().is_err());
+}
