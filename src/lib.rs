@@ -20,6 +20,7 @@
 //! - [`annotations`]: organ boxes saved as JSON, CSV or 3D Slicer markups; undo/redo.
 //! - [`boxes`]: few-shot organ boxes, the recall-safe enlargement α, volume ratios.
 //! - [`cohort`]: the scans in a folder, labelled cohorts (BTCV layout), the shared data folder.
+//! - [`locate`]: points of one scan found on others (`ape locate`).
 //! - [`crop`]: a scan cropped to an organ's few-shot box from labelled supports.
 //! - [`evaluation`]: method.md's protocol on a labelled cohort, with its report and plots.
 //! - [`hash`]: content hashes of files, volumes and bytes.
@@ -47,6 +48,8 @@ pub mod hash;
 pub mod intensity;
 pub mod io;
 pub mod labels;
+#[cfg(feature = "full")]
+pub mod locate;
 #[cfg(feature = "full")]
 pub mod model;
 pub mod phantom;

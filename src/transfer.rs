@@ -81,7 +81,7 @@ pub struct ConsensusSettings {
 impl Default for ConsensusSettings {
     fn default() -> Self {
         Self {
-            radius_mm: 30.0,
+            radius_mm: 100.0,
             steps_per_radius: 2,
             cycle_tolerance_mm: 15.0,
             min_inliers: 10,

@@ -447,3 +447,80 @@ fn crop_viewer_and_eval_predict_the_same_box() {
     assert_eq!(viewer_box, eval_box, "viewer and ape eval");
     assert_eq!(viewer_box.to_string(), crop_box, "viewer and ape crop");
 }
+
+/// `ape locate` carries points of a BTCV scan to another BTCV scan and to the IRCAD DICOM
+/// series, through the cache, with a confidence; negative coordinates parse in both spellings;
+/// a point below the IRCAD scan's field of view is flagged.
+#[test]
+fn ape_locate_finds_points_on_btcv_and_on_a_dicom_series() {
+    let Some(data) = common::shared_data("ape_locate_finds_points_on_btcv_and_on_a_dicom_series")
+    else {
+        return;
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let btcv = data.join("btcv");
+    let (from, other) = (btcv.join("btcv_02.nii.gz"), btcv.join("btcv_05.nii.gz"));
+    let ircad = data.join("ircad_17").join("dicom");
+    let points = cache.path().join("points.csv");
+    std::fs::write(&points, "x,y,z,name\n-114.8,-231.9,477.5,liver centre\n").unwrap();
+    let out = common::run_ape(
+        &[
+            "locate",
+            "--backend",
+            "cpu",
+            "--json",
+            "--from",
+            from.to_str().unwrap(),
+            "--at=-200,-200,10",
+            "--points",
+            points.to_str().unwrap(),
+            other.to_str().unwrap(),
+            ircad.to_str().unwrap(),
+        ],
+        cache.path(),
+    );
+    let located: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = located.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "two points on two targets");
+    let row = |target: &str, name: Option<&str>| {
+        rows.iter()
+            .find(|r| {
+                r["target"].as_str().unwrap().contains(target)
+                    && r["point"]["name"].as_str() == name
+            })
+            .unwrap()
+    };
+    // The liver centre of btcv_02 lands near btcv_05's (-116.3, -204.9, 305.0).
+    let liver = &row("btcv_05", Some("liver centre"))["found"];
+    let w = &liver["world"];
+    let found = DVec3::new(
+        w[0].as_f64().unwrap(),
+        w[1].as_f64().unwrap(),
+        w[2].as_f64().unwrap(),
+    );
+    let error = (found - DVec3::new(-116.3, -204.9, 305.0)).length();
+    assert!(error < 60.0, "liver centre {error:.1} mm off");
+    assert_eq!(liver["confidence"]["outside_fov"], false);
+    // Low in the pelvis of btcv_02: below the IRCAD scan (an abdomen from the liver down).
+    let pelvis = &row("dicom", None)["found"];
+    assert_eq!(pelvis["confidence"]["outside_fov"], true, "{pelvis}");
+
+    // The other spelling of a negative point, and the table.
+    let table = common::run_ape(
+        &[
+            "locate",
+            "--backend",
+            "cpu",
+            "--from",
+            from.to_str().unwrap(),
+            "--at",
+            "-200,-200,10",
+            ircad.to_str().unwrap(),
+        ],
+        cache.path(),
+    );
+    assert!(
+        table.contains("outside this scan's field of view"),
+        "{table}"
+    );
+}

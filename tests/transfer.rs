@@ -45,6 +45,14 @@ fn pair() -> (ApeMap, ApeMap) {
     (source, target)
 }
 
+/// Supports within 30 mm: these maps are 160 mm across (the default reaches 100 mm).
+fn small_maps() -> ConsensusSettings {
+    ConsensusSettings {
+        radius_mm: 30.0,
+        ..ConsensusSettings::default()
+    }
+}
+
 #[test]
 fn consensus_recovers_a_known_affine_and_the_point() {
     let (source, target) = pair();
@@ -58,7 +66,7 @@ fn consensus_recovers_a_known_affine_and_the_point() {
         index: &ti,
     };
     let (linear, offset) = known();
-    let settings = ConsensusSettings::default();
+    let settings = small_maps();
     for point in [
         DVec3::new(80.0, 80.0, 80.0),
         DVec3::new(50.0, 100.0, 70.0),
@@ -110,7 +118,7 @@ fn the_cycle_check_rejects_planted_wrong_matches() {
         index: &ti,
     };
     let point = DVec3::new(80.0, 80.0, 80.0);
-    let settings = ConsensusSettings::default();
+    let settings = small_maps();
     let matches = support_matches(from, point, to, &settings);
     let planted: Vec<_> = matches
         .iter()

@@ -22,6 +22,7 @@ mod demo;
 mod embed;
 mod eval;
 mod info;
+mod locate;
 mod model;
 mod view;
 
@@ -106,6 +107,8 @@ enum Command {
     /// Evaluate on a labelled cohort (method.md): landmark errors per axis and organ, few-shot
     /// box IoU, α and VR@99, beside the body-box baseline; writes a Markdown report with plots.
     Eval(eval::EvalArgs),
+    /// Find points of one scan (RAS mm) on other scans, each with its confidence.
+    Locate(locate::LocateArgs),
     /// Crop a scan to an organ's few-shot box from labelled supports, enlarged for 0.99 recall.
     Crop(crop::CropArgs),
     /// Convert organ box files between the formats ape reads and writes.
@@ -160,6 +163,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Embed(args)) => embed::run(&args),
         Some(Command::Eval(args)) => eval::run(&args),
         Some(Command::Crop(args)) => crop::run(&args),
+        Some(Command::Locate(args)) => locate::run(&args),
         Some(Command::Boxes(args)) => boxes::run(&args),
         Some(Command::ModelInfo { model }) => model::info(&model),
         Some(Command::ModelInit { seed, output }) => model::init(seed, &output),
