@@ -191,7 +191,7 @@ pub fn file_spacing(
         if !v.is_finite() || !(lo..=hi).contains(&v) {
             return Err(InputError::BadValue {
                 source_name: format!("{}: {field} (axis {})", file.display(), axis + 1),
-                value: format!("{v} mm"),
+                value: format!("{v:e} mm"),
                 problem: format!("is not a voxel size ({lo} mm to {hi} mm)"),
             });
         }
@@ -202,9 +202,16 @@ pub fn file_spacing(
             WarningKind::ExtremeSpacing,
             file.display().to_string(),
             format!(
-                "voxels of {:.3} × {:.3} × {:.3} mm are unusual for CT (APE resamples to its \
-                     input spacing; a very coarse scan loses anatomy)",
-                spacing[0], spacing[1], spacing[2]
+                "voxels of {:.3} × {:.3} × {:.3} mm are unusual for CT ({}; APE resamples to \
+                 its input spacing)",
+                spacing[0],
+                spacing[1],
+                spacing[2],
+                if spacing.iter().any(|&v| v > hi) {
+                    "a very coarse scan loses anatomy"
+                } else {
+                    "is the spacing in mm?"
+                }
             ),
         )
     }))

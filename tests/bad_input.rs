@@ -717,3 +717,27 @@ fn every_nifti_ape_writes_reads_back_with_extreme_but_valid_values() {
     assert!(matches!(e, VolumeError::Write { .. }), "{e}");
     assert!(!path.exists());
 }
+
+#[test]
+fn a_tiny_gzip_claiming_gigabytes_is_truncated_without_reserving_them() {
+    // A bare header claiming 1024³ float64 voxels, gzipped to 57 bytes (found by review of the
+    // fuzz campaign: it reserved 8 GiB before reading a voxel).
+    let dir = tempfile::tempdir().unwrap();
+    let path = edited(dir.path(), "claim.nii", |b| {
+        patch(
+            b,
+            field::DIM,
+            &[3, 0, 0, 4, 0, 4, 0, 4, 1, 0, 1, 0, 1, 0, 1, 0],
+        );
+        patch(b, field::DATATYPE, &64i16.to_le_bytes());
+        patch(b, field::BITPIX, &64i16.to_le_bytes());
+        b.truncate(352);
+    });
+    let header = std::fs::read(&path).unwrap();
+    let gz = dir.path().join("claim.nii.gz");
+    write_plain(&gz, &header);
+    assert!(std::fs::metadata(&gz).unwrap().len() < 200);
+    let e = read_nifti(&gz).unwrap_err();
+    assert!(matches!(e, VolumeError::Truncated { .. }), "{e}");
+    assert!(e.to_string().contains("cannot hold"), "{e}");
+}

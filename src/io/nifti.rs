@@ -223,12 +223,24 @@ pub fn read_nifti_with<T>(
             found: file_len,
         });
     }
-    // A gzip trailer records the stream's length modulo 2^32; trust it only to size the buffer.
+    // Deflate expands at most 1032-fold: a gzip file too small to hold what its header claims
+    // is truncated, whatever the trailer says (57 bytes claiming 8 GiB, found by review).
+    const DEFLATE_MAX_RATIO: u64 = 1032;
+    if gzipped && file_len.saturating_mul(DEFLATE_MAX_RATIO) < layout.vox_offset + needed {
+        return Err(VolumeError::Truncated {
+            path: path.to_owned(),
+            what: "voxel data (the compressed file cannot hold them)",
+            needed: layout.vox_offset + needed,
+            found: file_len.saturating_mul(DEFLATE_MAX_RATIO),
+        });
+    }
+    // A gzip trailer records the stream's length modulo 2^32; trust it only to size the buffer,
+    // and never reserve more than 64 MiB on its word alone: the buffer grows as bytes arrive.
     let capacity = match isize_hint {
-        Some(total) if total >= layout.vox_offset + needed || needed >= 1 << 32 => needed,
+        Some(total) if total >= layout.vox_offset + needed && needed < 1 << 32 => needed,
         Some(total) => total
             .saturating_sub(layout.vox_offset)
-            .max(1 << 20)
+            .clamp(1 << 20, 1 << 26)
             .min(needed),
         None => needed,
     };

@@ -165,8 +165,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
 
     let row = |name: &str, m: &ape::evaluation::MethodResults| {
         say!(
-            "  {name:<18} MRE_c {}\n  {:<18} MRE_ep {}\n  {:<18} IoU {}  recall {}  VR@99 {}",
+            "  {name:<18} MRE_c {}{}\n  {:<18} MRE_ep {}\n  {:<18} IoU {}  recall {}  VR@99 {}",
             m.mre_c,
+            m.mre_c_interval.map_or(String::new(), |[lo, hi]| format!(
+                ", 95% CI {lo:.1}…{hi:.1}"
+            )),
             "",
             m.mre_ep,
             "",
@@ -186,9 +189,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     if per_mode.len() > 1 {
         say!("transfer modes, all {} scans:", results.all.scans.len());
         say!(
-            "  {:<18} {:>7} {:>6} {:>6} {:>6} {:>7} {:>6} {:>6}",
+            "  {:<18} {:>7} {:>13} {:>6} {:>6} {:>6} {:>7} {:>6} {:>6}",
             "mode",
             "MRE_c",
+            "95% CI",
             "R–L",
             "A–P",
             "S–I",
@@ -199,8 +203,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         let line = |name: &str, m: &ape::evaluation::MethodResults| {
             let a = m.mre_c.per_axis;
             say!(
-                "  {name:<18} {:>7.1} {:>6.1} {:>6.1} {:>6.1} {:>7.1} {:>6} {:>6}",
+                "  {name:<18} {:>7.1} {:>13} {:>6.1} {:>6.1} {:>6.1} {:>7.1} {:>6} {:>6}",
                 m.mre_c.mean,
+                m.mre_c_interval
+                    .map_or("n/a".into(), |[lo, hi]| format!("{lo:.1}…{hi:.1}")),
                 a[0],
                 a[1],
                 a[2],
