@@ -53,6 +53,31 @@ impl ApeMap {
         })
     }
 
+    /// The mean of this map and `others` (maps of the same scan, e.g. embedded at other input
+    /// spacings), on this map's grid; where another map does not reach, this one alone.
+    pub fn averaged_with(&self, others: &[&ApeMap]) -> Result<Self, GeometryError> {
+        let resampled: Vec<ApeMap> = others
+            .iter()
+            .map(|m| m.resampled_onto(self.shape(), *self.affine()))
+            .collect::<Result<_, _>>()?;
+        let mut cells = self.cells.clone();
+        for (i, cell) in cells.data_mut().iter_mut().enumerate() {
+            let mut sum = *cell;
+            let mut n = 1.0;
+            for r in &resampled {
+                let e = r.cells.data()[i];
+                if e.iter().all(|v| v.is_finite()) {
+                    for c in 0..CHANNELS {
+                        sum[c] += e[c];
+                    }
+                    n += 1.0;
+                }
+            }
+            *cell = sum.map(|v| v / n);
+        }
+        Ok(Self { cells })
+    }
+
     /// Writes the map as a 3-channel NIfTI vector image.
     pub fn write_nifti(&self, path: &std::path::Path) -> Result<(), crate::VolumeError> {
         let channels: Vec<Volume<f32>> = (0..CHANNELS).map(|c| self.channel(c)).collect();

@@ -98,6 +98,7 @@ fn a_perfect_map_finds_landmarks_and_boxes_and_reaches_the_recall() {
         label_names,
         transfer: ape::transfer::TransferMode::DEFAULT,
         consensus: Default::default(),
+        prior: None,
     };
     let results = evaluate(&scans, &options).unwrap();
 
@@ -202,6 +203,7 @@ fn too_few_scans_for_the_shots_is_a_clear_error() {
         label_names: Default::default(),
         transfer: ape::transfer::TransferMode::DEFAULT,
         consensus: Default::default(),
+        prior: None,
     };
     let err = evaluate(&scans, &options).unwrap_err().to_string();
     assert!(err.contains("at least 6"), "{err}");

@@ -93,6 +93,46 @@ impl LabelledScan {
         Ok((this, embedded.warning))
     }
 
+    /// [`Self::load`], with the map averaged over the maps of `others` (the same network at
+    /// other input spacings, say), resampled onto the first's grid.
+    pub fn load_averaged(
+        case: &LabelledCase,
+        model: &ApeModel,
+        others: &[ApeModel],
+        device: &Device,
+        cache: CacheUse<'_>,
+    ) -> Result<(Self, Option<String>), EvalError> {
+        if others.is_empty() {
+            return Self::load(case, model, device, cache);
+        }
+        let scan = Scan::read(&case.scan)?;
+        let labels = LabelMap::read_for_scan(&case.labels, &scan.volume, &case.scan)?;
+        let embed = |m: &ApeModel| {
+            embed_cached(cache, m, device, &case.scan, &scan.volume, &mut |_| {}).map_err(
+                |source| EvalError::Embed {
+                    name: case.name.clone(),
+                    source,
+                },
+            )
+        };
+        let first = embed(model)?;
+        let rest: Vec<crate::ape_map::ApeMap> = others
+            .iter()
+            .map(|m| embed(m).map(|e| e.map))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<&crate::ape_map::ApeMap> = rest.iter().collect();
+        let map = first
+            .map
+            .averaged_with(&refs)
+            .map_err(|e| EvalError::Embed {
+                name: case.name.clone(),
+                source: crate::embed::EmbedError::Geometry(e),
+            })?;
+        let mut this = Self::new(case.name.clone(), &scan, &labels, map, None)?;
+        this.warnings = scan.warnings().to_vec();
+        Ok((this, first.warning))
+    }
+
     pub fn new(
         name: String,
         scan: &Scan,
@@ -153,13 +193,25 @@ pub struct EvalOptions {
     /// How APE carries points between scans.
     pub transfer: TransferMode,
     pub consensus: ConsensusSettings,
+    /// A body-box prior blended into APE's points, per axis (`None`: APE alone).
+    pub prior: Option<AxisPrior>,
 }
 
-/// The two ways of carrying a point from one scan to another.
+/// How much each axis (R–L, A–P, S–I) of a transferred point leans on the body-box transfer:
+/// the body box is good along R–L and useless along S–I.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AxisPrior {
+    pub weights: [f64; 3],
+}
+
+/// The ways of carrying a point from one scan to another.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Method {
     /// Through the APE maps, by a [`TransferMode`].
     Ape(TransferMode, ConsensusSettings),
+    /// APE, with each axis blended toward the body-box transfer by the weights of
+    /// [`AxisPrior`] (0: APE alone; 1: the body box alone).
+    ApeWithPrior(TransferMode, ConsensusSettings, AxisPrior),
     /// Same relative position in the body's box.
     BodyBoxBaseline,
 }
@@ -170,6 +222,12 @@ impl Method {
         match self {
             Method::Ape(mode, settings) => {
                 transfer(a.target(), point, b.target(), mode, &settings).map(|t| t.world)
+            }
+            Method::ApeWithPrior(mode, settings, prior) => {
+                let ape = transfer(a.target(), point, b.target(), mode, &settings)?.world;
+                let body = body_box_transfer(point, &a.body, &b.body);
+                let w = DVec3::from_array(prior.weights);
+                Some(ape * (DVec3::ONE - w) + body * w)
             }
             Method::BodyBoxBaseline => Some(body_box_transfer(point, &a.body, &b.body)),
         }
@@ -331,7 +389,10 @@ pub fn evaluate(scans: &[LabelledScan], options: &EvalOptions) -> Result<EvalRes
         .map(|s| options.held_out.contains(&s.name))
         .collect();
 
-    let ape = Method::Ape(options.transfer, options.consensus);
+    let ape = match options.prior {
+        None => Method::Ape(options.transfer, options.consensus),
+        Some(p) => Method::ApeWithPrior(options.transfer, options.consensus, p),
+    };
     let per_method = [ape, Method::BodyBoxBaseline].map(|method| {
         (
             method,

@@ -37,6 +37,14 @@ pub struct EvalArgs {
     /// Consensus transfer: a match is kept when its cycle closes within this distance (mm).
     #[arg(long, default_value_t = ape::transfer::ConsensusSettings::default().cycle_tolerance_mm, hide = true)]
     cycle_tolerance: f64,
+    /// Blend each axis of APE's points toward the body-box transfer by these weights (R–L,
+    /// A–P, S–I; 0 to 1), e.g. 0.5,0,0: an experiment, reported as its own mode.
+    #[arg(long, value_delimiter = ',', hide = true)]
+    body_box_prior: Option<Vec<f64>>,
+    /// Average each map with the maps embedded at these further spacings (X,Y,Z mm, several
+    /// separated by `;`): an experiment.
+    #[arg(long, hide = true)]
+    also_spacing: Option<String>,
     /// Support scans per few-shot box (method.md: 5).
     #[arg(long, default_value_t = 5)]
     shots: usize,
@@ -83,6 +91,24 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     if let Some(spacing) = spacing {
         model = model.with_input_spacing(spacing)?;
     }
+    let also: Vec<ape::model::ApeModel> = match &args.also_spacing {
+        None => Vec::new(),
+        Some(list) => list
+            .split(';')
+            .map(|one| {
+                let values: Vec<f64> = one
+                    .split(',')
+                    .map(|v| v.trim().parse::<f64>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| anyhow::anyhow!("--also-spacing {one:?}: {e}"))?;
+                let spacing = spacing_mm("--also-spacing", &values)?;
+                Ok(args
+                    .model
+                    .load_on(&compute.device)?
+                    .with_input_spacing(spacing)?)
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
     let s = model.meta.input_spacing_mm;
     let model_name = format!(
         "{} (input {:.2} × {:.2} × {:.2} mm)",
@@ -113,7 +139,8 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     let mut scans = Vec::with_capacity(cases.len());
     for case in &cases {
         progress.set_message(format!("embedding {}", case.name));
-        let (scan, warning) = LabelledScan::load(case, &model, &compute.device, cache_use)?;
+        let (scan, warning) =
+            LabelledScan::load_averaged(case, &model, &also, &compute.device, cache_use)?;
         progress.suspend(|| super::print_warnings(&scan.warnings));
         if let Some(w) = warning {
             progress.suspend(|| eprintln!("warning: {w}"));
@@ -142,6 +169,18 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             cycle_tolerance_mm: args.cycle_tolerance,
             ..Default::default()
         },
+        prior: args
+            .body_box_prior
+            .as_deref()
+            .map(|w| match w {
+                &[x, y, z] if w.iter().all(|v| (0.0..=1.0).contains(v)) => {
+                    Ok(ape::evaluation::AxisPrior { weights: [x, y, z] })
+                }
+                _ => Err(anyhow::anyhow!(
+                    "--body-box-prior takes three weights from 0 to 1 (R–L, A–P, S–I)"
+                )),
+            })
+            .transpose()?,
     };
     // One evaluation per mode, on the same maps; the first is reported in full.
     let per_mode: Vec<(ape::transfer::TransferMode, ape::evaluation::EvalResults)> = args
