@@ -273,6 +273,7 @@ fn ape_eval_on_btcv_prints_the_summary_line_last() {
         "iou.png",
         "radial_errors.png",
         "ape_space.png",
+        "error_vs_confidence.png",
     ] {
         assert!(out.path().join(file).is_file(), "{file} missing");
     }
@@ -282,6 +283,17 @@ fn ape_eval_on_btcv_prints_the_summary_line_last() {
             .unwrap();
     let base = json["all"]["baseline"]["mre_c"]["mean"].as_f64().unwrap();
     assert!((20.0..100.0).contains(&base), "baseline MRE_c {base}");
+    // Every APE centre carries a confidence; the quarters by confidence and the interval are
+    // reported.
+    let ape = &json["all"]["ape"];
+    assert_eq!(
+        ape["centre_confidence"].as_array().unwrap().len(),
+        ape["centre_errors"].as_array().unwrap().len()
+    );
+    assert_eq!(ape["error_by_confidence"].as_array().unwrap().len(), 4);
+    let [lo, hi] = [0, 1].map(|i| ape["mre_c_interval"][i].as_f64().unwrap());
+    let mean = ape["mre_c"]["mean"].as_f64().unwrap();
+    assert!(lo <= mean && mean <= hi, "{lo} {mean} {hi}");
 }
 
 #[test]

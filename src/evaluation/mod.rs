@@ -218,18 +218,32 @@ pub enum Method {
 
 impl Method {
     fn locate(self, scans: &[LabelledScan], from: usize, point: DVec3, to: usize) -> Option<DVec3> {
+        self.locate_with_confidence(scans, from, point, to)
+            .map(|(w, _)| w)
+    }
+
+    /// The point on `to`, and APE's confidence score in it (none for the baseline).
+    fn locate_with_confidence(
+        self,
+        scans: &[LabelledScan],
+        from: usize,
+        point: DVec3,
+        to: usize,
+    ) -> Option<(DVec3, Option<f64>)> {
         let (a, b) = (&scans[from], &scans[to]);
         match self {
-            Method::Ape(mode, settings) => {
-                transfer(a.target(), point, b.target(), mode, &settings).map(|t| t.world)
-            }
+            Method::Ape(mode, settings) => transfer(a.target(), point, b.target(), mode, &settings)
+                .map(|t| (t.world, Some(t.confidence.score()))),
             Method::ApeWithPrior(mode, settings, prior) => {
-                let ape = transfer(a.target(), point, b.target(), mode, &settings)?.world;
+                let t = transfer(a.target(), point, b.target(), mode, &settings)?;
                 let body = body_box_transfer(point, &a.body, &b.body);
                 let w = DVec3::from_array(prior.weights);
-                Some(ape * (DVec3::ONE - w) + body * w)
+                Some((
+                    t.world * (DVec3::ONE - w) + body * w,
+                    Some(t.confidence.score()),
+                ))
             }
-            Method::BodyBoxBaseline => Some(body_box_transfer(point, &a.body, &b.body)),
+            Method::BodyBoxBaseline => Some((body_box_transfer(point, &a.body, &b.body), None)),
         }
     }
 }
@@ -270,6 +284,41 @@ pub struct MethodResults {
     pub organs: Vec<OrganRow>,
     /// Radial errors of organ centres, mm, for the histogram.
     pub centre_errors: Vec<f64>,
+    /// APE's confidence in each of those (same order); empty for the baseline.
+    pub centre_confidence: Vec<f64>,
+    /// MRE_c of the organ centres by quarter of confidence, least confident first: whether the
+    /// confidence means something.
+    pub error_by_confidence: Vec<ConfidenceBin>,
+}
+
+/// Organ-centre errors of the landmarks whose confidence lies in `lo..=hi`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfidenceBin {
+    pub lo: f64,
+    pub hi: f64,
+    pub count: usize,
+    pub mre: f64,
+}
+
+/// Quarters of the landmarks by confidence, with their mean error.
+fn confidence_quarters(pairs: &[(f64, f64)]) -> Vec<ConfidenceBin> {
+    let mut sorted: Vec<(f64, f64)> = pairs.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = sorted.len();
+    if n < 4 {
+        return Vec::new();
+    }
+    (0..4)
+        .map(|q| {
+            let part = &sorted[q * n / 4..(q + 1) * n / 4];
+            ConfidenceBin {
+                lo: part.first().map_or(0.0, |p| p.0),
+                hi: part.last().map_or(0.0, |p| p.0),
+                count: part.len(),
+                mre: part.iter().map(|p| p.1).sum::<f64>() / part.len().max(1) as f64,
+            }
+        })
+        .collect()
 }
 
 /// An organ centre of one scan in APE space (the paper's Figure 3).
@@ -354,6 +403,8 @@ struct Located {
     centre: bool,
     found: DVec3,
     truth: DVec3,
+    /// APE's confidence score (0…1); none for the baseline.
+    confidence: Option<f64>,
 }
 
 /// One few-shot box on a target.
@@ -516,7 +567,9 @@ fn locate_landmarks(scans: &[LabelledScan], method: Method, edges: bool) -> Vec<
                     continue;
                 };
                 let mut push = |point: DVec3, true_point: DVec3, centre: bool| {
-                    if let Some(found) = method.locate(scans, from, point, to) {
+                    if let Some((found, confidence)) =
+                        method.locate_with_confidence(scans, from, point, to)
+                    {
                         out.push(Located {
                             from,
                             to,
@@ -524,6 +577,7 @@ fn locate_landmarks(scans: &[LabelledScan], method: Method, edges: bool) -> Vec<
                             centre,
                             found,
                             truth: true_point,
+                            confidence,
                         });
                     }
                 };
@@ -694,6 +748,12 @@ fn summarise(
         })
         .collect();
     let centre_pairs = pairs(true, None);
+    // (confidence, error) of the centres APE scored, in the order of `centre_pairs`.
+    let scored: Vec<(f64, f64)> = landmarks
+        .iter()
+        .filter(|l| l.centre)
+        .filter_map(|l| Some((l.confidence?, (l.found - l.truth).length())))
+        .collect();
     let centres: Vec<(usize, f64)> = landmarks
         .iter()
         .filter(|l| l.centre)
@@ -711,6 +771,8 @@ fn summarise(
             .iter()
             .map(|(a, b)| (*a - *b).length())
             .collect(),
+        centre_confidence: scored.iter().map(|p| p.0).collect(),
+        error_by_confidence: confidence_quarters(&scored),
         organs,
     }
 }

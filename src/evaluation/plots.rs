@@ -181,6 +181,46 @@ pub fn error_histogram(
     })
 }
 
+/// Each organ centre's radial error against APE's confidence in it (dots), and the mean error
+/// of each confidence quarter (line): a confidence worth showing falls as the error grows.
+pub fn error_vs_confidence(path: &Path, ape: &MethodResults) -> Result<(), PlotError> {
+    let points: Vec<(f64, f64)> = ape
+        .centre_confidence
+        .iter()
+        .zip(&ape.centre_errors)
+        .map(|(&c, &e)| (c, e.min(300.0)))
+        .collect();
+    let top = points.iter().fold(100.0f64, |m, p| m.max(p.1));
+    draw(path, (900, 450), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "Organ-centre error against confidence (line: mean per quarter)",
+                (FONT, 18),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(0.0..1.0, 0.0..top * 1.05)?;
+        chart
+            .configure_mesh()
+            .x_desc("confidence (cycle error and agreeing neighbours)")
+            .y_desc("radial error, mm (capped at 300)")
+            .label_style((FONT, 14))
+            .draw()?;
+        chart.draw_series(
+            points
+                .iter()
+                .map(|&p| Circle::new(p, 2, APE_COLOUR.mix(0.35).filled())),
+        )?;
+        let means = ape
+            .error_by_confidence
+            .iter()
+            .map(|b| ((b.lo + b.hi) * 0.5, b.mre));
+        chart.draw_series(LineSeries::new(means, BLACK.stroke_width(3)))?;
+        Ok(())
+    })
+}
+
 /// Organ centres of every scan in APE space, three 2-D projections, one colour per organ.
 pub fn ape_space(path: &Path, results: &EvalResults) -> Result<(), PlotError> {
     let labels: Vec<u16> = results.label_names.keys().copied().collect();

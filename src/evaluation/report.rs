@@ -55,6 +55,7 @@ pub fn write_report(
         &results.all.baseline,
     )?;
     plots::ape_space(&dir.join("ape_space.png"), results)?;
+    plots::error_vs_confidence(&dir.join("error_vs_confidence.png"), &results.all.ape)?;
     let md_path = dir.join("report.md");
     std::fs::write(&md_path, markdown(results, context)).map_err(io(&md_path))?;
     Ok(md_path)
@@ -132,6 +133,28 @@ pub fn markdown(results: &EvalResults, context: &ReportContext) -> String {
     let _ = writeln!(md, "![IoU per organ](iou.png)\n");
     let _ = writeln!(md, "![Radial errors](radial_errors.png)\n");
     let _ = writeln!(md, "![Organ centres in APE space](ape_space.png)\n");
+    let bins = &results.all.ape.error_by_confidence;
+    if !bins.is_empty() {
+        let _ = writeln!(md, "### Error against confidence\n");
+        let _ = writeln!(md, "![Error against confidence](error_vs_confidence.png)\n");
+        let _ = writeln!(
+            md,
+            "| quarter by confidence | confidence | centres | MRE_c (mm) |"
+        );
+        let _ = writeln!(md, "| --- | --- | --- | --- |");
+        for (q, b) in bins.iter().enumerate() {
+            let _ = writeln!(
+                md,
+                "| {} | {:.2}…{:.2} | {} | {:.1} |",
+                q + 1,
+                b.lo,
+                b.hi,
+                b.count,
+                b.mre
+            );
+        }
+        let _ = writeln!(md);
+    }
     let _ = writeln!(md, "## Scans\n");
     let _ = writeln!(md, "| scan | organs | held out | embedding time |");
     let _ = writeln!(md, "| --- | --- | --- | --- |");
