@@ -192,6 +192,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    // The run folder must not be, hold or lie inside a data folder: checkpoints and loss.csv
+    // would mix with (or replace) the scans.
+    let mut inputs: Vec<ape::validate::Input<'_>> = args
+        .data
+        .iter()
+        .map(|d| ape::validate::Input::new("a data folder", d))
+        .collect();
+    if let Some(init) = &args.init {
+        inputs.push(ape::validate::Input::new("the --init model", init));
+    }
+    ape::validate::output_path(
+        &args.out,
+        ape::validate::OutputKind::Folder,
+        "the run folder",
+        &inputs,
+    )?;
+    for d in &args.data {
+        let (out, data) = (
+            std::fs::canonicalize(&args.out).ok(),
+            std::fs::canonicalize(d).ok(),
+        );
+        if let (Some(out), Some(data)) = (out, data) {
+            anyhow::ensure!(
+                !out.starts_with(&data),
+                "{}: the run folder lies inside the data folder {}; choose another --out",
+                args.out.display(),
+                d.display()
+            );
+        }
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let saved = args.out.join("config.json");

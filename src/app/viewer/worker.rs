@@ -101,10 +101,13 @@ fn run_job(
     };
     send(WorkerEvent::Loaded(job.id, scan.clone()));
     if let Some(labels) = ape::cohort::label_map_for(&job.path) {
-        send(WorkerEvent::Organs(
-            job.id,
-            read_organs(&labels, &scan, &job.path),
-        ));
+        let organs = read_organs(&labels, &scan, &job.path).map(|(organs, warnings)| {
+            for w in warnings {
+                send(WorkerEvent::Warning(job.id, w.to_string()));
+            }
+            organs
+        });
+        send(WorkerEvent::Organs(job.id, organs));
     }
     let Some(model) = model else {
         return send(WorkerEvent::Failed(
@@ -127,13 +130,13 @@ fn run_job(
     send(WorkerEvent::Embedded(job.id, Arc::new(map), index));
 }
 
-/// The organs of a scan's label map.
+/// The organs of a scan's label map, and what its reader found odd.
 fn read_organs(
     path: &std::path::Path,
     scan: &Scan,
     scan_path: &std::path::Path,
-) -> Result<Arc<Organs>, String> {
+) -> Result<(Arc<Organs>, Vec<ape::validate::InputWarning>), String> {
     let labels = ape::labels::LabelMap::read_for_scan(path, &scan.volume, scan_path)
         .map_err(|e| e.to_string())?;
-    Ok(Arc::new(Organs::of(&labels)))
+    Ok((Arc::new(Organs::of(&labels)), labels.warnings.clone()))
 }
