@@ -374,7 +374,7 @@ fn resolved_existing(path: &Path) -> Option<PathBuf> {
 
 /// The canonical path of `path`, or of its nearest existing ancestor joined with the rest, for
 /// a path that does not exist yet.
-fn resolved(path: &Path) -> PathBuf {
+pub fn resolved(path: &Path) -> PathBuf {
     if let Some(p) = resolved_existing(path) {
         return p;
     }

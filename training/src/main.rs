@@ -210,17 +210,15 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     )?;
     for d in &args.data {
         let (out, data) = (
-            std::fs::canonicalize(&args.out).ok(),
-            std::fs::canonicalize(d).ok(),
+            ape::validate::resolved(&args.out),
+            ape::validate::resolved(d),
         );
-        if let (Some(out), Some(data)) = (out, data) {
-            anyhow::ensure!(
-                !out.starts_with(&data),
-                "{}: the run folder lies inside the data folder {}; choose another --out",
-                args.out.display(),
-                d.display()
-            );
-        }
+        anyhow::ensure!(
+            !out.starts_with(&data),
+            "{}: the run folder lies inside the data folder {}; choose another --out",
+            args.out.display(),
+            d.display()
+        );
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

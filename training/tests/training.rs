@@ -332,3 +332,27 @@ fn training_resumes_after_sigkill_from_the_last_checkpoint() {
         last = step;
     }
 }
+
+/// The run folder never lands on, around or inside a data folder: its checkpoints and loss.csv
+/// would mix with the scans. Refused before anything is written.
+#[test]
+fn the_run_folder_is_never_a_data_folder() {
+    let data = tempfile::tempdir().unwrap();
+    let scan = data.path().join("scan.nii.gz");
+    std::fs::write(&scan, b"not read").unwrap();
+    let inside = data.path().join("run");
+    for out in [data.path().to_path_buf(), inside.clone()] {
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_ape-train"))
+            .args(["train", "--backend", "cpu", "--steps", "1", "--data"])
+            .arg(data.path())
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{out:?}: {stderr}");
+        assert!(stderr.contains("data folder"), "{stderr}");
+    }
+    assert!(!inside.exists(), "nothing written");
+    assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 1);
+}
