@@ -244,6 +244,8 @@ fn ape_eval_on_btcv_prints_the_summary_line_last() {
             "3",
             "--held-out",
             "btcv_25,btcv_26",
+            "--transfer",
+            "consensus,nearest",
         ])
         .arg("--data")
         .arg(cohort.path())
@@ -263,6 +265,16 @@ fn ape_eval_on_btcv_prints_the_summary_line_last() {
         last.starts_with("MRE_c=") && last.contains("baseline_MRE_c="),
         "{stdout}"
     );
+    // Both transfer modes in one table, and per organ, beside the body box.
+    for expected in [
+        "transfer modes",
+        "consensus",
+        "nearest",
+        "per organ",
+        "liver",
+    ] {
+        assert!(stdout.contains(expected), "{expected}: {stdout}");
+    }
     assert!(
         stdout.contains("held out of training (btcv_25, btcv_26)"),
         "{stdout}"

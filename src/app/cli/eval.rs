@@ -258,6 +258,35 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             line(mode.name(), &r.all.ape);
         }
         line("body-box baseline", &results.all.baseline);
+        // Per organ: MRE_c and IoU of each mode, the body box last.
+        say!(
+            "per organ (MRE_c mm / IoU), all {} scans:",
+            results.all.scans.len()
+        );
+        let mut header = format!("  {:<24}", "organ");
+        for (mode, _) in &per_mode {
+            header += &format!(" {:>16}", mode.name());
+        }
+        say!("{header} {:>16}", "body box");
+        let cell = |m: &ape::evaluation::MethodResults, label: u16| {
+            m.organs.iter().find(|o| o.label == label).map_or_else(
+                || "–".to_owned(),
+                |o| {
+                    format!(
+                        "{:.1} / {}",
+                        o.mre_c.mean,
+                        o.iou.map_or("n/a".into(), |v| format!("{v:.2}"))
+                    )
+                },
+            )
+        };
+        for organ in &results.all.ape.organs {
+            let mut row = format!("  {:<24}", organ.organ);
+            for (_, r) in &per_mode {
+                row += &format!(" {:>16}", cell(&r.all.ape, organ.label));
+            }
+            say!("{row} {:>16}", cell(&results.all.baseline, organ.label));
+        }
     }
     let embedded: Vec<f64> = scans.iter().filter_map(|s| s.embed_seconds).collect();
     if !embedded.is_empty() {
