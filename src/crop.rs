@@ -31,6 +31,39 @@ pub struct CropRequest {
     pub alpha: Option<f64>,
 }
 
+impl CropRequest {
+    /// Refuses an α outside [`ALPHA_RANGE`](crate::boxes::ALPHA_RANGE) or zero shots; the
+    /// errors name them as `alpha` and `shots` call them (a command line: its flags).
+    pub fn check(&self, alpha: &str, shots: &str) -> Result<(), crate::validate::InputError> {
+        if let Some(a) = self.alpha {
+            let (lo, hi) = crate::boxes::ALPHA_RANGE;
+            crate::validate::within(alpha, a, lo, hi)?;
+        }
+        if let Some(k) = self.shots {
+            crate::validate::count_at_least(shots, k, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Every file the crop reads, with its role, for checking an output path against: the
+    /// scan, each support scan and label map, the supports' `labels.json`. (A new file may go
+    /// into the support folder; none over these.)
+    pub fn input_files(&self) -> Result<Vec<(&'static str, PathBuf)>, CropError> {
+        let mut files = vec![
+            ("the scan", self.scan.clone()),
+            (
+                "the supports' labels.json",
+                self.supports.join(DatasetSidecar::FILE_NAME),
+            ),
+        ];
+        for case in labelled_cases(&self.supports)? {
+            files.push(("a support scan", case.scan));
+            files.push(("a support label map", case.labels));
+        }
+        Ok(files)
+    }
+}
+
 /// The crop and how it was found.
 #[derive(Debug)]
 pub struct Crop {
@@ -88,17 +121,7 @@ pub fn crop_to_organ(
     device: &Device,
     cache: CacheUse<'_>,
 ) -> Result<Crop, CropError> {
-    if let Some(alpha) = request.alpha {
-        crate::validate::within(
-            "alpha",
-            alpha,
-            crate::boxes::ALPHA_RANGE.0,
-            crate::boxes::ALPHA_RANGE.1,
-        )?;
-    }
-    if let Some(shots) = request.shots {
-        crate::validate::count_at_least("shots", shots, 1)?;
-    }
+    request.check("alpha", "shots")?;
     let mut warnings = Vec::new();
     let target_path = request.scan.canonicalize().ok();
     let mut cases = labelled_cases(&request.supports)?;

@@ -37,30 +37,27 @@ impl Scan {
         let intensity = detect_intensity(&nifti.info, sidecar.as_ref());
         let mut volume = nifti.volume;
         let stored_range = volume.value_range();
-        let mut info = nifti.info;
-        let (lo, hi) = (
-            intensity.to_hu(stored_range.0),
-            intensity.to_hu(stored_range.1),
-        );
-        // Pre-windowed data hold no air below the window floor; only the constant check applies.
-        let intensity_warnings = crate::validate::hu_range_warnings(&info.path, lo, hi)
-            .into_iter()
-            .filter(|w| {
-                intensity == Intensity::Hounsfield
-                    || w.kind == crate::validate::WarningKind::ConstantVolume
-            });
-        info.warnings.extend(intensity_warnings);
         if intensity != Intensity::Hounsfield {
             for v in volume.data_mut() {
                 *v = intensity.to_hu(*v);
             }
         }
-        Ok(Self {
+        let mut scan = Self {
             volume,
-            info,
+            info: nifti.info,
             intensity,
             stored_range,
-        })
+        };
+        let (lo, hi) = scan.hu_range();
+        // Pre-windowed data hold no air below the window floor; only the constant check applies.
+        let intensity_warnings = crate::validate::hu_range_warnings(&scan.info.path, lo, hi)
+            .into_iter()
+            .filter(|w| {
+                intensity == Intensity::Hounsfield
+                    || w.kind == crate::validate::WarningKind::ConstantVolume
+            });
+        scan.info.warnings.extend(intensity_warnings);
+        Ok(scan)
     }
 
     /// What was odd about the file: intensities unlike CT, a constant volume, extreme

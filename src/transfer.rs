@@ -16,6 +16,7 @@
 use glam::{DMat3, DMat4, DVec3, DVec4};
 use serde::Serialize;
 
+use crate::ape_map::Embedding;
 use crate::retrieval::{Retrieved, Target};
 
 /// How a point is carried to another scan.
@@ -159,9 +160,17 @@ pub fn transfer(
     mode: TransferMode,
     settings: &ConsensusSettings,
 ) -> Option<Transferred> {
-    let query = from.map.embedding_at(point)?;
-    let direct = to.index.retrieve(to.map, query);
-    let nearest = || finish(from, point, to, direct.world, TransferMode::Nearest, (0, 0));
+    let query = Query {
+        from,
+        point,
+        embedding: from.map.embedding_at(point)?,
+        to,
+        settings,
+    };
+    let nearest = || {
+        let direct = to.index.retrieve(to.map, query.embedding).world;
+        query.result(direct, TransferMode::Nearest, (0, 0))
+    };
     match mode {
         TransferMode::Nearest => Some(nearest()),
         TransferMode::Consensus => {
@@ -169,16 +178,11 @@ pub fn transfer(
             let Some(fit) = fit else {
                 return Some(nearest());
             };
-            let world = fit.apply(point);
             let inliers = matches.iter().filter(|m| m.inlier).count();
-            let counts = (inliers, matches.len());
-            Some(finish(
-                from,
-                point,
-                to,
-                world,
+            Some(query.result(
+                fit.apply(point),
                 TransferMode::Consensus,
-                counts,
+                (inliers, matches.len()),
             ))
         }
     }
@@ -203,35 +207,41 @@ pub fn consensus_fit(
     (fit, matches)
 }
 
-/// The confidence of `world` as the match of `point`.
-fn finish(
-    from: Target<'_>,
+/// One point being carried: where it comes from, its embedding, where it goes.
+struct Query<'a> {
+    from: Target<'a>,
     point: DVec3,
-    to: Target<'_>,
-    world: DVec3,
-    mode: TransferMode,
-    (inliers, supports): (usize, usize),
-) -> Transferred {
-    let query = from.map.embedding_at(point);
-    let there = to.map.embedding_at(world);
-    let embedding_distance = match (query, there) {
-        (Some(q), Some(t)) => distance(q, t),
-        _ => f32::INFINITY,
-    };
-    let back = there.map(|t| from.index.retrieve(from.map, t).world);
-    let cycle_error_mm = back.map_or(f64::INFINITY, |b| (b - point).length());
-    let outside_fov =
-        near_edge(to, world) && cycle_error_mm > ConsensusSettings::default().cycle_tolerance_mm;
-    Transferred {
-        world,
-        confidence: Confidence {
-            embedding_distance,
-            cycle_error_mm,
-            inliers,
-            supports,
-            outside_fov,
-        },
-        mode,
+    embedding: Embedding,
+    to: Target<'a>,
+    settings: &'a ConsensusSettings,
+}
+
+impl Query<'_> {
+    /// `world` as the point's match, with its confidence.
+    fn result(
+        &self,
+        world: DVec3,
+        mode: TransferMode,
+        (inliers, supports): (usize, usize),
+    ) -> Transferred {
+        let there = self.to.map.embedding_at(world);
+        let embedding_distance = there.map_or(f32::INFINITY, |t| distance(self.embedding, t));
+        let back = there.map(|t| self.from.index.retrieve(self.from.map, t).world);
+        let cycle_error_mm = back.map_or(f64::INFINITY, |b| (b - self.point).length());
+        // Found at the edge and not coming back: the landmark lies beyond the target's view.
+        let outside_fov =
+            near_edge(self.to, world) && cycle_error_mm > self.settings.cycle_tolerance_mm;
+        Transferred {
+            world,
+            confidence: Confidence {
+                embedding_distance,
+                cycle_error_mm,
+                inliers,
+                supports,
+                outside_fov,
+            },
+            mode,
+        }
     }
 }
 

@@ -17,22 +17,7 @@ use common::{run_ape, run_ape_failing};
 use glam::DVec3;
 
 fn little_cohort(dir: &Path) -> std::path::PathBuf {
-    let affine = Affine::from_spacing(DVec3::splat(2.0), DVec3::ZERO).unwrap();
-    let scan = Volume::from_fn(
-        [8, 8, 8],
-        affine,
-        |i, _, _| if i < 2 { -1000i16 } else { 40 },
-    )
-    .unwrap();
-    let labels = Volume::from_fn([8, 8, 8], affine, |i, _, _| u8::from(i > 4)).unwrap();
-    let cohort = dir.join("cohort");
-    std::fs::create_dir(&cohort).unwrap();
-    for name in ["a", "b"] {
-        write_nifti(cohort.join(format!("{name}.nii.gz")), &scan).unwrap();
-        write_nifti(cohort.join(format!("{name}_label.nii.gz")), &labels).unwrap();
-    }
-    std::fs::write(cohort.join("labels.json"), r#"{"labels": {"1": "liver"}}"#).unwrap();
-    cohort
+    common::write_tiny_cohort(dir, &["a", "b"])
 }
 
 #[test]

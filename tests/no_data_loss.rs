@@ -8,10 +8,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use ape::io::nifti::write_nifti;
-use ape::{Affine, Volume};
 use common::run_ape_failing;
-use glam::DVec3;
 
 /// A little scan, its label map, a labels.json, a box file and a model file: the inputs.
 struct Inputs {
@@ -21,20 +18,8 @@ struct Inputs {
 impl Inputs {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let affine = Affine::from_spacing(DVec3::splat(2.0), DVec3::ZERO).unwrap();
-        let scan = Volume::from_fn(
-            [8, 8, 8],
-            affine,
-            |i, _, _| if i < 2 { -1000i16 } else { 40 },
-        )
-        .unwrap();
-        let cohort = dir.path().join("cohort");
-        std::fs::create_dir(&cohort).unwrap();
-        write_nifti(cohort.join("s1.nii.gz"), &scan).unwrap();
-        let labels = Volume::from_fn([8, 8, 8], affine, |i, _, _| u8::from(i > 4)).unwrap();
-        write_nifti(cohort.join("s1_label.nii.gz"), &labels).unwrap();
-        std::fs::write(cohort.join("labels.json"), r#"{"labels": {"1": "liver"}}"#).unwrap();
-        write_nifti(dir.path().join("scan.nii.gz"), &scan).unwrap();
+        let cohort = common::write_tiny_cohort(dir.path(), &["s1"]);
+        std::fs::copy(cohort.join("s1.nii.gz"), dir.path().join("scan.nii.gz")).unwrap();
         std::fs::write(
             dir.path().join("boxes.csv"),
             "scan,organ,x_min,y_min,z_min,x_max,y_max,z_max,origin\ns1,liver,0,0,0,1,1,1,drawn\n",

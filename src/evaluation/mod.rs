@@ -748,29 +748,31 @@ fn summarise(
         })
         .collect();
     let centre_pairs = pairs(true, None);
-    // (confidence, error) of the centres APE scored, in the order of `centre_pairs`.
-    let scored: Vec<(f64, f64)> = landmarks
+    let centres: Vec<&&Located> = landmarks.iter().filter(|l| l.centre).collect();
+    let centre_errors: Vec<f64> = centres
         .iter()
-        .filter(|l| l.centre)
-        .filter_map(|l| Some((l.confidence?, (l.found - l.truth).length())))
+        .map(|l| (l.found - l.truth).length())
         .collect();
-    let centres: Vec<(usize, f64)> = landmarks
+    // (confidence, error) of the centres APE scored.
+    let scored: Vec<(f64, f64)> = centres
         .iter()
-        .filter(|l| l.centre)
-        .map(|l| (l.to, (l.found - l.truth).length()))
+        .zip(&centre_errors)
+        .filter_map(|(l, &e)| Some((l.confidence?, e)))
+        .collect();
+    let by_target: Vec<(usize, f64)> = centres
+        .iter()
+        .zip(&centre_errors)
+        .map(|(l, &e)| (l.to, e))
         .collect();
     MethodResults {
         method,
         mre_c: ErrorStats::from_pairs(&centre_pairs),
-        mre_c_interval: bootstrap_over_targets(&centres, 2000),
+        mre_c_interval: bootstrap_over_targets(&by_target, 2000),
         mre_ep: ErrorStats::from_pairs(&pairs(false, None)),
         iou: mean(organs.iter().filter_map(|o| o.iou)),
         recall: mean(organs.iter().filter_map(|o| o.recall)),
         vr99: mean(organs.iter().filter_map(|o| o.vr99)),
-        centre_errors: centre_pairs
-            .iter()
-            .map(|(a, b)| (*a - *b).length())
-            .collect(),
+        centre_errors,
         centre_confidence: scored.iter().map(|p| p.0).collect(),
         error_by_confidence: confidence_quarters(&scored),
         organs,

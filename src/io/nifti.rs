@@ -567,15 +567,14 @@ fn check_geometry(
     shape: [usize; 3],
     path: &Path,
 ) -> Result<Option<crate::validate::InputWarning>, VolumeError> {
-    let field = match transform_source(header) {
-        TransformSource::Sform { .. } => "srow_x/srow_y/srow_z (sform)",
-        TransformSource::Qform { .. } => "pixdim (qform)",
-        _ => "pixdim",
-    };
-    let offset_field = if matches!(transform_source(header), TransformSource::Sform { .. }) {
-        "srow_x/srow_y/srow_z (sform)"
-    } else {
-        "qoffset_x/y/z"
+    // Where the voxel sizes and the grid's position come from.
+    let (field, offset_field) = match transform_source(header) {
+        TransformSource::Sform { .. } => (
+            "srow_x/srow_y/srow_z (sform)",
+            "srow_x/srow_y/srow_z (sform)",
+        ),
+        TransformSource::Qform { .. } => ("pixdim (qform)", "qoffset_x/y/z"),
+        _ => ("pixdim", "qoffset_x/y/z"),
     };
     grid_geometry(affine, shape, path, field, offset_field)
 }

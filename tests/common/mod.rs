@@ -97,8 +97,11 @@ pub fn f32s(values: &[f32]) -> Vec<u8> {
 }
 
 /// Runs the `ape` binary (from the tests of the ape-app package, which builds it) with the map
-/// cache in `cache`; fails the test with its output unless it succeeds; returns its stdout.
-pub fn run_ape<S: AsRef<std::ffi::OsStr>>(args: &[S], cache: &Path) -> String {
+/// cache in `cache`: its output, and the arguments for messages.
+fn ape_output<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+    cache: &Path,
+) -> (std::process::Output, Vec<std::ffi::OsString>) {
     let Some(exe) = option_env!("CARGO_BIN_EXE_ape") else {
         panic!("only the tests of ape-app, which builds the binary, can run it");
     };
@@ -107,13 +110,17 @@ pub fn run_ape<S: AsRef<std::ffi::OsStr>>(args: &[S], cache: &Path) -> String {
         .env("APE_CACHE_DIR", cache)
         .output()
         .unwrap();
+    (run, args.iter().map(|a| a.as_ref().to_owned()).collect())
+}
+
+/// Runs the `ape` binary; fails the test with its output unless it succeeds; returns its
+/// stdout.
+pub fn run_ape<S: AsRef<std::ffi::OsStr>>(args: &[S], cache: &Path) -> String {
+    let (run, args) = ape_output(args, cache);
     let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
     assert!(
         run.status.success(),
-        "ape {:?}: {stdout}\n{}",
-        args.iter()
-            .map(|a| a.as_ref().to_owned())
-            .collect::<Vec<_>>(),
+        "ape {args:?}: {stdout}\n{}",
         String::from_utf8_lossy(&run.stderr)
     );
     stdout
@@ -121,22 +128,36 @@ pub fn run_ape<S: AsRef<std::ffi::OsStr>>(args: &[S], cache: &Path) -> String {
 
 /// Runs the `ape` binary expecting it to fail; returns its stderr.
 pub fn run_ape_failing<S: AsRef<std::ffi::OsStr>>(args: &[S], cache: &Path) -> String {
-    let Some(exe) = option_env!("CARGO_BIN_EXE_ape") else {
-        panic!("only the tests of ape-app, which builds the binary, can run it");
-    };
-    let run = std::process::Command::new(exe)
-        .args(args)
-        .env("APE_CACHE_DIR", cache)
-        .output()
-        .unwrap();
+    let (run, args) = ape_output(args, cache);
     let stderr = String::from_utf8_lossy(&run.stderr).into_owned();
     assert!(
         !run.status.success(),
-        "ape {:?} succeeded: {}\n{stderr}",
-        args.iter()
-            .map(|a| a.as_ref().to_owned())
-            .collect::<Vec<_>>(),
+        "ape {args:?} succeeded: {}\n{stderr}",
         String::from_utf8_lossy(&run.stdout)
     );
     stderr
+}
+
+/// A tiny scan (8³ voxels of 2 mm: air beside soft tissue) and its label map (one organ,
+/// "liver"), written as `NAME.nii.gz` and `NAME_label.nii.gz` for each name into
+/// `dir/cohort`, with a labels.json: a labelled cohort in the BTCV layout. Returns the folder.
+pub fn write_tiny_cohort(dir: &Path, names: &[&str]) -> PathBuf {
+    use ape::io::nifti::write_nifti;
+    use glam::DVec3;
+    let affine = ape::Affine::from_spacing(DVec3::splat(2.0), DVec3::ZERO).unwrap();
+    let scan = ape::Volume::from_fn(
+        [8, 8, 8],
+        affine,
+        |i, _, _| if i < 2 { -1000i16 } else { 40 },
+    )
+    .unwrap();
+    let labels = ape::Volume::from_fn([8, 8, 8], affine, |i, _, _| u8::from(i > 4)).unwrap();
+    let cohort = dir.join("cohort");
+    std::fs::create_dir(&cohort).unwrap();
+    for name in names {
+        write_nifti(cohort.join(format!("{name}.nii.gz")), &scan).unwrap();
+        write_nifti(cohort.join(format!("{name}_label.nii.gz")), &labels).unwrap();
+    }
+    std::fs::write(cohort.join("labels.json"), r#"{"labels": {"1": "liver"}}"#).unwrap();
+    cohort
 }

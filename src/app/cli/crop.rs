@@ -35,35 +35,7 @@ pub struct CropArgs {
 }
 
 pub fn run(args: &CropArgs) -> anyhow::Result<ExitCode> {
-    use ape::validate::{Input, count_at_least, within};
-    if let Some(alpha) = args.alpha {
-        within(
-            "--alpha",
-            alpha,
-            ape::boxes::ALPHA_RANGE.0,
-            ape::boxes::ALPHA_RANGE.1,
-        )?;
-    }
-    if let Some(shots) = args.shots {
-        count_at_least("--shots", shots, 1)?;
-    }
-    // Every file the crop reads: a new file may go into the support folder, none over them.
-    let cases = ape::cohort::labelled_cases(&args.support)?;
-    let sidecar = args.support.join(ape::labels::DatasetSidecar::FILE_NAME);
-    let mut inputs = vec![
-        Input::new("the scan", &args.scan),
-        Input::new("the supports' labels.json", &sidecar),
-    ];
-    for case in &cases {
-        inputs.push(Input::new("a support scan", &case.scan));
-        inputs.push(Input::new("a support label map", &case.labels));
-    }
-    if let Some(m) = &args.model.model {
-        inputs.push(Input::new("the model", m));
-    }
-    super::check_output_file(&args.output, "the cropped scan", &inputs)?;
-    let (compute, model) = args.model.load()?;
-    let cache = MapCache::default_location();
+    use ape::validate::Input;
     let request = CropRequest {
         scan: args.scan.clone(),
         organ: args.organ.clone(),
@@ -71,6 +43,15 @@ pub fn run(args: &CropArgs) -> anyhow::Result<ExitCode> {
         shots: args.shots,
         alpha: args.alpha,
     };
+    request.check("--alpha", "--shots")?;
+    let files = request.input_files()?;
+    let mut inputs: Vec<Input<'_>> = files.iter().map(|(role, p)| Input::new(role, p)).collect();
+    if let Some(m) = &args.model.model {
+        inputs.push(Input::new("the model", m));
+    }
+    super::check_output_file(&args.output, "the cropped scan", &inputs)?;
+    let (compute, model) = args.model.load()?;
+    let cache = MapCache::default_location();
     let crop = crop_to_organ(
         &request,
         &model,

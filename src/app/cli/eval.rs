@@ -194,13 +194,13 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             evaluate(&scans, &options).map(|r| (mode, r))
         })
         .collect::<Result<_, _>>()?;
-    let results = per_mode[0].1.clone();
+    let results = &per_mode[0].1;
     let context = ReportContext {
         data: args.data.display().to_string(),
         model: model_name,
         backend: compute.description.clone(),
     };
-    let report = write_report(&args.out, &results, &context)?;
+    let report = write_report(&args.out, results, &context)?;
 
     let row = |name: &str, m: &ape::evaluation::MethodResults| {
         say!(
