@@ -179,12 +179,12 @@ impl CpuNet {
 /// Activation buffers handed back for reuse within one forward pass: fresh large allocations
 /// cost a page fault per 4 KiB, several milliseconds a layer.
 #[derive(Debug, Default)]
-struct Pool(Vec<Vec<f32>>);
+pub(in crate::model) struct Pool(Vec<Vec<f32>>);
 
 impl Pool {
     /// A buffer of `len` elements whose contents are unspecified (callers write every element
     /// or zero what they do not write).
-    fn take(&mut self, len: usize) -> Vec<f32> {
+    pub(in crate::model) fn take(&mut self, len: usize) -> Vec<f32> {
         let best = self
             .0
             .iter()
@@ -206,23 +206,23 @@ impl Pool {
         buffer
     }
 
-    fn give(&mut self, padded: Padded) {
+    pub(in crate::model) fn give(&mut self, padded: Padded) {
         self.0.push(padded.data);
     }
 }
 
 /// Activations channels-last with a zero border: `[z+2][y+2][x+2][channels]`.
 #[derive(Debug, Clone)]
-struct Padded {
-    channels: usize,
+pub(in crate::model) struct Padded {
+    pub(in crate::model) channels: usize,
     /// Interior size (z, y, x).
-    dims: [usize; 3],
-    data: Vec<f32>,
+    pub(in crate::model) dims: [usize; 3],
+    pub(in crate::model) data: Vec<f32>,
 }
 
 impl Padded {
     /// Padded activations from the pool, border zeroed, interior unspecified.
-    fn new(channels: usize, dims: [usize; 3], pool: &mut Pool) -> Self {
+    pub(in crate::model) fn new(channels: usize, dims: [usize; 3], pool: &mut Pool) -> Self {
         let len = channels * dims.iter().map(|n| n + 2).product::<usize>();
         let mut padded = Self {
             channels,
@@ -234,7 +234,7 @@ impl Padded {
     }
 
     /// Positions per z plane and per y row of the padded grid.
-    fn strides(&self) -> (usize, usize) {
+    pub(in crate::model) fn strides(&self) -> (usize, usize) {
         let [_, y, x] = self.dims.map(|n| n + 2);
         (y * x, x)
     }
@@ -250,7 +250,7 @@ impl Padded {
     }
 
     /// The interior as dense `[channels][z][y][x]`.
-    fn dense(&self) -> Vec<f32> {
+    pub(in crate::model) fn dense(&self) -> Vec<f32> {
         let [z, y, x] = self.dims;
         let src = self.interior();
         let mut out = vec![0.0; self.channels * z * y * x];
@@ -396,7 +396,12 @@ unsafe fn gemm_into(
 
 /// A stride-1 convolution of kernel 1 or 3 (padding kernel/2), padded layout in and out.
 /// `inputs` are concatenated along channels (same dims).
-fn same_conv(layer: &CpuLayer, inputs: &[&Padded], pool: &mut Pool, wide_kernel: bool) -> Padded {
+pub(in crate::model) fn same_conv(
+    layer: &CpuLayer,
+    inputs: &[&Padded],
+    pool: &mut Pool,
+    wide_kernel: bool,
+) -> Padded {
     let Some(input) = inputs.first() else {
         return Padded::new(layer.cout, [0; 3], pool);
     };

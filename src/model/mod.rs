@@ -2,6 +2,8 @@
 //!
 //! - [`net`]: the network and its config.
 //! - [`norm`]: batch norm without affine parameters (the output layer).
+//! - [`ops`]: the convolutions as a burn backend extension with their own backward pass (fast
+//!   kernels on the CPU backend).
 //! - [`resize`]: differentiable trilinear resizing and point sampling.
 //! - [`weights`]: model files, checked on load, and the bundled model.
 //! - [`average`]: the mean of several copies of one network (weight averaging).
@@ -12,6 +14,7 @@ pub mod backend;
 pub mod cpu_net;
 pub mod net;
 pub mod norm;
+pub mod ops;
 pub mod resize;
 pub mod weights;
 

@@ -53,7 +53,7 @@ impl ConvBlock {
     }
 
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        relu(self.norm.forward(self.conv.forward(x)))
+        relu(self.norm.forward(convolve(&self.conv, x)))
     }
 }
 
@@ -230,7 +230,33 @@ impl ApeNet {
             let skip = skips.pop().unwrap_or_else(|| up.clone());
             x = decoder.forward(Tensor::cat(vec![up, skip], 1));
         }
-        self.out_norm.forward(self.head.forward(x))
+        self.out_norm.forward(convolve(&self.head, x))
+    }
+}
+
+/// A convolution of the network through [`super::ops::conv3d`] (ape's kernels on the CPU
+/// backend, burn's elsewhere), its bias added after; burn's `Conv3d::forward` for a geometry
+/// that op does not take (non-cubic, dilated or grouped).
+fn convolve(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
+    let [k, ky, kx] = conv.kernel_size;
+    let [s, sy, sx] = conv.stride;
+    let padding = match conv.padding {
+        PaddingConfig3d::Valid => Some(0),
+        PaddingConfig3d::Explicit(a, b, c) if a == b && a == c => Some(a),
+        _ => None,
+    };
+    let cubic = k == ky && k == kx && s == sy && s == sx;
+    let (Some(padding), true, true, 1) = (padding, cubic, conv.dilation == [1; 3], conv.groups)
+    else {
+        return conv.forward(x);
+    };
+    let out = super::ops::conv3d(x, conv.weight.val(), s, padding);
+    match &conv.bias {
+        Some(bias) => {
+            let c = bias.dims()[0];
+            out + bias.val().reshape([1, c, 1, 1, 1])
+        }
+        None => out,
     }
 }
 

@@ -43,6 +43,19 @@ pub struct StepLoss {
     pub axis: f32,
 }
 
+/// Where the last step's time went, seconds (the CPU backend computes eagerly, so each phase's
+/// wall time is its own).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTimes {
+    /// Batch to tensors, forward pass of every crop, sampling the positives.
+    pub forward: f64,
+    /// Target distances and the loss terms, read back.
+    pub loss: f64,
+    pub backward: f64,
+    /// Gradient clipping and the AdamW update.
+    pub optimizer: f64,
+}
+
 pub struct Trainer {
     pub config: TrainConfig,
     pub meta: ModelMeta,
@@ -51,6 +64,8 @@ pub struct Trainer {
     device: Device,
     /// The next step to run.
     pub step: usize,
+    /// Where the last step's time went.
+    pub last_times: StepTimes,
 }
 
 impl Trainer {
@@ -68,6 +83,7 @@ impl Trainer {
             optim,
             device,
             step: 0,
+            last_times: StepTimes::default(),
         }
     }
 
@@ -131,6 +147,7 @@ impl Trainer {
                 optim,
                 device,
                 step,
+                last_times: StepTimes::default(),
             });
         }
         let model = ApeModel::initialised(meta, config.seed, &device);
@@ -141,11 +158,13 @@ impl Trainer {
             optim: optim_config.init(),
             device,
             step: 0,
+            last_times: StepTimes::default(),
         })
     }
 
     /// One optimisation step on a batch.
     pub fn train_step(&mut self, batch: &Batch) -> StepLoss {
+        let began = Instant::now();
         let config = &self.config;
         let pairs = config.pairs;
         let k = config.positives_per_pair;
@@ -173,6 +192,7 @@ impl Trainer {
         } else {
             embeddings.narrow(0, pairs, pairs).reshape([n, 3])
         };
+        let forward_done = Instant::now();
         let points: Vec<_> = batch.points.iter().flatten().copied().collect();
         let weights = glam::DVec3::new(batch.x_weight, 1.0, batch.z_weight);
         let isotropic = config.normalise == crate::config::Normalise::Isotropic;
@@ -195,10 +215,19 @@ impl Trainer {
             equivariance: scalar(&terms.equivariance),
             axis: scalar(&terms.axis),
         };
+        let loss_done = Instant::now();
         let grads = GradientsParams::from_grads(terms.total.backward(), &self.net);
+        let backward_done = Instant::now();
         let lr = config.learning_rate_at(batch.step);
         self.net = self.optim.step(lr, self.net.clone(), grads);
         self.step = batch.step + 1;
+        let seconds = |from: Instant, to: Instant| (to - from).as_secs_f64();
+        self.last_times = StepTimes {
+            forward: seconds(began, forward_done),
+            loss: seconds(forward_done, loss_done),
+            backward: seconds(loss_done, backward_done),
+            optimizer: seconds(backward_done, Instant::now()),
+        };
         loss
     }
 

@@ -356,3 +356,41 @@ fn the_run_folder_is_never_a_data_folder() {
     assert!(!inside.exists(), "nothing written");
     assert_eq!(std::fs::read_dir(data.path()).unwrap().count(), 1);
 }
+
+/// ape's convolutions (`ape::model::ops`) train as burn's do: the same losses, step by step,
+/// on the default network, within 1e-3.
+#[test]
+fn the_fast_convolutions_give_the_losses_of_burns() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let files = ape::phantom::write_demo_cohort(dir.path(), 1).unwrap();
+    let scans = vec![TrainScan::load(&files[0], HuWindow::MODEL).unwrap()];
+    let config = tiny_config().with_learning_rate(3e-3);
+    let meta = ModelMeta::fresh("test".to_owned());
+    let batches: Vec<_> = (0..4).map(|s| make_batch(&config, &scans, s)).collect();
+    let losses = |fast: bool| -> Vec<f32> {
+        ape::model::ops::set_enabled(fast);
+        let mut trainer = Trainer::new(
+            config.clone(),
+            meta.clone(),
+            backend::cpu().device,
+            dir.path(),
+            false,
+        )
+        .unwrap();
+        batches
+            .iter()
+            .map(|b| trainer.train_step(b).total)
+            .collect()
+    };
+    let burn = losses(false);
+    let ape = losses(true);
+    ape::model::ops::set_enabled(true);
+    eprintln!("burn {burn:?}\nape  {ape:?}");
+    for (a, b) in ape.iter().zip(&burn) {
+        assert!(
+            (a - b).abs() <= 1e-3 * b.abs().max(1.0),
+            "{ape:?} vs {burn:?}"
+        );
+    }
+}

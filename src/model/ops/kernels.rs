@@ -1,0 +1,564 @@
+//! The convolutions of [`super`] on plain slices: forward, gradient with respect to the input
+//! and gradient with respect to the weights, for the two kinds of convolution the network has.
+//!
+//! Tensors come and go in burn's layout: activations `[b, c, d, h, w]`, weights
+//! `[cout, cin, k, k, k]`, row-major f32.
+//!
+//! - **Same** (3×3×3, stride 1, padding 1): each batch item is moved channels-last with a zero
+//!   border (`cpu_net`'s layout) and convolved there by `cpu_net`'s tiles (its AVX-512 kernel
+//!   where the CPU has it, nine in-place `gemm` products elsewhere). The input gradient is the
+//!   same convolution of the output gradient with the kernel flipped and its channels swapped.
+//!   The weight gradient is, per (dz, dy) shift, one product of the shifted input's channel
+//!   runs (3·cin per position, read in place) with the output gradient over all positions,
+//!   split into chunks of positions over the threads and summed.
+//! - **Patch** (stride = kernel, no padding: the 4×4×4 stem, the 2×2×2 downsamplings,
+//!   1×1×1): patches do not overlap, so each is a plain product with the im2col matrix, which
+//!   is a permutation of the input (none at all for 1×1×1): forward `W · col`, input gradient
+//!   `Wᵀ · grad` scattered back, weight gradient `grad · colᵀ` over chunks of positions.
+//!
+//! [`Path::Portable`] keeps to `gemm` (tests compare it with the AVX-512 path and with burn).
+#![allow(unsafe_code)]
+
+use rayon::prelude::*;
+
+use crate::model::cpu_net::{CpuLayer, FoldedNorm, Padded, Pool, same_conv};
+
+/// Which kernels compute the 3×3×3 convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// `cpu_net`'s AVX-512 kernel where the CPU has it, else `gemm`.
+    Fastest,
+    /// `gemm` only.
+    Portable,
+}
+
+/// The geometry of one convolution (cubic kernel, the same stride and padding on every axis).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    pub batch: usize,
+    pub cin: usize,
+    pub cout: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    /// Input size (d, h, w).
+    pub input: [usize; 3],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Same,
+    Patch,
+}
+
+impl ConvShape {
+    fn kind(&self) -> Option<Kind> {
+        let nonempty = self.batch > 0 && self.cin > 0 && self.cout > 0;
+        if !nonempty || self.input.contains(&0) {
+            return None;
+        }
+        if self.kernel == 3 && self.stride == 1 && self.padding == 1 {
+            Some(Kind::Same)
+        } else if self.kernel >= 1
+            && self.stride == self.kernel
+            && self.padding == 0
+            && self.input.iter().all(|&n| n >= self.kernel)
+        {
+            Some(Kind::Patch)
+        } else {
+            None
+        }
+    }
+
+    /// Output size (d, h, w).
+    pub fn output(&self) -> [usize; 3] {
+        match self.kind() {
+            Some(Kind::Patch) => self.input.map(|n| n / self.stride),
+            _ => self.input,
+        }
+    }
+
+    pub fn input_dims(&self) -> [usize; 5] {
+        let [d, h, w] = self.input;
+        [self.batch, self.cin, d, h, w]
+    }
+
+    pub fn output_dims(&self) -> [usize; 5] {
+        let [d, h, w] = self.output();
+        [self.batch, self.cout, d, h, w]
+    }
+
+    fn taps(&self) -> usize {
+        self.kernel.pow(3)
+    }
+}
+
+/// Whether these kernels compute this convolution.
+pub fn covers(shape: &ConvShape) -> bool {
+    shape.kind().is_some()
+}
+
+fn input_len(s: &ConvShape) -> usize {
+    s.input_dims().iter().product()
+}
+
+fn output_len(s: &ConvShape) -> usize {
+    s.output_dims().iter().product()
+}
+
+/// The convolution of `x` `[b, cin, d, h, w]` with `weight` `[cout, cin, k, k, k]`; `None`
+/// when the shape is not covered or the slices do not match it.
+pub fn forward(shape: &ConvShape, x: &[f32], weight: &[f32], path: Path) -> Option<Vec<f32>> {
+    let s = shape;
+    (x.len() == input_len(s) && weight.len() == s.cout * s.cin * s.taps()).then_some(())?;
+    match s.kind()? {
+        Kind::Same => {
+            let layer = plain_layer(weight, [s.cout, s.cin, s.kernel])?;
+            Some(same_each(s, x, [s.cin, s.cout], &layer, path))
+        }
+        Kind::Patch => Some(patch_forward(s, x, weight)),
+    }
+}
+
+/// The gradient with respect to the input, from the output's gradient `grad`.
+pub fn x_backward(shape: &ConvShape, weight: &[f32], grad: &[f32], path: Path) -> Option<Vec<f32>> {
+    let s = shape;
+    (grad.len() == output_len(s) && weight.len() == s.cout * s.cin * s.taps()).then_some(())?;
+    match s.kind()? {
+        Kind::Same => {
+            // The flipped kernel with input and output channels swapped.
+            let taps = s.taps();
+            let mut flipped = vec![0.0f32; weight.len()];
+            for co in 0..s.cout {
+                for ci in 0..s.cin {
+                    let from = &weight[(co * s.cin + ci) * taps..][..taps];
+                    let to = &mut flipped[(ci * s.cout + co) * taps..][..taps];
+                    for (t, v) in to.iter_mut().enumerate() {
+                        *v = from[taps - 1 - t];
+                    }
+                }
+            }
+            let layer = plain_layer(&flipped, [s.cin, s.cout, s.kernel])?;
+            Some(same_each(s, grad, [s.cout, s.cin], &layer, path))
+        }
+        Kind::Patch => Some(patch_x_backward(s, weight, grad)),
+    }
+}
+
+/// The gradient with respect to the weights, `[cout, cin, k, k, k]`.
+pub fn weight_backward(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Option<Vec<f32>> {
+    let s = shape;
+    (x.len() == input_len(s) && grad.len() == output_len(s)).then_some(())?;
+    match s.kind()? {
+        Kind::Same => Some(same_weight_backward(s, x, grad)),
+        Kind::Patch => Some(patch_weight_backward(s, x, grad)),
+    }
+}
+
+/// A convolution layer of `cpu_net` without norm, shift or activation.
+fn plain_layer(weight: &[f32], [cout, cin, kernel]: [usize; 3]) -> Option<CpuLayer> {
+    let identity = FoldedNorm {
+        scale: vec![1.0; cout],
+        shift: vec![0.0; cout],
+    };
+    CpuLayer::conv_norm(weight, [cout, cin, kernel], &identity, false).ok()
+}
+
+/// A dense `[c][z][y][x]` block as padded channels-last activations.
+fn to_padded(dense: &[f32], channels: usize, dims: [usize; 3], pool: &mut Pool) -> Padded {
+    let mut p = Padded::new(channels, dims, pool);
+    let (zs, ys) = p.strides();
+    let [z, y, x] = dims;
+    let plane = zs * channels;
+    p.data
+        .par_chunks_mut(plane)
+        .enumerate()
+        .filter(|(k, _)| (1..=z).contains(k))
+        .for_each(|(k, plane)| {
+            for j in 0..y {
+                let row = &mut plane[((j + 1) * ys + 1) * channels..][..x * channels];
+                for c in 0..channels {
+                    let from = &dense[((c * z + k - 1) * y + j) * x..][..x];
+                    for (i, v) in from.iter().enumerate() {
+                        row[i * channels + c] = *v;
+                    }
+                }
+            }
+        });
+    p
+}
+
+/// The interior of padded activations into a dense `[c][z][y][x]` block.
+fn from_padded(p: &Padded, dense: &mut [f32]) {
+    let [z, y, x] = p.dims;
+    let c = p.channels;
+    let (zs, ys) = p.strides();
+    dense
+        .par_chunks_mut(y * x)
+        .enumerate()
+        .for_each(|(plane_index, plane)| {
+            let (channel, k) = (plane_index / z, plane_index % z);
+            for j in 0..y {
+                let from = ((k + 1) * zs + (j + 1) * ys + 1) * c + channel;
+                for (i, v) in plane[j * x..(j + 1) * x].iter_mut().enumerate() {
+                    *v = p.data[from + i * c];
+                }
+            }
+        });
+}
+
+/// A same-size convolution of every batch item of `input`, `[channels, out_channels]` the
+/// layer's cin and cout; dense out.
+fn same_each(
+    s: &ConvShape,
+    input: &[f32],
+    [channels, out_channels]: [usize; 2],
+    layer: &CpuLayer,
+    path: Path,
+) -> Vec<f32> {
+    let dims = s.input;
+    let voxels: usize = dims.iter().product();
+    let mut out = vec![0.0f32; s.batch * out_channels * voxels];
+    let mut pool = Pool::default();
+    for (item, dst) in input
+        .chunks_exact(channels * voxels)
+        .zip(out.chunks_exact_mut(out_channels * voxels))
+    {
+        let padded = to_padded(item, channels, dims, &mut pool);
+        let result = same_conv(layer, &[&padded], &mut pool, path == Path::Fastest);
+        from_padded(&result, dst);
+        pool.give(padded);
+        pool.give(result);
+    }
+    out
+}
+
+/// The weight gradient of a 3×3×3 same convolution.
+fn same_weight_backward(s: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
+    let dims = s.input;
+    let voxels: usize = dims.iter().product();
+    let (cin, cout) = (s.cin, s.cout);
+    let mut pool = Pool::default();
+    let xs: Vec<Padded> = x
+        .chunks_exact(cin * voxels)
+        .map(|item| to_padded(item, cin, dims, &mut pool))
+        .collect();
+    let gs: Vec<Padded> = grad
+        .chunks_exact(cout * voxels)
+        .map(|item| to_padded(item, cout, dims, &mut pool))
+        .collect();
+    let Some(first) = xs.first() else {
+        return vec![0.0; cout * cin * 27];
+    };
+    let (zs, ys) = first.strides();
+    let [z, y, x_len] = dims;
+    // Output positions from the first interior voxel to the last; the border positions in
+    // between have a zero gradient, so they add nothing.
+    let q_first = zs + ys + 1;
+    let q_end = z * zs + y * ys + x_len + 1;
+    let shifts: Vec<isize> = (0..9)
+        .map(|o| {
+            let (dz, dy) = ((o / 3) as isize - 1, (o % 3) as isize - 1);
+            dz * zs as isize + dy * ys as isize - 1
+        })
+        .collect();
+    let run = 3 * cin;
+    let block = run * cout;
+    let chunk = (q_end - q_first)
+        .div_ceil(2 * rayon::current_num_threads())
+        .max(256);
+    let tasks: Vec<(usize, usize)> = (0..xs.len())
+        .flat_map(|item| (q_first..q_end).step_by(chunk).map(move |q0| (item, q0)))
+        .collect();
+    let partial = tasks
+        .par_iter()
+        .map(|&(item, q0)| {
+            let n = chunk.min(q_end - q0);
+            let (xp, gp) = (&xs[item], &gs[item]);
+            let mut blocks = vec![0.0f32; 9 * block];
+            for (&shift, dst) in shifts.iter().zip(blocks.chunks_exact_mut(block)) {
+                // dst[r][co] = Σ_q x[(q + shift)·cin + r] · g[q·cout + co]
+                let lhs = Mat {
+                    data: &xp.data,
+                    offset: q0.wrapping_add_signed(shift) * cin,
+                    rs: 1,
+                    cs: cin,
+                };
+                let rhs = Mat {
+                    data: &gp.data,
+                    offset: q0 * cout,
+                    rs: cout,
+                    cs: 1,
+                };
+                matmul(dst, [cout, 1], lhs, rhs, [run, cout, n], false, false);
+            }
+            blocks
+        })
+        .reduce(
+            || vec![0.0f32; 9 * block],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(u, v)| *u += v);
+                a
+            },
+        );
+    // blocks[(dz, dy)][(dx·cin + ci)·cout + co] → burn's [co][ci][dz][dy][dx].
+    let mut out = vec![0.0f32; cout * cin * 27];
+    for o in 0..9 {
+        for dx in 0..3 {
+            for ci in 0..cin {
+                for co in 0..cout {
+                    out[(co * cin + ci) * 27 + o * 3 + dx] =
+                        partial[o * block + (dx * cin + ci) * cout + co];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The im2col matrix of one batch item for a patch convolution: row-major `[K × P]`, row
+/// `((ci·s + a)·s + b)·s + c`, column the output voxel.
+fn im2col(s: &ConvShape, item: &[f32], col: &mut [f32]) {
+    let k = s.kernel;
+    let [d, h, w] = s.input;
+    let [od, oh, ow] = s.output();
+    let p = od * oh * ow;
+    col.par_chunks_mut(p).enumerate().for_each(|(row, dst)| {
+        let (ci, a, b, c) = (row / (k * k * k), row / (k * k) % k, row / k % k, row % k);
+        for oz in 0..od {
+            for oy in 0..oh {
+                let from = ((ci * d + oz * k + a) * h + oy * k + b) * w + c;
+                let to = &mut dst[(oz * oh + oy) * ow..][..ow];
+                for (ox, v) in to.iter_mut().enumerate() {
+                    *v = item[from + ox * k];
+                }
+            }
+        }
+    });
+}
+
+/// The inverse of [`im2col`]: adds nothing, each input voxel is in one patch at most (voxels
+/// past the last whole patch get 0).
+fn col2im(s: &ConvShape, col: &[f32], item: &mut [f32]) {
+    let k = s.kernel;
+    let [d, h, w] = s.input;
+    let [od, oh, ow] = s.output();
+    let p = od * oh * ow;
+    item.par_chunks_mut(h * w)
+        .enumerate()
+        .for_each(|(plane_index, plane)| {
+            let (ci, z) = (plane_index / d, plane_index % d);
+            plane.fill(0.0);
+            let (oz, a) = (z / k, z % k);
+            if oz >= od {
+                return;
+            }
+            for yy in 0..oh * k {
+                let (oy, b) = (yy / k, yy % k);
+                for xx in 0..ow * k {
+                    let (ox, c) = (xx / k, xx % k);
+                    let row = ((ci * k + a) * k + b) * k + c;
+                    plane[yy * w + xx] = col[row * p + (oz * oh + oy) * ow + ox];
+                }
+            }
+        });
+}
+
+fn patch_forward(s: &ConvShape, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    let kk = s.cin * s.taps();
+    let p: usize = s.output().iter().product();
+    let in_len = s.cin * s.input.iter().product::<usize>();
+    let mut out = vec![0.0f32; s.batch * s.cout * p];
+    let mut col = if s.kernel == 1 {
+        Vec::new()
+    } else {
+        vec![0.0f32; kk * p]
+    };
+    for (item, dst) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(s.cout * p)) {
+        let col: &[f32] = if s.kernel == 1 {
+            item
+        } else {
+            im2col(s, item, &mut col);
+            &col
+        };
+        let lhs = Mat {
+            data: weight,
+            offset: 0,
+            rs: kk,
+            cs: 1,
+        };
+        let rhs = Mat {
+            data: col,
+            offset: 0,
+            rs: p,
+            cs: 1,
+        };
+        matmul(dst, [p, 1], lhs, rhs, [s.cout, p, kk], false, true);
+    }
+    out
+}
+
+fn patch_x_backward(s: &ConvShape, weight: &[f32], grad: &[f32]) -> Vec<f32> {
+    let kk = s.cin * s.taps();
+    let p: usize = s.output().iter().product();
+    let in_len = s.cin * s.input.iter().product::<usize>();
+    let mut out = vec![0.0f32; s.batch * in_len];
+    let mut col = vec![0.0f32; kk * p];
+    for (g, dst) in grad
+        .chunks_exact(s.cout * p)
+        .zip(out.chunks_exact_mut(in_len))
+    {
+        // colᵀ = Wᵀ · g: Wᵀ(i, j) = W[j·K + i].
+        let lhs = Mat {
+            data: weight,
+            offset: 0,
+            rs: 1,
+            cs: kk,
+        };
+        let rhs = Mat {
+            data: g,
+            offset: 0,
+            rs: p,
+            cs: 1,
+        };
+        if s.kernel == 1 {
+            matmul(dst, [p, 1], lhs, rhs, [kk, p, s.cout], false, true);
+        } else {
+            matmul(&mut col, [p, 1], lhs, rhs, [kk, p, s.cout], false, true);
+            col2im(s, &col, dst);
+        }
+    }
+    out
+}
+
+fn patch_weight_backward(s: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
+    let kk = s.cin * s.taps();
+    let p: usize = s.output().iter().product();
+    let in_len = s.cin * s.input.iter().product::<usize>();
+    let cols: Vec<Vec<f32>> = if s.kernel == 1 {
+        Vec::new()
+    } else {
+        x.chunks_exact(in_len)
+            .map(|item| {
+                let mut col = vec![0.0f32; kk * p];
+                im2col(s, item, &mut col);
+                col
+            })
+            .collect()
+    };
+    let chunk = p.div_ceil(2 * rayon::current_num_threads()).max(512);
+    let tasks: Vec<(usize, usize)> = (0..s.batch)
+        .flat_map(|item| (0..p).step_by(chunk).map(move |p0| (item, p0)))
+        .collect();
+    tasks
+        .par_iter()
+        .map(|&(item, p0)| {
+            let n = chunk.min(p - p0);
+            let col: &[f32] = if s.kernel == 1 {
+                &x[item * in_len..(item + 1) * in_len]
+            } else {
+                &cols[item]
+            };
+            // dW(co, j) = Σ_p g[co·P + p] · col[j·P + p]
+            let lhs = Mat {
+                data: grad,
+                offset: item * s.cout * p + p0,
+                rs: p,
+                cs: 1,
+            };
+            let rhs = Mat {
+                data: col,
+                offset: p0,
+                rs: 1,
+                cs: p,
+            };
+            let mut dw = vec![0.0f32; s.cout * kk];
+            matmul(&mut dw, [kk, 1], lhs, rhs, [s.cout, kk, n], false, false);
+            dw
+        })
+        .reduce(
+            || vec![0.0f32; s.cout * kk],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(u, v)| *u += v);
+                a
+            },
+        )
+}
+
+/// A matrix in a slice: element (i, j) at `offset + i·rs + j·cs`.
+#[derive(Debug, Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    offset: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl Mat<'_> {
+    /// Whether every element of a rows × cols matrix lies inside the slice.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0
+            || cols == 0
+            || self.offset + (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst(i, j) (+)= Σ_k lhs(i, k) · rhs(k, j)` for i < m, j < n, dst(i, j) at
+/// `i·dst_rs + j·dst_cs`; on rayon's threads if `parallel`. Does nothing if an index of any
+/// of the three would fall outside its slice.
+fn matmul(
+    dst: &mut [f32],
+    [dst_rs, dst_cs]: [usize; 2],
+    lhs: Mat<'_>,
+    rhs: Mat<'_>,
+    [m, n, k]: [usize; 3],
+    accumulate: bool,
+    parallel: bool,
+) {
+    let out = Mat {
+        data: dst,
+        offset: 0,
+        rs: dst_rs,
+        cs: dst_cs,
+    };
+    if m == 0 || n == 0 || !(lhs.fits(m, k) && rhs.fits(k, n) && out.fits(m, n)) {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    let parallelism = if parallel {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: every index of lhs, rhs and dst was bounds-checked above; dst is borrowed
+    // mutably for the call, so nothing else reads or writes it (gemm's own threads write
+    // disjoint blocks of it).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst_cs as isize,
+            dst_rs as isize,
+            accumulate,
+            lhs.data.as_ptr().add(lhs.offset),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr().add(rhs.offset),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
