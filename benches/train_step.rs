@@ -157,7 +157,106 @@ fn main() -> anyhow::Result<()> {
         );
     }
     ops::set_enabled(true);
+    if std::env::var("APE_BENCH_LAYERS").is_ok_and(|v| v != "0") {
+        layers(timed)?;
+    }
     torch_reference(&pairs_list, timed);
+    Ok(())
+}
+
+/// Each kind of layer of the default network at 4 crop pairs (8 crops of 96×96×64), forward
+/// and backward on autodiff flex, burn's convolutions against ape's: where a step's time goes.
+fn layers(timed: usize) -> anyhow::Result<()> {
+    use burn::tensor::{Distribution, Tensor, activation::relu};
+    let device = burn::tensor::Device::flex().autodiff();
+    let b = 8;
+    // (name, cin, cout, kernel, input d/h/w, how many the network has)
+    let convs: [(&str, usize, usize, usize, [usize; 3], usize); 11] = [
+        ("stem 4×4×4/4, 1→16", 1, 16, 4, [64, 96, 96], 1),
+        ("3×3×3 16→16 at 16×24×24", 16, 16, 3, [16, 24, 24], 3),
+        ("3×3×3 32→16 at 16×24×24", 32, 16, 3, [16, 24, 24], 1),
+        ("down 2×2×2/2 16→32", 16, 32, 2, [16, 24, 24], 1),
+        ("3×3×3 32→32 at 8×12×12", 32, 32, 3, [8, 12, 12], 3),
+        ("3×3×3 64→32 at 8×12×12", 64, 32, 3, [8, 12, 12], 1),
+        ("down 2×2×2/2 32→64", 32, 64, 2, [8, 12, 12], 1),
+        ("3×3×3 64→64 at 4×6×6", 64, 64, 3, [4, 6, 6], 2),
+        ("up 1×1×1 32→16 at 16×24×24", 32, 16, 1, [16, 24, 24], 1),
+        ("up 1×1×1 64→32 at 8×12×12", 64, 32, 1, [8, 12, 12], 1),
+        ("head 1×1×1 16→3 at 16×24×24", 16, 3, 1, [16, 24, 24], 1),
+    ];
+    println!();
+    println!(
+        "Layers at 8 crops, ms (median of {timed}), forward / backward; × how many the network has"
+    );
+    println!("| layer | × | burn | ape |");
+    println!("| --- | --- | --- | --- |");
+    let time = |f: &mut dyn FnMut() -> f64| -> f64 {
+        let mut v: Vec<f64> = (0..timed + 1).map(|_| f()).collect();
+        v.remove(0);
+        median(v) * 1e3
+    };
+    let mut totals = [[0.0f64; 2]; 2];
+    for (name, cin, cout, k, [d, h, w], count) in convs {
+        let stride = if k == 3 { 1 } else { k };
+        let padding = usize::from(k == 3);
+        let mut cells = Vec::new();
+        for (path, fast) in [(0, false), (1, true)] {
+            ops::set_enabled(fast);
+            let x = Tensor::<5>::random([b, cin, d, h, w], Distribution::Default, &device)
+                .require_grad();
+            let weight = Tensor::<5>::random([cout, cin, k, k, k], Distribution::Default, &device)
+                .require_grad();
+            let mut fwd = Vec::new();
+            let mut bwd = Vec::new();
+            for _ in 0..timed + 1 {
+                let began = Instant::now();
+                let out = ops::conv3d(x.clone(), weight.clone(), stride, padding);
+                let out_dims = out.dims();
+                std::hint::black_box(&out);
+                fwd.push(began.elapsed().as_secs_f64());
+                let r = Tensor::<5>::ones(out_dims, &device);
+                let loss = (out * r).sum();
+                let began = Instant::now();
+                std::hint::black_box(loss.backward());
+                bwd.push(began.elapsed().as_secs_f64());
+            }
+            fwd.remove(0);
+            bwd.remove(0);
+            let (f, bk) = (median(fwd) * 1e3, median(bwd) * 1e3);
+            totals[path][0] += f * count as f64;
+            totals[path][1] += bk * count as f64;
+            cells.push(format!("{f:.1} / {bk:.1}"));
+        }
+        println!("| {name} | {count} | {} | {} |", cells[0], cells[1]);
+    }
+    ops::set_enabled(true);
+    for (name, c, [d, h, w], count) in [
+        ("batch norm + ReLU, 16 ch at 16×24×24", 16, [16, 24, 24], 6),
+        ("batch norm + ReLU, 32 ch at 8×12×12", 32, [8, 12, 12], 6),
+        ("batch norm + ReLU, 64 ch at 4×6×6", 64, [4, 6, 6], 3),
+    ] {
+        let norm = burn::nn::BatchNormConfig::new(c).init(&device);
+        let x = Tensor::<5>::random([b, c, d, h, w], Distribution::Default, &device).require_grad();
+        let mut bwd = 0.0;
+        let f = time(&mut || {
+            let began = Instant::now();
+            let out = relu(norm.forward(x.clone()));
+            let t = began.elapsed().as_secs_f64();
+            let began = Instant::now();
+            std::hint::black_box(out.sum().backward());
+            bwd = began.elapsed().as_secs_f64() * 1e3;
+            t
+        });
+        for p in &mut totals {
+            p[0] += f * count as f64;
+            p[1] += bwd * count as f64;
+        }
+        println!("| {name} | {count} | {f:.1} / {bwd:.1} | (the same) |");
+    }
+    println!(
+        "| all of these, summed by count | | {:.0} / {:.0} | {:.0} / {:.0} |",
+        totals[0][0], totals[0][1], totals[1][0], totals[1][1]
+    );
     Ok(())
 }
 
