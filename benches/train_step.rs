@@ -171,7 +171,8 @@ fn layers(timed: usize) -> anyhow::Result<()> {
     let device = burn::tensor::Device::flex().autodiff();
     let b = 8;
     // (name, cin, cout, kernel, input d/h/w, how many the network has)
-    let convs: [(&str, usize, usize, usize, [usize; 3], usize); 11] = [
+    type Layer = (&'static str, usize, usize, usize, [usize; 3], usize);
+    let convs: [Layer; 11] = [
         ("stem 4×4×4/4, 1→16", 1, 16, 4, [64, 96, 96], 1),
         ("3×3×3 16→16 at 16×24×24", 16, 16, 3, [16, 24, 24], 3),
         ("3×3×3 32→16 at 16×24×24", 32, 16, 3, [16, 24, 24], 1),
