@@ -1,6 +1,7 @@
 //! Query latency of landmark retrieval: one point on one scan and across a 50-scan cohort
 //! (goal: under 2 ms on a 2-core CPU for the nearest search, under 50 ms for consensus
-//! transfer), k-d index build time, and brute force beside them.
+//! transfer), refined transfer (consensus, then image patches), k-d index build time, and brute
+//! force beside them.
 //!
 //! `cargo bench --profile dev --bench retrieval`. The maps are synthetic but sized like real
 //! ones: the 1/4-resolution map of a 512×512×300 scan of 0.8×0.8×1 mm at the model's
@@ -11,8 +12,9 @@
 use std::hint::black_box;
 
 use ape::ape_map::ApeMap;
+use ape::refine::PatchImage;
 use ape::retrieval::{MapIndex, Target, nearest_cell, retrieve_many};
-use ape::transfer::{ConsensusSettings, TransferMode, transfer};
+use ape::transfer::{TransferMode, TransferSettings, transfer};
 use ape::{Affine, Volume};
 use criterion::{Criterion, criterion_group, criterion_main};
 use glam::DVec3;
@@ -39,13 +41,31 @@ fn map(seed: usize) -> ApeMap {
     ApeMap::new(cells)
 }
 
+/// A textured HU image over the maps' extent at the refinement's 3 mm: the cost of refinement
+/// does not depend on the content, so one image serves every target.
+fn image() -> PatchImage {
+    let affine = Affine::from_spacing(DVec3::splat(3.0), DVec3::new(-250.0, -250.0, -300.0))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let hu = Volume::from_fn([167, 167, 200], affine, |i, j, k| {
+        let w = affine.to_world(DVec3::new(i as f64, j as f64, k as f64));
+        (200.0 * ((w.x / 13.0).sin() * (w.y / 17.0).cos() + (w.z / 11.0).sin())) as f32
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    PatchImage::new(&hu, PatchImage::DEFAULT_STEP_MM).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn bench(c: &mut Criterion) {
+    let image = image();
     let maps: Vec<ApeMap> = (0..50).map(map).collect();
     let indices: Vec<MapIndex> = maps.iter().map(MapIndex::build).collect();
     let targets: Vec<Target<'_>> = maps
         .iter()
         .zip(&indices)
-        .map(|(map, index)| Target { map, index })
+        .map(|(map, index)| Target {
+            map,
+            index,
+            image: Some(&image),
+        })
         .collect();
     let query = maps[0]
         .embedding_at(DVec3::new(40.0, -30.0, 20.0))
@@ -69,7 +89,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| retrieve_many(black_box(&[query]), &targets))
     });
     let point = DVec3::new(40.0, -30.0, 20.0);
-    let settings = ConsensusSettings::default();
+    let settings = TransferSettings::default();
     for mode in TransferMode::ALL {
         group.bench_function(
             format!("transfer, 50 scans ({mode}, with confidence, parallel)"),

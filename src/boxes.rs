@@ -129,7 +129,7 @@ where
 }
 
 /// Carries a point between scans through their APE maps by [`TransferMode::DEFAULT`]
-/// (consensus of cycle-checked matches).
+/// (consensus of cycle-checked matches, refined by the image where the targets carry one).
 ///
 /// [`TransferMode::DEFAULT`]: crate::transfer::TransferMode::DEFAULT
 pub fn ape_transfer(from: &Target<'_>, point: DVec3, to: &Target<'_>) -> Option<DVec3> {
@@ -138,7 +138,7 @@ pub fn ape_transfer(from: &Target<'_>, point: DVec3, to: &Target<'_>) -> Option<
         point,
         *to,
         crate::transfer::TransferMode::DEFAULT,
-        &crate::transfer::ConsensusSettings::default(),
+        &crate::transfer::TransferSettings::default(),
     )
     .map(|t| t.world)
 }

@@ -166,9 +166,11 @@ pub fn crop_to_organ(
     })?;
     warnings.extend(embedded.warning);
     let index = MapIndex::build_in_body(&embedded.map, &scan);
+    let image = crate::refine::PatchImage::of_scan(&scan).ok();
     let target = crate::retrieval::Target {
         map: &embedded.map,
         index: &index,
+        image: image.as_ref(),
     };
     let supports = organ_supports(&support_scans, label);
     let predictor = match request.alpha {

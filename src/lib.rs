@@ -53,6 +53,8 @@ pub mod locate;
 #[cfg(feature = "full")]
 pub mod model;
 pub mod phantom;
+#[cfg(feature = "full")]
+pub mod refine;
 pub mod resample;
 #[cfg(feature = "full")]
 pub mod retrieval;

@@ -9,9 +9,10 @@ use serde::Serialize;
 
 use crate::cache::{CacheUse, embed_cached};
 use crate::model::ApeModel;
+use crate::refine::PatchImage;
 use crate::retrieval::{MapIndex, Target};
 use crate::scan::Scan;
-use crate::transfer::{ConsensusSettings, TransferMode, Transferred, transfer};
+use crate::transfer::{TransferMode, TransferSettings, Transferred, transfer};
 use crate::validate::InputWarning;
 
 /// A point to carry, world RAS mm, with an optional name.
@@ -111,6 +112,7 @@ pub struct LocatedPoint {
 struct Searchable {
     map: crate::ape_map::ApeMap,
     index: MapIndex,
+    image: Option<PatchImage>,
 }
 
 impl Searchable {
@@ -118,6 +120,7 @@ impl Searchable {
         Target {
             map: &self.map,
             index: &self.index,
+            image: self.image.as_ref(),
         }
     }
 }
@@ -149,6 +152,7 @@ fn searchable(
     Ok(Searchable {
         map: embedded.map,
         index,
+        image: PatchImage::of_scan(&scan).ok(),
     })
 }
 
@@ -164,7 +168,7 @@ pub fn locate_points(
 ) -> Result<(Vec<LocatedPoint>, Vec<InputWarning>), LocateError> {
     let mut warnings = Vec::new();
     let source = searchable(from, model, device, cache, &mut warnings)?;
-    let settings = ConsensusSettings::default();
+    let settings = TransferSettings::default();
     let mut out = Vec::with_capacity(points.len() * targets.len());
     for target_path in targets {
         let target = searchable(target_path, model, device, cache, &mut warnings)?;

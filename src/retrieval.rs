@@ -130,6 +130,9 @@ pub fn refine(map: &ApeMap, cell: [usize; 3], query: Embedding) -> Retrieved {
 pub struct Target<'a> {
     pub map: &'a ApeMap,
     pub index: &'a MapIndex,
+    /// The scan's intensities for [`crate::transfer::TransferMode::Refined`]; without them a
+    /// refined transfer is a consensus one.
+    pub image: Option<&'a crate::refine::PatchImage>,
 }
 
 impl Target<'_> {

@@ -1,6 +1,9 @@
 //! Carrying a point from one scan to another through their APE maps, with a confidence.
 //!
 //! - [`TransferMode::Nearest`]: the paper's single nearest-embedding search.
+//! - [`TransferMode::Refined`]: consensus, then the intensities: patches of the source around
+//!   the query matched by normalised cross-correlation in a small window on the target
+//!   ([`crate::refine`]). The embedding finds the neighbourhood; the image finds the spot.
 //! - [`TransferMode::Consensus`]: many matches instead of one. Support points on a lattice
 //!   around the query are each retrieved on the target; those that come back near where they
 //!   started when retrieved from the target onto the source (cycle-consistent) fit a
@@ -17,6 +20,7 @@ use glam::{DMat3, DMat4, DVec3, DVec4};
 use serde::Serialize;
 
 use crate::ape_map::Embedding;
+use crate::refine::{RefineSettings, refine_neighbourhood};
 use crate::retrieval::{Retrieved, Target};
 
 /// How a point is carried to another scan.
@@ -27,17 +31,21 @@ pub enum TransferMode {
     Nearest,
     /// A robust local affine fitted to cycle-consistent matches of points around the query.
     Consensus,
+    /// Consensus, then moved to where the image patches around the query match best (needs
+    /// both scans' [`PatchImage`]s; without them, consensus).
+    Refined,
 }
 
 impl TransferMode {
-    pub const ALL: [Self; 2] = [Self::Nearest, Self::Consensus];
+    pub const ALL: [Self; 3] = [Self::Nearest, Self::Consensus, Self::Refined];
     /// The mode the viewer, `ape locate`, `ape crop` and `ape eval`'s summary use.
-    pub const DEFAULT: Self = Self::Consensus;
+    pub const DEFAULT: Self = Self::Refined;
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Nearest => "nearest",
             Self::Consensus => "consensus",
+            Self::Refined => "refined",
         }
     }
 }
@@ -64,9 +72,10 @@ impl std::str::FromStr for TransferMode {
     }
 }
 
-/// The knobs of consensus transfer (chosen on the validation scans; see training/README.md).
+/// The knobs of consensus transfer and of its refinement (chosen on the validation scans; see
+/// training/README.md).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct ConsensusSettings {
+pub struct TransferSettings {
     /// Support points lie within this distance of the query (mm).
     pub radius_mm: f64,
     /// Lattice steps per radius: 2 gives a 5 × 5 × 5 lattice clipped to the sphere (81 points).
@@ -77,9 +86,11 @@ pub struct ConsensusSettings {
     pub min_inliers: usize,
     /// Huber threshold of the robust fit (mm).
     pub huber_mm: f64,
+    /// The image refinement of [`TransferMode::Refined`].
+    pub refine: RefineSettings,
 }
 
-impl Default for ConsensusSettings {
+impl Default for TransferSettings {
     fn default() -> Self {
         Self {
             radius_mm: 100.0,
@@ -87,6 +98,7 @@ impl Default for ConsensusSettings {
             cycle_tolerance_mm: 15.0,
             min_inliers: 10,
             huber_mm: 8.0,
+            refine: RefineSettings::default(),
         }
     }
 }
@@ -106,6 +118,9 @@ pub struct Confidence {
     /// Probably outside the target's field of view: found within a cell of the target's edge
     /// and not coming back to the query.
     pub outside_fov: bool,
+    /// How well the image patches around the point match those around the query (median
+    /// normalised cross-correlation, −1…1; refined mode only).
+    pub image_ncc: Option<f64>,
 }
 
 impl Confidence {
@@ -158,7 +173,7 @@ pub fn transfer(
     point: DVec3,
     to: Target<'_>,
     mode: TransferMode,
-    settings: &ConsensusSettings,
+    settings: &TransferSettings,
 ) -> Option<Transferred> {
     let query = Query {
         from,
@@ -171,21 +186,28 @@ pub fn transfer(
         let direct = to.index.retrieve(to.map, query.embedding).world;
         query.result(direct, TransferMode::Nearest, (0, 0))
     };
-    match mode {
-        TransferMode::Nearest => Some(nearest()),
-        TransferMode::Consensus => {
-            let (fit, matches) = consensus_fit(from, point, to, settings);
-            let Some(fit) = fit else {
-                return Some(nearest());
-            };
-            let inliers = matches.iter().filter(|m| m.inlier).count();
-            Some(query.result(
-                fit.apply(point),
-                TransferMode::Consensus,
-                (inliers, matches.len()),
-            ))
-        }
+    if mode == TransferMode::Nearest {
+        return Some(nearest());
     }
+    let (fit, matches) = consensus_fit(from, point, to, settings);
+    let Some(fit) = fit else {
+        return Some(nearest());
+    };
+    let counts = (matches.iter().filter(|m| m.inlier).count(), matches.len());
+    let refined = match (mode, from.image, to.image) {
+        (TransferMode::Refined, Some(a), Some(b)) => {
+            refine_neighbourhood(a, point, b, |x| fit.apply(x), &settings.refine)
+        }
+        _ => None,
+    };
+    Some(match refined {
+        Some(r) => {
+            let mut t = query.result(r.world, TransferMode::Refined, counts);
+            t.confidence.image_ncc = Some(r.ncc);
+            t
+        }
+        None => query.result(fit.apply(point), TransferMode::Consensus, counts),
+    })
 }
 
 /// The local affine that carries the neighbourhood of `point` to `to`, fitted to the
@@ -195,7 +217,7 @@ pub fn consensus_fit(
     from: Target<'_>,
     point: DVec3,
     to: Target<'_>,
-    settings: &ConsensusSettings,
+    settings: &TransferSettings,
 ) -> (Option<LocalAffine>, Vec<SupportMatch>) {
     let matches = support_matches(from, point, to, settings);
     let inliers: Vec<&SupportMatch> = matches.iter().filter(|m| m.inlier).collect();
@@ -213,7 +235,7 @@ struct Query<'a> {
     point: DVec3,
     embedding: Embedding,
     to: Target<'a>,
-    settings: &'a ConsensusSettings,
+    settings: &'a TransferSettings,
 }
 
 impl Query<'_> {
@@ -239,6 +261,7 @@ impl Query<'_> {
                 inliers,
                 supports,
                 outside_fov,
+                image_ncc: None,
             },
             mode,
         }
@@ -263,7 +286,7 @@ pub fn support_matches(
     from: Target<'_>,
     point: DVec3,
     to: Target<'_>,
-    settings: &ConsensusSettings,
+    settings: &TransferSettings,
 ) -> Vec<SupportMatch> {
     let n = settings.steps_per_radius.max(1);
     let step = settings.radius_mm / n as f64;
@@ -315,7 +338,7 @@ impl LocalAffine {
 fn robust_affine(
     matches: &[&SupportMatch],
     centre: DVec3,
-    settings: &ConsensusSettings,
+    settings: &TransferSettings,
 ) -> Option<LocalAffine> {
     let sigma = settings.radius_mm * 0.6;
     // Near the query counts more, and so does a match whose cycle closes: a cycle error is

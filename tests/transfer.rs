@@ -1,12 +1,13 @@
 //! Transfer of points between scans on synthetic APE maps whose embedding is each cell's
 //! normalised world position: consensus recovers a known affine between two scans, the cycle
-//! check rejects planted wrong matches, and a point outside the target is flagged.
+//! check rejects planted wrong matches, a point outside the target is flagged, and refinement by
+//! the image corrects a map that misplaces the anatomy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use ape::ape_map::ApeMap;
 use ape::retrieval::{MapIndex, Target};
-use ape::transfer::{ConsensusSettings, TransferMode, consensus_fit, support_matches, transfer};
+use ape::transfer::{TransferMode, TransferSettings, consensus_fit, support_matches, transfer};
 use ape::{Affine, Volume};
 use glam::{DMat3, DVec3};
 
@@ -46,10 +47,10 @@ fn pair() -> (ApeMap, ApeMap) {
 }
 
 /// Supports within 30 mm: these maps are 160 mm across (the default reaches 100 mm).
-fn small_maps() -> ConsensusSettings {
-    ConsensusSettings {
+fn small_maps() -> TransferSettings {
+    TransferSettings {
         radius_mm: 30.0,
-        ..ConsensusSettings::default()
+        ..TransferSettings::default()
     }
 }
 
@@ -60,10 +61,12 @@ fn consensus_recovers_a_known_affine_and_the_point() {
     let from = Target {
         map: &source,
         index: &si,
+        image: None,
     };
     let to = Target {
         map: &target,
         index: &ti,
+        image: None,
     };
     let (linear, offset) = known();
     let settings = small_maps();
@@ -112,10 +115,12 @@ fn the_cycle_check_rejects_planted_wrong_matches() {
     let from = Target {
         map: &source,
         index: &si,
+        image: None,
     };
     let to = Target {
         map: &target,
         index: &ti,
+        image: None,
     };
     let point = DVec3::new(80.0, 80.0, 80.0);
     let settings = small_maps();
@@ -139,7 +144,7 @@ fn the_cycle_check_rejects_planted_wrong_matches() {
     assert!(error < 1.5, "{error} mm");
     assert!(t.confidence.inliers < t.confidence.supports);
     // Without the cycle check the planted matches pull the fit away.
-    let unchecked = ConsensusSettings {
+    let unchecked = TransferSettings {
         cycle_tolerance_mm: f64::INFINITY,
         ..settings
     };
@@ -160,12 +165,14 @@ fn a_point_outside_the_target_is_flagged() {
     let from = Target {
         map: &source,
         index: &si,
+        image: None,
     };
     let to = Target {
         map: &target,
         index: &ti,
+        image: None,
     };
-    let settings = ConsensusSettings::default();
+    let settings = TransferSettings::default();
     for mode in TransferMode::ALL {
         let outside = transfer(from, DVec3::new(80.0, 80.0, 140.0), to, mode, &settings).unwrap();
         assert!(outside.confidence.outside_fov, "{mode}: {outside:?}");
@@ -187,4 +194,79 @@ fn modes_parse_by_name() {
         Ok(TransferMode::Nearest)
     );
     assert!("best".parse::<TransferMode>().is_err());
+}
+
+/// A textured CT-like image (HU) of blobs scattered through a 160 mm cube, as seen from a
+/// scan whose anatomy sits `shift` mm along.
+fn textured(shift: DVec3) -> Volume<f32> {
+    let affine = Affine::from_spacing(DVec3::splat(2.0), DVec3::splat(-10.0)).unwrap();
+    // Deterministic scatter: a small linear congruential generator.
+    let mut state = 12345u64;
+    let mut next = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let blobs: Vec<(DVec3, f64, f32)> = (0..120)
+        .map(|_| {
+            let c = DVec3::new(next(), next(), next()) * 180.0 - DVec3::splat(10.0);
+            (c, 4.0 + 8.0 * next(), (next() * 300.0) as f32 - 100.0)
+        })
+        .collect();
+    Volume::from_fn([90, 90, 90], affine, |i, j, k| {
+        let x = affine.to_world(DVec3::new(i as f64, j as f64, k as f64)) - shift;
+        blobs
+            .iter()
+            .filter(|(c, r, _)| (x - *c).length() < *r)
+            .map(|(_, _, hu)| *hu)
+            .sum::<f32>()
+            - 50.0
+    })
+    .unwrap()
+}
+
+#[test]
+fn refinement_finds_what_the_image_shows_where_the_map_is_off() {
+    use ape::refine::PatchImage;
+    let offset = DVec3::new(12.0, -7.0, 9.0);
+    // The target's embedding misplaces its anatomy by `bias`; its image does not.
+    let bias = DVec3::new(7.0, -6.0, 5.0);
+    let source = map([40, 40, 40], DVec3::ZERO, |x| x);
+    let target = map([44, 44, 44], DVec3::splat(-10.0), move |y| {
+        y - offset - bias
+    });
+    let (si, ti) = (MapIndex::build(&source), MapIndex::build(&target));
+    let (source_image, target_image) = (
+        PatchImage::new(&textured(DVec3::ZERO), 3.0).unwrap(),
+        PatchImage::new(&textured(offset), 3.0).unwrap(),
+    );
+    let settings = small_maps();
+    let with = |map, index, image| Target { map, index, image };
+    let from = with(&source, &si, Some(&source_image));
+    let to = with(&target, &ti, Some(&target_image));
+    for point in [DVec3::new(80.0, 80.0, 80.0), DVec3::new(60.0, 95.0, 70.0)] {
+        let truth = point + offset;
+        let consensus = transfer(from, point, to, TransferMode::Consensus, &settings).unwrap();
+        assert!(
+            ((consensus.world - truth) - bias).length() < 1.0,
+            "consensus follows the map"
+        );
+        let refined = transfer(from, point, to, TransferMode::Refined, &settings).unwrap();
+        assert_eq!(refined.mode, TransferMode::Refined);
+        let error = (refined.world - truth).length();
+        assert!(error < 2.0, "{point}: refined {error} mm off");
+        assert!(refined.confidence.image_ncc.unwrap() > 0.8);
+        // Without images, refined is consensus.
+        let plain = transfer(
+            with(&source, &si, None),
+            point,
+            with(&target, &ti, None),
+            TransferMode::Refined,
+            &settings,
+        )
+        .unwrap();
+        assert_eq!(plain.mode, TransferMode::Consensus);
+        assert_eq!(plain.world, consensus.world);
+    }
 }

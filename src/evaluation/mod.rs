@@ -21,9 +21,10 @@ use crate::cohort::LabelledCase;
 use crate::geometry::WorldBox;
 use crate::labels::{LabelMap, OrganStats, organ_voxel_points};
 use crate::model::ApeModel;
+use crate::refine::PatchImage;
 use crate::retrieval::{ErrorStats, MapIndex, Target, body_box, body_box_transfer};
 use crate::scan::Scan;
-use crate::transfer::{ConsensusSettings, TransferMode, transfer};
+use crate::transfer::{TransferMode, TransferSettings, transfer};
 
 /// One labelled scan, reduced to what the protocol needs (the voxels are not kept).
 #[derive(Debug)]
@@ -36,6 +37,8 @@ pub struct LabelledScan {
     pub organ_voxels: BTreeMap<u16, Vec<DVec3>>,
     /// The body's box, for the baseline.
     pub body: WorldBox,
+    /// The scan's intensities for refined transfer (`None` for a grid too large to hold).
+    pub image: Option<PatchImage>,
     /// The scan's world extent (voxel edges), for volume ratios.
     pub extent: WorldBox,
     /// Seconds the embedding took; `None` when the map came from the cache.
@@ -153,6 +156,7 @@ impl LabelledScan {
             index: MapIndex::build_in_body(&map, scan),
             map,
             organ_voxels: organ_voxel_points(&labels.volume),
+            image: PatchImage::of_scan(scan).ok(),
             organs,
             body,
             extent: scan.volume.world_bounds(),
@@ -174,6 +178,7 @@ impl LabelledScan {
         Target {
             map: &self.map,
             index: &self.index,
+            image: self.image.as_ref(),
         }
     }
 
@@ -192,7 +197,7 @@ pub struct EvalOptions {
     pub label_names: BTreeMap<u16, String>,
     /// How APE carries points between scans.
     pub transfer: TransferMode,
-    pub consensus: ConsensusSettings,
+    pub consensus: TransferSettings,
     /// A body-box prior blended into APE's points, per axis (`None`: APE alone).
     pub prior: Option<AxisPrior>,
 }
@@ -208,10 +213,10 @@ pub struct AxisPrior {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Method {
     /// Through the APE maps, by a [`TransferMode`].
-    Ape(TransferMode, ConsensusSettings),
+    Ape(TransferMode, TransferSettings),
     /// APE, with each axis blended toward the body-box transfer by the weights of
     /// [`AxisPrior`] (0: APE alone; 1: the body box alone).
-    ApeWithPrior(TransferMode, ConsensusSettings, AxisPrior),
+    ApeWithPrior(TransferMode, TransferSettings, AxisPrior),
     /// Same relative position in the body's box.
     BodyBoxBaseline,
 }
@@ -536,7 +541,7 @@ pub fn evaluate(scans: &[LabelledScan], options: &EvalOptions) -> Result<EvalRes
 /// every ordered pair of scans: the figure training reports as it goes.
 pub fn centre_errors(scans: &[LabelledScan], mode: TransferMode) -> [ErrorStats; 2] {
     [
-        Method::Ape(mode, ConsensusSettings::default()),
+        Method::Ape(mode, TransferSettings::default()),
         Method::BodyBoxBaseline,
     ]
     .map(|method| {

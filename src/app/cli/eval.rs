@@ -28,15 +28,20 @@ pub struct EvalArgs {
     input_spacing: Option<Vec<f64>>,
     /// How APE carries points between scans: one mode or several, comma-separated
     /// (nearest: the paper's single search; consensus: a robust local affine of many
-    /// cycle-checked matches). The report and the summary line are of the first.
-    #[arg(long, value_delimiter = ',', default_value = "consensus")]
+    /// cycle-checked matches; refined: consensus, then image patches matched around it).
+    /// The report and the summary line are of the first.
+    #[arg(long, value_delimiter = ',', default_values_t = [ape::transfer::TransferMode::DEFAULT])]
     transfer: Vec<ape::transfer::TransferMode>,
     /// Consensus transfer: support points within this radius of the query (mm).
-    #[arg(long, default_value_t = ape::transfer::ConsensusSettings::default().radius_mm, hide = true)]
+    #[arg(long, default_value_t = ape::transfer::TransferSettings::default().radius_mm, hide = true)]
     consensus_radius: f64,
     /// Consensus transfer: a match is kept when its cycle closes within this distance (mm).
-    #[arg(long, default_value_t = ape::transfer::ConsensusSettings::default().cycle_tolerance_mm, hide = true)]
+    #[arg(long, default_value_t = ape::transfer::TransferSettings::default().cycle_tolerance_mm, hide = true)]
     cycle_tolerance: f64,
+    /// Refined transfer: patch reach, search window, shift penalty and spread of the six
+    /// outer patches (mm, mm, NCC, mm), comma-separated: for sweeps on the validation scans.
+    #[arg(long, value_delimiter = ',', hide = true)]
+    refine: Option<Vec<f64>>,
     /// Blend each axis of APE's points toward the body-box transfer by these weights (R–L,
     /// A–P, S–I; 0 to 1), e.g. 0.5,0,0: an experiment, reported as its own mode.
     #[arg(long, value_delimiter = ',', hide = true)]
@@ -164,9 +169,28 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| model.meta.held_out.clone()),
         label_names,
         transfer: args.transfer[0],
-        consensus: ape::transfer::ConsensusSettings {
+        consensus: ape::transfer::TransferSettings {
             radius_mm: args.consensus_radius,
             cycle_tolerance_mm: args.cycle_tolerance,
+            refine: match args.refine.as_deref() {
+                None => Default::default(),
+                Some(&[patch_mm, search_mm, shift_penalty, spread_mm])
+                    if [patch_mm, search_mm, spread_mm]
+                        .iter()
+                        .all(|v| *v > 0.0 && *v < 200.0)
+                        && (0.0..=10.0).contains(&shift_penalty) =>
+                {
+                    ape::refine::RefineSettings {
+                        patch_mm,
+                        search_mm,
+                        shift_penalty,
+                        spread_mm,
+                    }
+                }
+                Some(_) => anyhow::bail!(
+                    "--refine takes PATCH,SEARCH,PENALTY,SPREAD (mm, mm, 0…10, mm; sizes under 200 mm)"
+                ),
+            },
             ..Default::default()
         },
         prior: args

@@ -167,7 +167,9 @@ impl ApeApp {
                         s.status = ScanStatus::Embedding(p);
                     }
                 }
-                WorkerEvent::Embedded(id, map, index) => self.state.map_ready(id, map, index),
+                WorkerEvent::Embedded(id, map, index, image) => {
+                    self.state.map_ready(id, map, index, image);
+                }
                 WorkerEvent::Organs(id, organs) => match (organs, self.state.cohort.get_mut(id)) {
                     (Ok(organs), Some(s)) => {
                         s.organs = organs

@@ -11,10 +11,11 @@ use ape::ape_map::ApeMap;
 use ape::boxes::{FewShotBoxes, Support, ape_transfer};
 use ape::geometry::WorldBox;
 use ape::labels::Organs;
+use ape::refine::PatchImage;
 use ape::retrieval::{MapIndex, Target};
 use ape::scan::Scan;
 use ape::slicing::WindowLevel;
-use ape::transfer::{Confidence, ConsensusSettings, TransferMode, Transferred, transfer};
+use ape::transfer::{Confidence, TransferMode, TransferSettings, Transferred, transfer};
 
 /// Where a scan of the cohort is in its life.
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct CohortScan {
     pub scan: Option<Arc<Scan>>,
     pub map: Option<Arc<ApeMap>>,
     pub index: Option<Arc<MapIndex>>,
+    /// The scan's intensities for refined transfer.
+    pub image: Option<Arc<PatchImage>>,
     /// Organ centres (name, world RAS mm) from a label map beside the scan, if it has one.
     pub organs: Vec<(String, DVec3)>,
     /// That label map's organs, which serve as few-shot supports.
@@ -176,6 +179,7 @@ impl ViewerState {
             scan: None,
             map: None,
             index: None,
+            image: None,
             organs: Vec::new(),
             labelled: None,
         });
@@ -223,10 +227,17 @@ impl ViewerState {
     }
 
     /// A scan's map is ready: it joins the queries (the current landmark is re-run).
-    pub fn map_ready(&mut self, id: usize, map: Arc<ApeMap>, index: Arc<MapIndex>) {
+    pub fn map_ready(
+        &mut self,
+        id: usize,
+        map: Arc<ApeMap>,
+        index: Arc<MapIndex>,
+        image: Option<Arc<PatchImage>>,
+    ) {
         if let Some(entry) = self.cohort.get_mut(id) {
             entry.map = Some(map);
             entry.index = Some(index);
+            entry.image = image;
             entry.status = ScanStatus::Ready;
         }
         if let Some(l) = self.landmark.clone() {
@@ -268,9 +279,11 @@ impl ViewerState {
             self.message = "this scan is still being embedded".into();
             return false;
         };
+        let source_image = self.cohort.get(source).and_then(|s| s.image.clone());
         let from = Target {
             map: &map,
             index: &source_index,
+            image: source_image.as_deref(),
         };
         let ready: Vec<(usize, Target<'_>)> = self
             .cohort
@@ -283,12 +296,13 @@ impl ViewerState {
                     Target {
                         map: s.map.as_deref()?,
                         index: s.index.as_deref()?,
+                        image: s.image.as_deref(),
                     },
                 ))
             })
             .collect();
         use rayon::prelude::*;
-        let settings = ConsensusSettings::default();
+        let settings = TransferSettings::default();
         let found: Vec<(usize, Option<Transferred>)> = ready
             .par_iter()
             .map(|&(i, to)| {
@@ -307,6 +321,7 @@ impl ViewerState {
                 inliers: 0,
                 supports: 0,
                 outside_fov: false,
+                image_ncc: None,
             },
             mode: TransferMode::DEFAULT,
         });
@@ -388,6 +403,7 @@ impl ViewerState {
                 let target = Target {
                     map: s.map.as_deref()?,
                     index: s.index.as_deref()?,
+                    image: s.image.as_deref(),
                 };
                 Some((i, predictor.predict(&target)?.bbox))
             })
@@ -431,6 +447,7 @@ impl ViewerState {
             let target = Target {
                 map: s.map.as_deref()?,
                 index: s.index.as_deref()?,
+                image: s.image.as_deref(),
             };
             Some((i, s, target))
         });

@@ -13,6 +13,7 @@ use ape::ape_map::ApeMap;
 use ape::cache::{CacheUse, MapCache, embed_cached};
 use ape::labels::Organs;
 use ape::model::ApeModel;
+use ape::refine::PatchImage;
 use ape::retrieval::MapIndex;
 use ape::scan::Scan;
 
@@ -21,7 +22,9 @@ use ape::scan::Scan;
 pub enum WorkerEvent {
     Loaded(usize, Arc<Scan>),
     Progress(usize, f32),
-    Embedded(usize, Arc<ApeMap>, Arc<MapIndex>),
+    /// The map, its index and the image patches for refined transfer (`None` when the scan's
+    /// grid is too large to resample).
+    Embedded(usize, Arc<ApeMap>, Arc<MapIndex>, Option<Arc<PatchImage>>),
     Failed(usize, String),
     /// Something the user should know that did not stop the job (a map not cached).
     Warning(usize, String),
@@ -127,7 +130,8 @@ fn run_job(
     }
     let map = embedded.map;
     let index = Arc::new(MapIndex::build_in_body(&map, &scan));
-    send(WorkerEvent::Embedded(job.id, Arc::new(map), index));
+    let image = PatchImage::of_scan(&scan).ok().map(Arc::new);
+    send(WorkerEvent::Embedded(job.id, Arc::new(map), index, image));
 }
 
 /// The organs of a scan's label map, and what its reader found odd.

@@ -1,0 +1,540 @@
+//! Local refinement of a transferred point by the intensities around it: the embedding says
+//! roughly where a landmark is; the patch of the scan around the query, matched by normalised
+//! cross-correlation (NCC) over a small window on the target, says exactly where.
+//!
+//! Both scans are resampled once onto world-aligned isotropic grids ([`PatchImage`]), so that a
+//! patch of one and a patch of the other compare the same physical directions whatever each
+//! file's voxel order, and a shift of the patch is a whole number of cells.
+
+use glam::DVec3;
+use serde::Serialize;
+
+use crate::error::GeometryError;
+use crate::geometry::Affine;
+use crate::intensity::HuWindow;
+use crate::resample::{resample_linear_onto, sample_linear};
+use crate::volume::Volume;
+
+/// A scan's intensities through the model's HU window (0…1), on a grid whose axes are the
+/// world's (R, A, S) with one isotropic step, and the same at twice the step (2×2×2 means) for
+/// the coarse search; outside the scan, NaN.
+#[derive(Debug, Clone)]
+pub struct PatchImage {
+    fine: Volume<f32>,
+    coarse: Volume<f32>,
+    step_mm: f64,
+}
+
+impl PatchImage {
+    /// The step refinement was tuned at (validation scans; training/README.md).
+    pub const DEFAULT_STEP_MM: f64 = 3.0;
+
+    /// A scan's image at [`Self::DEFAULT_STEP_MM`].
+    pub fn of_scan(scan: &crate::scan::Scan) -> Result<Self, GeometryError> {
+        Self::new(&scan.volume, Self::DEFAULT_STEP_MM)
+    }
+
+    /// `hu`: a scan in HU. Resampled first and windowed after, so that no full-size copy is
+    /// made.
+    pub fn new(hu: &Volume<f32>, step_mm: f64) -> Result<Self, GeometryError> {
+        let bounds = hu.world_bounds();
+        let size = bounds.size();
+        let shape = [size.x, size.y, size.z].map(|s| (s / step_mm).ceil().max(2.0) as usize);
+        let origin = bounds.min + DVec3::splat(step_mm / 2.0);
+        let affine = Affine::from_spacing(DVec3::splat(step_mm), origin)?;
+        let mut fine = resample_linear_onto(hu, shape, affine, f32::NAN)?;
+        for v in fine.data_mut() {
+            if v.is_finite() {
+                *v = HuWindow::MODEL.to_unit(*v);
+            }
+        }
+        let coarse = halved(&fine)?;
+        Ok(Self {
+            fine,
+            coarse,
+            step_mm,
+        })
+    }
+
+    pub fn step_mm(&self) -> f64 {
+        self.step_mm
+    }
+}
+
+/// The means of 2×2×2 blocks (of their finite cells), on a grid of twice the step.
+fn halved(fine: &Volume<f32>) -> Result<Volume<f32>, GeometryError> {
+    let [nx, ny, nz] = fine.shape();
+    let shape = [nx / 2, ny / 2, nz / 2].map(|n| n.max(1));
+    let step = fine.affine().spacing();
+    let origin = fine.affine().to_world(DVec3::splat(0.5));
+    let affine = Affine::from_spacing(step * 2.0, origin)?;
+    Volume::from_fn(shape, affine, |i, j, k| {
+        let (mut sum, mut n) = (0.0, 0);
+        for (di, dj, dk) in (0..8).map(|c| (c & 1, c >> 1 & 1, c >> 2 & 1)) {
+            if let Some(v) = fine.get(2 * i + di, 2 * j + dj, 2 * k + dk)
+                && v.is_finite()
+            {
+                sum += v;
+                n += 1;
+            }
+        }
+        if n == 0 { f32::NAN } else { sum / n as f32 }
+    })
+}
+
+/// Samples `(2 reach + 1)³` cells of `image` around `centre`, one cell apart along the world
+/// axes, x fastest; NaN outside.
+fn lattice(image: &Volume<f32>, centre: DVec3, reach: i32) -> Vec<f32> {
+    let side = (2 * reach + 1) as usize;
+    let mut out = Vec::with_capacity(side * side * side);
+    let origin = image.world_to_voxel(centre);
+    for k in -reach..=reach {
+        for j in -reach..=reach {
+            for i in -reach..=reach {
+                let v = origin + DVec3::new(i as f64, j as f64, k as f64);
+                out.push(sample_linear(image, v).unwrap_or(f32::NAN));
+            }
+        }
+    }
+    out
+}
+
+/// The knobs of the refinement (chosen on the validation scans; see training/README.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RefineSettings {
+    /// Each patch reaches this far from its centre along each axis (mm).
+    pub patch_mm: f64,
+    /// The window searched around the transferred point, along each axis (mm).
+    pub search_mm: f64,
+    /// NCC lost per (shift / search)²: keeps the embedding's answer unless the image disagrees
+    /// clearly.
+    pub shift_penalty: f64,
+    /// Besides the patch at the query, six more this far from it along ±R, ±A, ±S; the point
+    /// moves by the median of their shifts (one patch misled by a look-alike cannot move it).
+    pub spread_mm: f64,
+}
+
+impl Default for RefineSettings {
+    fn default() -> Self {
+        Self {
+            patch_mm: 24.0,
+            search_mm: 24.0,
+            shift_penalty: 0.05,
+            spread_mm: 30.0,
+        }
+    }
+}
+
+/// A refined point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Refined {
+    pub world: DVec3,
+    /// The best patch's normalised cross-correlation with the query's (−1…1).
+    pub ncc: f64,
+}
+
+/// Moves `start` (a point on `to` that corresponds to `query` on `from`) to where the patch of
+/// `to` best matches the patch of `from` around `query`: the whole window searched at twice the
+/// step, then ±1 coarse cell at the step, then below a cell by parabolas. `None` when the
+/// query's patch has no structure (a flat region) or lies mostly outside `from`.
+pub fn refine(
+    from: &PatchImage,
+    query: DVec3,
+    to: &PatchImage,
+    start: DVec3,
+    settings: &RefineSettings,
+) -> Option<Refined> {
+    let cells = |mm: f64, step: f64| (mm / step).round().max(1.0) as i32;
+    let penalty = |shift_mm: DVec3| {
+        settings.shift_penalty * shift_mm.length_squared() / settings.search_mm.max(1.0).powi(2)
+    };
+
+    // Coarse: the whole window, around the target cell nearest to `start`.
+    let coarse_step = 2.0 * to.step_mm;
+    let patch = cells(settings.patch_mm, coarse_step);
+    let search = (settings.search_mm / coarse_step).round().max(0.0) as i32;
+    let template = Template::new(&lattice(&from.coarse, query, patch), patch)?;
+    let (window, centre) = Window::around(&to.coarse, start, patch + search, template.row);
+    let scores = template.scores(&window, search);
+    let offset = centre - start;
+    let (shift, _) = scores.best(|d| penalty(offset + d * coarse_step))?;
+    let coarse = centre + shift * coarse_step;
+
+    // Fine: ±1 coarse cell around the coarse answer.
+    let step = to.step_mm;
+    let patch = cells(settings.patch_mm, step);
+    let template = Template::new(&lattice(&from.fine, query, patch), patch)?;
+    let (window, centre) = Window::around(&to.fine, coarse, patch + FINE_REACH, template.row);
+    let scores = template.scores(&window, FINE_REACH);
+    let offset = centre - start;
+    let (shift, ncc) = scores.best(|d| penalty(offset + d * step))?;
+    Some(Refined {
+        world: centre + scores.subcell(shift) * step,
+        ncc,
+    })
+}
+
+/// [`refine`] for `query` and six points around it (`spread_mm` along ±R, ±A, ±S), each
+/// starting where `carry` (the transfer's local map from source to target) puts it; `start`
+/// (`carry(query)`) moves by the median of their shifts, axis by axis. The NCC reported is the
+/// median of theirs. `None` when no patch has structure.
+pub fn refine_neighbourhood(
+    from: &PatchImage,
+    query: DVec3,
+    to: &PatchImage,
+    carry: impl Fn(DVec3) -> DVec3,
+    settings: &RefineSettings,
+) -> Option<Refined> {
+    let offsets = [
+        DVec3::ZERO,
+        DVec3::X,
+        -DVec3::X,
+        DVec3::Y,
+        -DVec3::Y,
+        DVec3::Z,
+        -DVec3::Z,
+    ];
+    let mut shifts = Vec::with_capacity(offsets.len());
+    let mut nccs = Vec::with_capacity(offsets.len());
+    for offset in offsets {
+        let point = query + offset * settings.spread_mm;
+        let start = carry(point);
+        if let Some(r) = refine(from, point, to, start, settings) {
+            shifts.push(r.world - start);
+            nccs.push(r.ncc);
+        }
+    }
+    if shifts.is_empty() {
+        return None;
+    }
+    let shift = DVec3::new(
+        median(shifts.iter().map(|d| d.x).collect()),
+        median(shifts.iter().map(|d| d.y).collect()),
+        median(shifts.iter().map(|d| d.z).collect()),
+    );
+    Some(Refined {
+        world: carry(query) + shift,
+        ncc: median(nccs),
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => 0.5 * (values[n / 2 - 1] + values[n / 2]),
+    }
+}
+
+/// The fine search reaches this many cells around the coarse answer (a coarse cell is two).
+const FINE_REACH: i32 = 1;
+
+/// Lanes of the NCC sums: rows are padded to a multiple, so the sums vectorise.
+const LANES: usize = 8;
+
+/// The query's patch, centred, its rows padded with zeros to a multiple of [`LANES`], with its
+/// norm.
+struct Template {
+    centred: Vec<f32>,
+    norm: f32,
+    side: usize,
+    /// Padded row length.
+    row: usize,
+}
+
+impl Template {
+    /// `patch`: a lattice of reach `reach`. `None` for a patch mostly outside its scan or
+    /// without structure.
+    fn new(patch: &[f32], reach: i32) -> Option<Self> {
+        let side = (2 * reach + 1) as usize;
+        let valid = patch.iter().filter(|v| v.is_finite()).count();
+        if valid * 2 < patch.len() {
+            return None;
+        }
+        let mean = patch.iter().filter(|v| v.is_finite()).sum::<f32>() / valid as f32;
+        let row = side.div_ceil(LANES) * LANES;
+        let mut centred = vec![0.0; side * side * row];
+        for (r, cells) in patch.chunks_exact(side).enumerate() {
+            for (i, &v) in cells.iter().enumerate() {
+                if v.is_finite() {
+                    centred[r * row + i] = v - mean;
+                }
+            }
+        }
+        let norm = centred.iter().map(|v| v * v).sum::<f32>().sqrt();
+        // A standard deviation below 1% of the window: a flat region, nothing to match.
+        (norm > 0.01 * (valid as f32).sqrt()).then_some(Self {
+            centred,
+            norm,
+            side,
+            row,
+        })
+    }
+
+    /// The NCC of the template with every shift of ±`search` cells within `window`.
+    fn scores(&self, window: &Window, search: i32) -> Scores {
+        let (side, row) = (self.side, self.row);
+        let width = (2 * search + 1) as usize;
+        let sums = BoxSums::of(window);
+        let mut values = vec![f64::NAN; width * width * width];
+        for (n, value) in values.iter_mut().enumerate() {
+            let (ox, oy, oz) = (n % width, n / width % width, n / (width * width));
+            let (sum_t, sum_tt, seen) = sums.over([ox, oy, oz], side);
+            if seen * 2.0 < (side * side * side) as f64 {
+                continue;
+            }
+            // Σ s t, per lane: the template's padding is zero, so the longer rows add nothing.
+            let mut lanes = [0.0f32; LANES];
+            for k in 0..side {
+                for j in 0..side {
+                    let t_row = &window.values[window.index(ox, oy + j, oz + k)..][..row];
+                    let s_row = &self.centred[(k * side + j) * row..][..row];
+                    for (t, s) in t_row.chunks_exact(LANES).zip(s_row.chunks_exact(LANES)) {
+                        // Fixed-size arrays: no bounds checks, so the lanes vectorise.
+                        let (Ok(t), Ok(s)) =
+                            (<&[f32; LANES]>::try_from(t), <&[f32; LANES]>::try_from(s))
+                        else {
+                            continue;
+                        };
+                        for l in 0..LANES {
+                            lanes[l] += s[l] * t[l];
+                        }
+                    }
+                }
+            }
+            let sum_st = f64::from(lanes.iter().sum::<f32>());
+            // Σ s (t − t̄) = Σ s t − t̄ Σ s, and Σ s ≈ 0 over the cells seen (s is centred).
+            let var_t = sum_tt - sum_t * sum_t / seen;
+            if var_t > 1e-6 {
+                *value = sum_st / (f64::from(self.norm) * var_t.sqrt());
+            }
+        }
+        Scores { values, search }
+    }
+}
+
+/// Summed-volume tables of a window's values, squares and seen cells: the sums over any box in
+/// eight lookups, so that each shift costs one product per cell instead of four.
+struct BoxSums {
+    /// Per cell of the `(nx + 1) × (ny + 1) × (nz + 1)` table: Σ t, Σ t², Σ seen.
+    table: Vec<[f64; 3]>,
+    nx: usize,
+    ny: usize,
+}
+
+impl BoxSums {
+    fn of(window: &Window) -> Self {
+        let (nx, ny, nz) = (window.nx + 1, window.ny + 1, window.nz + 1);
+        let mut table = vec![[0.0f64; 3]; nx * ny * nz];
+        let at = |x: usize, y: usize, z: usize| (z * ny + y) * nx + x;
+        for z in 1..nz {
+            for y in 1..ny {
+                for x in 1..nx {
+                    let n = window.index(x - 1, y - 1, z - 1);
+                    let t = f64::from(window.values[n]);
+                    let own = [t, t * t, f64::from(window.seen[n])];
+                    let mut cell = [0.0; 3];
+                    for c in 0..3 {
+                        cell[c] = own[c]
+                            + table[at(x - 1, y, z)][c]
+                            + table[at(x, y - 1, z)][c]
+                            + table[at(x, y, z - 1)][c]
+                            - table[at(x - 1, y - 1, z)][c]
+                            - table[at(x - 1, y, z - 1)][c]
+                            - table[at(x, y - 1, z - 1)][c]
+                            + table[at(x - 1, y - 1, z - 1)][c];
+                    }
+                    table[at(x, y, z)] = cell;
+                }
+            }
+        }
+        Self { table, nx, ny }
+    }
+
+    /// (Σ t, Σ t², cells seen) over the cube of `side` cells from `origin`.
+    fn over(&self, origin: [usize; 3], side: usize) -> (f64, f64, f64) {
+        let [x0, y0, z0] = origin;
+        let [x1, y1, z1] = origin.map(|v| v + side);
+        let at = |x: usize, y: usize, z: usize| self.table[(z * self.ny + y) * self.nx + x];
+        let mut out = [0.0; 3];
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = at(x1, y1, z1)[c] - at(x0, y1, z1)[c] - at(x1, y0, z1)[c] - at(x1, y1, z0)[c]
+                + at(x0, y0, z1)[c]
+                + at(x0, y1, z0)[c]
+                + at(x1, y0, z0)[c]
+                - at(x0, y0, z0)[c];
+        }
+        (out[0], out[1], out[2])
+    }
+}
+
+/// Cells of a target image around a grid cell, copied without interpolation, rows long enough
+/// for padded template rows; outside the image 0, and not seen.
+struct Window {
+    values: Vec<f32>,
+    seen: Vec<f32>,
+    /// Cells per row, rows per slice, slices.
+    nx: usize,
+    ny: usize,
+    nz: usize,
+}
+
+impl Window {
+    /// The window of reach `reach` around the cell of `image` nearest to `centre`, its rows
+    /// `row` cells longer; and that cell's world position.
+    fn around(image: &Volume<f32>, centre: DVec3, reach: i32, row: usize) -> (Self, DVec3) {
+        let v = image.world_to_voxel(centre).round();
+        let c = [v.x as i64, v.y as i64, v.z as i64];
+        let side = (2 * reach + 1) as usize;
+        // Rows read from any shift run a padded template row long: `row` more cells is enough.
+        let (nx, ny, nz) = (side + row, side, side);
+        let shape = image.shape();
+        let mut values = vec![0.0; nx * ny * nz];
+        let mut seen = vec![0.0; nx * ny * nz];
+        let data = image.data();
+        for k in 0..nz {
+            let z = c[2] - i64::from(reach) + k as i64;
+            if z < 0 || z >= shape[2] as i64 {
+                continue;
+            }
+            for j in 0..ny {
+                let y = c[1] - i64::from(reach) + j as i64;
+                if y < 0 || y >= shape[1] as i64 {
+                    continue;
+                }
+                for i in 0..nx {
+                    let x = c[0] - i64::from(reach) + i as i64;
+                    if x < 0 || x >= shape[0] as i64 {
+                        continue;
+                    }
+                    let t = data[x as usize + shape[0] * (y as usize + shape[1] * z as usize)];
+                    if t.is_finite() {
+                        values[(k * ny + j) * nx + i] = t;
+                        seen[(k * ny + j) * nx + i] = 1.0;
+                    }
+                }
+            }
+        }
+        let world = image.affine().to_world(DVec3::new(v.x, v.y, v.z));
+        (
+            Self {
+                values,
+                seen,
+                nx,
+                ny,
+                nz,
+            },
+            world,
+        )
+    }
+
+    fn index(&self, x: usize, y: usize, z: usize) -> usize {
+        (z * self.ny + y) * self.nx + x
+    }
+}
+
+/// NCC per shift of ±`search` cells, x fastest; NaN where too little of the patch was seen.
+struct Scores {
+    values: Vec<f64>,
+    search: i32,
+}
+
+impl Scores {
+    fn at(&self, d: [i32; 3]) -> f64 {
+        let w = 2 * self.search + 1;
+        if d.iter().any(|v| v.abs() > self.search) {
+            return f64::NAN;
+        }
+        let [x, y, z] = d.map(|v| v + self.search);
+        self.values[((z * w + y) * w + x) as usize]
+    }
+
+    /// The shift (in cells) of the best NCC less `penalty(shift)`, and its NCC.
+    fn best(&self, penalty: impl Fn(DVec3) -> f64) -> Option<(DVec3, f64)> {
+        let s = self.search;
+        let mut best: Option<(f64, f64, DVec3)> = None;
+        for z in -s..=s {
+            for y in -s..=s {
+                for x in -s..=s {
+                    let ncc = self.at([x, y, z]);
+                    if !ncc.is_finite() {
+                        continue;
+                    }
+                    let d = DVec3::new(f64::from(x), f64::from(y), f64::from(z));
+                    let score = ncc - penalty(d);
+                    if best.is_none_or(|(b, _, _)| score > b) {
+                        best = Some((score, ncc, d));
+                    }
+                }
+            }
+        }
+        best.map(|(_, ncc, d)| (d, ncc))
+    }
+
+    /// `shift` moved below a cell: a parabola through it and its neighbours, axis by axis.
+    fn subcell(&self, shift: DVec3) -> DVec3 {
+        let d = [shift.x, shift.y, shift.z].map(|v| v as i32);
+        let b = self.at(d);
+        let mut out = shift;
+        for axis in 0..3 {
+            let (mut lo, mut hi) = (d, d);
+            lo[axis] -= 1;
+            hi[axis] += 1;
+            let (a, c) = (self.at(lo), self.at(hi));
+            let curvature = a - 2.0 * b + c;
+            if a.is_finite() && c.is_finite() && curvature < 0.0 {
+                out[axis] += (0.5 * (a - c) / curvature).clamp(-0.5, 0.5);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scan with a few bright blobs on a dark background, shifted by `shift` mm.
+    fn blobs(shift: DVec3) -> Volume<f32> {
+        let affine =
+            Affine::from_spacing(DVec3::new(1.5, 1.5, 2.5), DVec3::new(-60.0, -60.0, -80.0))
+                .expect("affine");
+        let centres = [
+            DVec3::new(-10.0, 5.0, -20.0),
+            DVec3::new(15.0, -12.0, 10.0),
+            DVec3::new(0.0, 20.0, 30.0),
+        ];
+        Volume::from_fn([80, 80, 64], affine, |i, j, k| {
+            let w = affine.to_world(DVec3::new(i as f64, j as f64, k as f64)) - shift;
+            let bright = centres.iter().any(|c| (w - *c).length() < 9.0);
+            if bright { 200.0 } else { -50.0 }
+        })
+        .expect("volume")
+    }
+
+    #[test]
+    fn recovers_a_known_shift() {
+        let shift = DVec3::new(7.0, -5.0, 9.0);
+        let from = PatchImage::new(&blobs(DVec3::ZERO), 3.0).expect("image");
+        let to = PatchImage::new(&blobs(shift), 3.0).expect("image");
+        let query = DVec3::new(-10.0, 5.0, -12.0);
+        let refined =
+            refine(&from, query, &to, query, &RefineSettings::default()).expect("refined");
+        assert!(
+            (refined.world - (query + shift)).length() < 2.0,
+            "{:?} vs {:?}",
+            refined.world,
+            query + shift
+        );
+        assert!(refined.ncc > 0.9, "ncc {}", refined.ncc);
+    }
+
+    #[test]
+    fn a_flat_patch_is_not_refined() {
+        let from = PatchImage::new(&blobs(DVec3::ZERO), 3.0).expect("image");
+        let far = DVec3::new(-45.0, -45.0, -60.0);
+        assert!(refine(&from, far, &from, far, &RefineSettings::default()).is_none());
+    }
+}
