@@ -4,6 +4,7 @@
 //! - [`config`]: the training configuration, saved beside checkpoints.
 //! - [`data`]: scans in memory, crop pairs at random spacings, positives, augmentations.
 //! - [`loss`]: the distance and equivariance terms.
+//! - [`fused`]: the distance term as one op with its own backward on the CPU backend.
 //! - [`train`]: the loop, checkpoints, resume, loss CSV.
 //! - [`evaluate`]: retrieval error per axis on held-out labelled scans, beside the baseline.
 //! - [`plot`]: the loss curves as a PNG.
@@ -11,6 +12,7 @@
 pub mod config;
 pub mod data;
 pub mod evaluate;
+pub mod fused;
 pub mod loss;
 pub mod plot;
 pub mod train;

@@ -15,15 +15,10 @@ pub fn pairwise_distances(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     (a2 + b2 - cross.mul_scalar(2.0)).clamp_min(1e-9).sqrt()
 }
 
-/// Target distances between positions normalised to zero mean and unit standard deviation over
-/// the batch, per axis (method.md) or with one scale for all axes (`isotropic`: the root mean
-/// variance), with the axes weighted by `weights`.
-pub fn target_distances(
-    points: &[DVec3],
-    weights: DVec3,
-    isotropic: bool,
-    device: &Device,
-) -> Tensor<2> {
+/// Positions normalised to zero mean and unit standard deviation over the batch, per axis
+/// (method.md) or with one scale for all axes (`isotropic`: the root mean variance), with the
+/// axes weighted by `weights`: the target distances are the distances between these.
+pub fn target_positions(points: &[DVec3], weights: DVec3, isotropic: bool) -> Vec<DVec3> {
     let n = points.len();
     let mean = points.iter().fold(DVec3::ZERO, |a, p| a + *p) / n as f64;
     let var = points
@@ -38,8 +33,19 @@ pub fn target_distances(
     };
     let std = DVec3::new(var.x.sqrt(), var.y.sqrt(), var.z.sqrt());
     let scale = weights / std;
-    let normalised: Vec<DVec3> = points.iter().map(|p| (*p - mean) * scale).collect();
-    // N² distances (16 M at 8 pairs of 512 positives): rows in parallel, each element as before.
+    points.iter().map(|p| (*p - mean) * scale).collect()
+}
+
+/// Target distances between the [`target_positions`]: `[N, N]`.
+pub fn target_distances(
+    points: &[DVec3],
+    weights: DVec3,
+    isotropic: bool,
+    device: &Device,
+) -> Tensor<2> {
+    let n = points.len();
+    let normalised = target_positions(points, weights, isotropic);
+    // N² distances (16 M at 8 pairs of 512 positives): rows in parallel.
     let mut d = vec![0.0f32; n * n];
     d.par_chunks_mut(n.max(1))
         .zip(&normalised)
@@ -49,6 +55,35 @@ pub fn target_distances(
             }
         });
     Tensor::from_data(TensorData::new(d, [n, n]), device)
+}
+
+/// What the distance term compares the embedding distances with.
+#[derive(Debug)]
+pub enum Targets {
+    /// The `[N, N]` target distances ([`target_distances`]).
+    Distances(Tensor<2>),
+    /// The `[N, 3]` [`target_positions`], for the fused term on the CPU backend
+    /// ([`crate::fused`]), which computes each distance where it needs it.
+    Positions(Tensor<2>),
+}
+
+impl Targets {
+    /// The targets of a step's positive points: positions where the fused term applies on
+    /// `device`, else the distance matrix.
+    pub fn of(points: &[DVec3], weights: DVec3, isotropic: bool, device: &Device) -> Self {
+        if crate::fused::applies(device) {
+            let data: Vec<f32> = target_positions(points, weights, isotropic)
+                .iter()
+                .flat_map(|p| p.to_array().map(|v| v as f32))
+                .collect();
+            Self::Positions(Tensor::from_data(
+                TensorData::new(data, [points.len(), 3]),
+                device,
+            ))
+        } else {
+            Self::Distances(target_distances(points, weights, isotropic, device))
+        }
+    }
 }
 
 /// Positions normalised to zero mean and unit standard deviation per axis over the batch,
@@ -128,17 +163,22 @@ pub struct LossWeights {
     pub axis_kind: AxisAnchor,
 }
 
-/// `a`, `a_plus`: `[N, 3]` embeddings of the positive pairs; `target`: `[N, N]`; `positions`:
+/// `a`, `a_plus`: `[N, 3]` embeddings of the positive pairs; `target`: the targets; `positions`:
 /// `[N, 3]` normalised positions for the axis anchor (needed when its weight is not 0).
 pub fn ape_loss(
     a: Tensor<2>,
     a_plus: Tensor<2>,
-    target: Tensor<2>,
+    target: Targets,
     weights: LossWeights,
     positions: Option<Tensor<2>>,
 ) -> LossTerms {
-    let predicted = pairwise_distances(a.clone(), a_plus.clone());
-    let distance = (predicted - target).powi_scalar(2).mean();
+    let distance = match target {
+        Targets::Positions(p) => crate::fused::distance_term(a.clone(), a_plus.clone(), p),
+        Targets::Distances(target) => {
+            let predicted = pairwise_distances(a.clone(), a_plus.clone());
+            (predicted - target).powi_scalar(2).mean()
+        }
+    };
     let equivariance = (a.clone() - a_plus.clone())
         .powi_scalar(2)
         .sum_dim(1)

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use crate::config::{TrainConfig, Variant};
 use crate::data::{Batch, TrainScan, make_batch};
 use crate::evaluate::HeldOut;
-use crate::loss::{ape_loss, normalised_positions, target_distances};
+use crate::loss::{Targets, ape_loss, normalised_positions};
 
 /// The columns of `loss.csv`, in order: written by [`run`], read by name by the plot.
 pub const LOSS_COLUMNS: [&str; 8] = [
@@ -196,7 +196,7 @@ impl Trainer {
         let points: Vec<_> = batch.points.iter().flatten().copied().collect();
         let weights = glam::DVec3::new(batch.x_weight, 1.0, batch.z_weight);
         let isotropic = config.normalise == crate::config::Normalise::Isotropic;
-        let target = target_distances(&points, weights, isotropic, &self.device);
+        let target = Targets::of(&points, weights, isotropic, &self.device);
         let weights = config.loss_weights();
         let positions = (weights.axis > 0.0).then(|| normalised_positions(&points, &self.device));
         let terms = ape_loss(a, a_plus, target, weights, positions);

@@ -1,0 +1,337 @@
+//! The distance term of the loss as one op on burn's CPU backend, with its own backward pass.
+//!
+//! `mean over i, j of (‖a_i − b_j‖ − ‖p_i − p_j‖)²` over N = pairs × positives (4,096 at 8 pairs
+//! of 512) goes through an N × N target matrix and six N × N tensors each way when written with
+//! burn's tensor operations: most of a step's loss time. Here it is one pass over the rows, in
+//! parallel, forward, with each target distance computed where it is needed from the positions
+//! `p` (normalised and weighted, `loss::target_positions`); and one backward pass that gives
+//! both gradients (t_ij = ‖p_i − p_j‖):
+//! ∂/∂a_i = Σ_j w_ij (a_i − b_j), ∂/∂b_j = Σ_i w_ij (b_j − a_i), w_ij = 2 (d_ij − t_ij) / (N² d_ij).
+//!
+//! A backend extension (`#[backend_extension(Flex, Autodiff)]`) like `ape::model::ops`; the loss
+//! takes it only on the CPU backend (`applies`), and burn's tensor operations elsewhere.
+//! Distances below √1e-9 count as √1e-9 with no gradient, as `loss::pairwise_distances` does.
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::backend_extension;
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorData};
+use burn::tensor::{Device, Tensor};
+use rayon::prelude::*;
+
+/// Squared distances under this count as this, with no gradient (as burn's `clamp_min`).
+const FLOOR: f32 = 1e-9;
+
+/// Whether the fused op computes the distance term for tensors on `device`.
+pub fn applies(device: &Device) -> bool {
+    *device == Device::flex() && ape::model::ops::enabled()
+}
+
+/// `mean over i, j of (‖a_i − b_j‖ − ‖p_i − p_j‖)²`: `a`, `b`, `positions` `[N, 3]`; `[1]`.
+pub fn distance_term(a: Tensor<2>, b: Tensor<2>, positions: Tensor<2>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as DistanceLossBackend>::distance_loss(
+        a.into_dispatch(),
+        b.into_dispatch(),
+        positions.into_dispatch(),
+    ))
+}
+
+/// The distance term as a backend operation (`target` are the positions p).
+#[backend_extension(Flex, Autodiff)]
+pub trait DistanceLossBackend: Backend {
+    fn distance_loss(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+/// The gradients of [`DistanceLossBackend::distance_loss`] times the upstream gradient `grad`.
+pub trait DistanceLossGrads: Backend {
+    fn distance_loss_grads(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// The f32 values of a tensor (contiguous copy when needed); empty for other dtypes.
+fn values(t: &FlexTensor) -> Vec<f32> {
+    if t.dtype() != DType::F32 {
+        return Vec::new();
+    }
+    match t.as_slice::<f32>() {
+        Some(s) if t.is_contiguous() => s.to_vec(),
+        _ => t
+            .to_contiguous()
+            .as_slice::<f32>()
+            .map(<[f32]>::to_vec)
+            .unwrap_or_default(),
+    }
+}
+
+fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The three slices when their sizes agree: (a, b, positions, N).
+fn inputs(a: &FlexTensor, b: &FlexTensor, p: &FlexTensor) -> (Vec<f32>, Vec<f32>, Vec<f32>, usize) {
+    let (a, b, p) = (values(a), values(b), values(p));
+    let n = a.len() / 3;
+    if a.len() != 3 * n || b.len() != 3 * n || p.len() != 3 * n {
+        return (Vec::new(), Vec::new(), Vec::new(), 0);
+    }
+    (a, b, p, n)
+}
+
+/// ‖p − q‖ of two 3-vectors.
+/// The sum of squares in f64 (as `loss::target_distances` computes it), the root in f32.
+fn length(p: &[f32], q: &[f32]) -> f32 {
+    let d = [0, 1, 2].map(|c| f64::from(p[c]) - f64::from(q[c]));
+    ((d[0] * d[0] + d[1] * d[1] + d[2] * d[2]) as f32).sqrt()
+}
+
+/// The distance of a_i to b_j (clamped as burn's) and whether it was not clamped.
+fn distance(a: &[f32], b: &[f32]) -> (f32, bool) {
+    let d: [f32; 3] = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+    let sq = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
+    (sq.max(FLOOR).sqrt(), sq >= FLOOR)
+}
+
+impl DistanceLossBackend for Flex {
+    fn distance_loss(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (a, b, p, n) = inputs(&a, &b, &target);
+        let total: f64 = a
+            .par_chunks(3)
+            .zip(p.par_chunks(3))
+            .map(|(ai, pi)| {
+                let mut sum = 0.0f64;
+                for (bj, pj) in b.chunks_exact(3).zip(p.chunks_exact(3)) {
+                    let e = distance(ai, bj).0 - length(pi, pj);
+                    sum += f64::from(e * e);
+                }
+                sum
+            })
+            .sum();
+        let mean = if n == 0 {
+            f32::NAN
+        } else {
+            (total / (n * n) as f64) as f32
+        };
+        tensor(vec![mean], vec![1])
+    }
+}
+
+impl DistanceLossGrads for Flex {
+    fn distance_loss_grads(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let upstream = values(&grad).first().copied().unwrap_or(0.0);
+        let (a, b, p, n) = inputs(&a, &b, &target);
+        let scale = 2.0 * upstream / (n * n).max(1) as f32;
+        // Rows in chunks: each chunk gives its rows' a-gradients and its share of the
+        // b-gradients' two sums, Σ_i w_ij and Σ_i w_ij a_i, per column j.
+        let rows = n.div_ceil(4 * rayon::current_num_threads()).max(1);
+        let parts: Vec<(Vec<f32>, Vec<f32>)> = a
+            .par_chunks(3 * rows)
+            .zip(p.par_chunks(3 * rows))
+            .map(|(a_rows, p_rows)| {
+                let mut ga = vec![0.0f32; a_rows.len()];
+                let mut columns = vec![0.0f32; 4 * n];
+                for ((ai, pi), g) in a_rows
+                    .chunks_exact(3)
+                    .zip(p_rows.chunks_exact(3))
+                    .zip(ga.chunks_exact_mut(3))
+                {
+                    let (mut wsum, mut wb) = (0.0f32, [0.0f32; 3]);
+                    for ((bj, pj), col) in b
+                        .chunks_exact(3)
+                        .zip(p.chunks_exact(3))
+                        .zip(columns.chunks_exact_mut(4))
+                    {
+                        let tij = length(pi, pj);
+                        let (d, free) = distance(ai, bj);
+                        if !free {
+                            continue;
+                        }
+                        let w = scale * (d - tij) / d;
+                        wsum += w;
+                        for c in 0..3 {
+                            wb[c] += w * bj[c];
+                            col[1 + c] += w * ai[c];
+                        }
+                        col[0] += w;
+                    }
+                    for c in 0..3 {
+                        g[c] = wsum * ai[c] - wb[c];
+                    }
+                }
+                (ga, columns)
+            })
+            .collect();
+        let mut ga = Vec::with_capacity(3 * n);
+        let mut columns = vec![0.0f32; 4 * n];
+        for (part_a, part_columns) in parts {
+            ga.extend(part_a);
+            columns
+                .iter_mut()
+                .zip(&part_columns)
+                .for_each(|(u, v)| *u += v);
+        }
+        let gb: Vec<f32> = b
+            .chunks_exact(3)
+            .zip(columns.chunks_exact(4))
+            .flat_map(|(bj, col)| [0, 1, 2].map(|c| col[0] * bj[c] - col[1 + c]))
+            .collect();
+        (tensor(ga, vec![n, 3]), tensor(gb, vec![n, 3]))
+    }
+}
+
+/// The backward step of the fused distance term under autodiff.
+#[derive(Debug)]
+struct DistanceLossBackward;
+
+impl<B: DistanceLossBackend + DistanceLossGrads> Backward<B, 2> for DistanceLossBackward {
+    type State = (NodeId, NodeId, FloatTensor<B>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_a, node_b] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        let (a_state, b_state, target) = ops.state;
+        let a = checkpointer.retrieve_node_output::<FloatTensor<B>>(a_state);
+        let b = checkpointer.retrieve_node_output::<FloatTensor<B>>(b_state);
+        let (ga, gb) = B::distance_loss_grads(a, b, target, grad);
+        if let Some(node) = node_a {
+            grads.register::<B>(node.id, ga);
+        }
+        if let Some(node) = node_b {
+            grads.register::<B>(node.id, gb);
+        }
+    }
+}
+
+impl<B, C> DistanceLossBackend for Autodiff<B, C>
+where
+    B: DistanceLossBackend + DistanceLossGrads,
+    C: CheckpointStrategy,
+{
+    fn distance_loss(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        target: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match DistanceLossBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let a_state = prep.checkpoint(&a);
+                let b_state = prep.checkpoint(&b);
+                let target = target.into_primitive();
+                let out = B::distance_loss(a.into_primitive(), b.into_primitive(), target.clone());
+                prep.finish((a_state, b_state, target), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::distance_loss(
+                a.into_primitive(),
+                b.into_primitive(),
+                target.into_primitive(),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    fn relative(a: &[f32], b: &[f32]) -> f32 {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        worst / b.iter().map(|y| y.abs()).fold(0.0, f32::max).max(1e-12)
+    }
+
+    /// The fused term and both its gradients equal burn's composition on autodiff flex.
+    #[test]
+    fn the_fused_distance_term_and_its_gradients_equal_burns() {
+        let device = Device::flex().autodiff();
+        let n = 37;
+        let av = values(3 * n, 1);
+        let bv = values(3 * n, 2);
+        let pv = values(3 * n, 3);
+        let tv: Vec<f32> = pv
+            .chunks(3)
+            .flat_map(|p| pv.chunks(3).map(move |q| length(p, q)))
+            .collect();
+        let run = |fused: bool| {
+            let a =
+                Tensor::<2>::from_data(TensorData::new(av.clone(), [n, 3]), &device).require_grad();
+            let b =
+                Tensor::<2>::from_data(TensorData::new(bv.clone(), [n, 3]), &device).require_grad();
+            let t = Tensor::<2>::from_data(TensorData::new(tv.clone(), [n, n]), &device);
+            let p = Tensor::<2>::from_data(TensorData::new(pv.clone(), [n, 3]), &device);
+            let loss = if fused {
+                distance_term(a.clone(), b.clone(), p)
+            } else {
+                (crate::loss::pairwise_distances(a.clone(), b.clone()) - t)
+                    .powi_scalar(2)
+                    .mean()
+            };
+            let loss = loss.mul_scalar(3.0); // an upstream gradient other than 1
+            let grads = loss.backward();
+            let read = |t: Tensor<2>| t.into_data().try_into_vec::<f32>().unwrap();
+            (
+                loss.into_data().try_into_vec::<f32>().unwrap(),
+                read(a.grad(&grads).unwrap()),
+                read(b.grad(&grads).unwrap()),
+            )
+        };
+        let (l, ga, gb) = run(true);
+        let (l_ref, ga_ref, gb_ref) = run(false);
+        assert!(relative(&l, &l_ref) < 1e-5, "{l:?} {l_ref:?}");
+        assert!(
+            relative(&ga, &ga_ref) < 1e-4,
+            "a: {}",
+            relative(&ga, &ga_ref)
+        );
+        assert!(
+            relative(&gb, &gb_ref) < 1e-4,
+            "b: {}",
+            relative(&gb, &gb_ref)
+        );
+    }
+}
