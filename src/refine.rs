@@ -231,7 +231,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// The fine search reaches this many cells around the coarse answer (a coarse cell is two).
 const FINE_REACH: i32 = 1;
 
-/// Lanes of the NCC sums: rows are padded to a multiple, so the sums vectorise.
+/// Template rows are padded to a multiple of this many cells, so that the products run in
+/// whole vectors (8 for AVX2; AVX-512's 16 take one vector and a tail of 8).
 const LANES: usize = 8;
 
 /// The query's patch, centred, its rows padded with zeros to a multiple of [`LANES`], with its
@@ -275,43 +276,78 @@ impl Template {
 
     /// The NCC of the template with every shift of ±`search` cells within `window`.
     fn scores(&self, window: &Window, search: i32) -> Scores {
-        let (side, row) = (self.side, self.row);
+        let side = self.side;
         let width = (2 * search + 1) as usize;
         let sums = BoxSums::of(window);
-        let mut values = vec![f64::NAN; width * width * width];
-        for (n, value) in values.iter_mut().enumerate() {
+        // Σ s t per shift, at the widest vector instructions the CPU has (chosen at run time).
+        let products = pulp::Arch::new().dispatch(Correlate {
+            template: self,
+            window,
+            width,
+        });
+        let values = products
+            .iter()
+            .enumerate()
+            .map(|(n, &sum_st)| {
+                let origin = [n % width, n / width % width, n / (width * width)];
+                let (sum_t, sum_tt, seen) = sums.over(origin, side);
+                if seen * 2.0 < (side * side * side) as f64 {
+                    return f64::NAN;
+                }
+                // Σ s (t − t̄) = Σ s t − t̄ Σ s, and Σ s ≈ 0 over the cells seen (s is centred).
+                let var_t = sum_tt - sum_t * sum_t / seen;
+                if var_t > 1e-6 {
+                    f64::from(sum_st) / (f64::from(self.norm) * var_t.sqrt())
+                } else {
+                    f64::NAN
+                }
+            })
+            .collect();
+        Scores { values, search }
+    }
+}
+
+/// Σ s t of a template with every shift within a window: the one product per cell and shift
+/// that the NCC costs. The template's padding is zero, so rows read past the patch add nothing.
+struct Correlate<'a> {
+    template: &'a Template,
+    window: &'a Window,
+    width: usize,
+}
+
+impl pulp::WithSimd for Correlate<'_> {
+    type Output = Vec<f32>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, simd: S) -> Vec<f32> {
+        let Self {
+            template,
+            window,
+            width,
+        } = self;
+        let (side, row) = (template.side, template.row);
+        let mut out = Vec::with_capacity(width * width * width);
+        for n in 0..width * width * width {
             let (ox, oy, oz) = (n % width, n / width % width, n / (width * width));
-            let (sum_t, sum_tt, seen) = sums.over([ox, oy, oz], side);
-            if seen * 2.0 < (side * side * side) as f64 {
-                continue;
-            }
-            // Σ s t, per lane: the template's padding is zero, so the longer rows add nothing.
-            let mut lanes = [0.0f32; LANES];
+            let mut lanes = simd.splat_f32s(0.0);
+            let mut rest = 0.0f32;
             for k in 0..side {
                 for j in 0..side {
                     let t_row = &window.values[window.index(ox, oy + j, oz + k)..][..row];
-                    let s_row = &self.centred[(k * side + j) * row..][..row];
-                    for (t, s) in t_row.chunks_exact(LANES).zip(s_row.chunks_exact(LANES)) {
-                        // Fixed-size arrays: no bounds checks, so the lanes vectorise.
-                        let (Ok(t), Ok(s)) =
-                            (<&[f32; LANES]>::try_from(t), <&[f32; LANES]>::try_from(s))
-                        else {
-                            continue;
-                        };
-                        for l in 0..LANES {
-                            lanes[l] += s[l] * t[l];
-                        }
+                    let s_row = &template.centred[(k * side + j) * row..][..row];
+                    let (t_head, t_tail) = S::as_simd_f32s(t_row);
+                    let (s_head, s_tail) = S::as_simd_f32s(s_row);
+                    for (&t, &s) in t_head.iter().zip(s_head) {
+                        lanes = simd.mul_add_e_f32s(t, s, lanes);
+                    }
+                    for (&t, &s) in t_tail.iter().zip(s_tail) {
+                        rest += t * s;
                     }
                 }
             }
-            let sum_st = f64::from(lanes.iter().sum::<f32>());
-            // Σ s (t − t̄) = Σ s t − t̄ Σ s, and Σ s ≈ 0 over the cells seen (s is centred).
-            let var_t = sum_tt - sum_t * sum_t / seen;
-            if var_t > 1e-6 {
-                *value = sum_st / (f64::from(self.norm) * var_t.sqrt());
-            }
+            out.push(simd.reduce_sum_f32s(lanes) + rest);
         }
-        Scores { values, search }
+        out
     }
 }
 
