@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::error::GeometryError;
 use crate::geometry::Affine;
 use crate::intensity::HuWindow;
-use crate::resample::{resample_linear_onto, sample_linear};
+use crate::resample::resample_linear_onto;
 use crate::volume::Volume;
 
 /// A scan's intensities through the model's HU window (0…1), on a grid whose axes are the
@@ -82,17 +82,46 @@ fn halved(fine: &Volume<f32>) -> Result<Volume<f32>, GeometryError> {
     })
 }
 
-/// Samples `(2 reach + 1)³` cells of `image` around `centre`, one cell apart along the world
-/// axes, x fastest; NaN outside.
+/// Samples `(2 reach + 1)³` points of `image` around `centre`, one cell apart along the world
+/// axes, x fastest; NaN outside. The grid is world-aligned, so every point lies at the same
+/// fraction of its cell: one set of trilinear weights serves them all.
 fn lattice(image: &Volume<f32>, centre: DVec3, reach: i32) -> Vec<f32> {
     let side = (2 * reach + 1) as usize;
-    let mut out = Vec::with_capacity(side * side * side);
-    let origin = image.world_to_voxel(centre);
-    for k in -reach..=reach {
-        for j in -reach..=reach {
-            for i in -reach..=reach {
-                let v = origin + DVec3::new(i as f64, j as f64, k as f64);
-                out.push(sample_linear(image, v).unwrap_or(f32::NAN));
+    let mut out = vec![f32::NAN; side * side * side];
+    let v = image.world_to_voxel(centre);
+    let base = v.floor();
+    let f = v - base;
+    let [nx, ny, nz] = image.shape().map(|n| n as i64);
+    let corner = [base.x as i64, base.y as i64, base.z as i64].map(|c| c - i64::from(reach));
+    let weights: [f32; 8] = std::array::from_fn(|c| {
+        let w = |bit: usize, f: f64| if c >> bit & 1 == 0 { 1.0 - f } else { f };
+        (w(0, f.x) * w(1, f.y) * w(2, f.z)) as f32
+    });
+    let data = image.data();
+    let (sx, sy) = (1, nx as usize);
+    let sz = (nx * ny) as usize;
+    for k in 0..side {
+        let z = corner[2] + k as i64;
+        if z < 0 || z + 1 >= nz {
+            continue;
+        }
+        for j in 0..side {
+            let y = corner[1] + j as i64;
+            if y < 0 || y + 1 >= ny {
+                continue;
+            }
+            for i in 0..side {
+                let x = corner[0] + i as i64;
+                if x < 0 || x + 1 >= nx {
+                    continue;
+                }
+                let at = x as usize + sy * y as usize + sz * z as usize;
+                let offsets = [0, sx, sy, sx + sy, sz, sx + sz, sy + sz, sx + sy + sz];
+                out[(k * side + j) * side + i] = offsets
+                    .iter()
+                    .zip(&weights)
+                    .map(|(&o, &w)| w * data[at + o])
+                    .sum();
             }
         }
     }
@@ -326,83 +355,114 @@ impl pulp::WithSimd for Correlate<'_> {
             width,
         } = self;
         let (side, row) = (template.side, template.row);
-        let mut out = Vec::with_capacity(width * width * width);
-        for n in 0..width * width * width {
-            let (ox, oy, oz) = (n % width, n / width % width, n / (width * width));
-            let mut lanes = simd.splat_f32s(0.0);
-            let mut rest = 0.0f32;
-            for k in 0..side {
-                for j in 0..side {
-                    let t_row = &window.values[window.index(ox, oy + j, oz + k)..][..row];
-                    let s_row = &template.centred[(k * side + j) * row..][..row];
-                    let (t_head, t_tail) = S::as_simd_f32s(t_row);
-                    let (s_head, s_tail) = S::as_simd_f32s(s_row);
-                    for (&t, &s) in t_head.iter().zip(s_head) {
-                        lanes = simd.mul_add_e_f32s(t, s, lanes);
-                    }
-                    for (&t, &s) in t_tail.iter().zip(s_tail) {
-                        rest += t * s;
+        let mut out = vec![0.0f32; width * width * width];
+        // Per shift along x: a vector of partial sums and a scalar for the row tails. A row
+        // pair (template row, window row) serves every x shift while it is in cache.
+        let mut lanes = vec![simd.splat_f32s(0.0); width];
+        let mut rest = vec![0.0f32; width];
+        for oz in 0..width {
+            for oy in 0..width {
+                lanes.fill(simd.splat_f32s(0.0));
+                rest.fill(0.0);
+                for k in 0..side {
+                    for j in 0..side {
+                        let s_row = &template.centred[(k * side + j) * row..][..row];
+                        let (s_head, s_tail) = S::as_simd_f32s(s_row);
+                        let t_start = window.index(0, oy + j, oz + k);
+                        for (ox, (sum, tail)) in lanes.iter_mut().zip(rest.iter_mut()).enumerate() {
+                            let t_row = &window.values[t_start + ox..][..row];
+                            let (t_head, t_tail) = S::as_simd_f32s(t_row);
+                            let mut acc = *sum;
+                            for (&t, &s) in t_head.iter().zip(s_head) {
+                                acc = simd.mul_add_e_f32s(t, s, acc);
+                            }
+                            *sum = acc;
+                            for (&t, &s) in t_tail.iter().zip(s_tail) {
+                                *tail += t * s;
+                            }
+                        }
                     }
                 }
+                let at = (oz * width + oy) * width;
+                for (ox, value) in out[at..at + width].iter_mut().enumerate() {
+                    *value = simd.reduce_sum_f32s(lanes[ox]) + rest[ox];
+                }
             }
-            out.push(simd.reduce_sum_f32s(lanes) + rest);
         }
         out
     }
 }
 
-/// Summed-volume tables of a window's values, squares and seen cells: the sums over any box in
+/// Summed-volume tables of a window's values, squares and seen cells: the sums over any cube in
 /// eight lookups, so that each shift costs one product per cell instead of four.
 struct BoxSums {
-    /// Per cell of the `(nx + 1) × (ny + 1) × (nz + 1)` table: Σ t, Σ t², Σ seen.
-    table: Vec<[f64; 3]>,
-    nx: usize,
-    ny: usize,
+    /// Σ t, Σ t², Σ seen over `[0, x) × [0, y) × [0, z)`, on an `n × n × n` table.
+    tables: [Vec<f64>; 3],
+    n: usize,
 }
 
 impl BoxSums {
     fn of(window: &Window) -> Self {
-        let (nx, ny, nz) = (window.nx + 1, window.ny + 1, window.nz + 1);
-        let mut table = vec![[0.0f64; 3]; nx * ny * nz];
-        let at = |x: usize, y: usize, z: usize| (z * ny + y) * nx + x;
-        for z in 1..nz {
-            for y in 1..ny {
-                for x in 1..nx {
-                    let n = window.index(x - 1, y - 1, z - 1);
-                    let t = f64::from(window.values[n]);
-                    let own = [t, t * t, f64::from(window.seen[n])];
-                    let mut cell = [0.0; 3];
-                    for c in 0..3 {
-                        cell[c] = own[c]
-                            + table[at(x - 1, y, z)][c]
-                            + table[at(x, y - 1, z)][c]
-                            + table[at(x, y, z - 1)][c]
-                            - table[at(x - 1, y - 1, z)][c]
-                            - table[at(x - 1, y, z - 1)][c]
-                            - table[at(x, y - 1, z - 1)][c]
-                            + table[at(x - 1, y - 1, z - 1)][c];
+        // The shifted cubes stay inside the unpadded `side³` part of the window.
+        let side = window.ny;
+        let n = side + 1;
+        let mut tables: [Vec<f64>; 3] = std::array::from_fn(|_| vec![0.0; n * n * n]);
+        let at = |x: usize, y: usize, z: usize| (z * n + y) * n + x;
+        // Running sums along x, then rows added along y, then slices along z.
+        for z in 0..side {
+            for y in 0..side {
+                let row = window.index(0, y, z);
+                let mut sums = [0.0f64; 3];
+                for x in 0..side {
+                    let t = f64::from(window.values[row + x]);
+                    sums[0] += t;
+                    sums[1] += t * t;
+                    sums[2] += f64::from(window.seen[row + x]);
+                    for (table, sum) in tables.iter_mut().zip(sums) {
+                        table[at(x + 1, y + 1, z + 1)] = sum;
                     }
-                    table[at(x, y, z)] = cell;
                 }
             }
         }
-        Self { table, nx, ny }
+        for table in &mut tables {
+            for z in 1..n {
+                for y in 2..n {
+                    let (before, rest) = table.split_at_mut(at(0, y, z));
+                    let previous = &before[at(0, y - 1, z)..][..n];
+                    for (cell, above) in rest[..n].iter_mut().zip(previous) {
+                        *cell += above;
+                    }
+                }
+            }
+            for z in 2..n {
+                let (before, rest) = table.split_at_mut(at(0, 0, z));
+                let previous = &before[at(0, 0, z - 1)..][..n * n];
+                for (cell, below) in rest[..n * n].iter_mut().zip(previous) {
+                    *cell += below;
+                }
+            }
+        }
+        Self { tables, n }
     }
 
     /// (Σ t, Σ t², cells seen) over the cube of `side` cells from `origin`.
     fn over(&self, origin: [usize; 3], side: usize) -> (f64, f64, f64) {
         let [x0, y0, z0] = origin;
         let [x1, y1, z1] = origin.map(|v| v + side);
-        let at = |x: usize, y: usize, z: usize| self.table[(z * self.ny + y) * self.nx + x];
-        let mut out = [0.0; 3];
-        for (c, o) in out.iter_mut().enumerate() {
-            *o = at(x1, y1, z1)[c] - at(x0, y1, z1)[c] - at(x1, y0, z1)[c] - at(x1, y1, z0)[c]
-                + at(x0, y0, z1)[c]
-                + at(x0, y1, z0)[c]
-                + at(x1, y0, z0)[c]
-                - at(x0, y0, z0)[c];
-        }
-        (out[0], out[1], out[2])
+        let n = self.n;
+        let sum = |t: &Vec<f64>| {
+            let at = |x: usize, y: usize, z: usize| t[(z * n + y) * n + x];
+            at(x1, y1, z1) - at(x0, y1, z1) - at(x1, y0, z1) - at(x1, y1, z0)
+                + at(x0, y0, z1)
+                + at(x0, y1, z0)
+                + at(x1, y0, z0)
+                - at(x0, y0, z0)
+        };
+        (
+            sum(&self.tables[0]),
+            sum(&self.tables[1]),
+            sum(&self.tables[2]),
+        )
     }
 }
 
@@ -411,10 +471,9 @@ impl BoxSums {
 struct Window {
     values: Vec<f32>,
     seen: Vec<f32>,
-    /// Cells per row, rows per slice, slices.
+    /// Cells per row and rows per slice (and slices: the window is `ny` cells deep).
     nx: usize,
     ny: usize,
-    nz: usize,
 }
 
 impl Window {
@@ -440,16 +499,23 @@ impl Window {
                 if y < 0 || y >= shape[1] as i64 {
                     continue;
                 }
-                for i in 0..nx {
-                    let x = c[0] - i64::from(reach) + i as i64;
-                    if x < 0 || x >= shape[0] as i64 {
-                        continue;
-                    }
-                    let t = data[x as usize + shape[0] * (y as usize + shape[1] * z as usize)];
-                    if t.is_finite() {
-                        values[(k * ny + j) * nx + i] = t;
-                        seen[(k * ny + j) * nx + i] = 1.0;
-                    }
+                // The part of the row inside the image, as one slice.
+                let x0 = c[0] - i64::from(reach);
+                let first = (-x0).clamp(0, nx as i64) as usize;
+                let last = (shape[0] as i64 - x0).clamp(0, nx as i64) as usize;
+                if first >= last {
+                    continue;
+                }
+                let source =
+                    (x0 + first as i64) as usize + shape[0] * (y as usize + shape[1] * z as usize);
+                let at = (k * ny + j) * nx;
+                let cells = &data[source..source + (last - first)];
+                let row = &mut values[at + first..at + last];
+                let row_seen = &mut seen[at + first..at + last];
+                for ((value, mark), &t) in row.iter_mut().zip(row_seen).zip(cells) {
+                    let inside = t.is_finite();
+                    *value = if inside { t } else { 0.0 };
+                    *mark = if inside { 1.0 } else { 0.0 };
                 }
             }
         }
@@ -460,7 +526,6 @@ impl Window {
                 seen,
                 nx,
                 ny,
-                nz,
             },
             world,
         )

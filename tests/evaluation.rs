@@ -535,6 +535,12 @@ fn ape_locate_finds_points_on_btcv_and_on_a_dicom_series() {
     let error = (found - DVec3::new(-116.3, -204.9, 305.0)).length();
     assert!(error < 60.0, "liver centre {error:.1} mm off");
     assert_eq!(liver["confidence"]["outside_fov"], false);
+    // The default mode, refined by the image patches.
+    assert_eq!(liver["mode"], "refined", "{liver}");
+    assert!(
+        liver["confidence"]["image_ncc"].as_f64().is_some(),
+        "{liver}"
+    );
     // Low in the pelvis of btcv_02: below the IRCAD scan (an abdomen from the liver down).
     let pelvis = &row("dicom", None)["found"];
     assert_eq!(pelvis["confidence"]["outside_fov"], true, "{pelvis}");

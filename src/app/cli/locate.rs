@@ -24,8 +24,9 @@ pub struct LocateArgs {
     /// The scans to find the points on.
     #[arg(required = true)]
     targets: Vec<PathBuf>,
-    /// How points are carried: consensus (default) or nearest (the paper's single search).
-    #[arg(long, default_value = "consensus")]
+    /// How points are carried: refined (consensus, then image patches), consensus, or nearest
+    /// (the paper's single search).
+    #[arg(long, default_value_t = TransferMode::DEFAULT)]
     transfer: TransferMode,
     /// Print JSON instead of a table.
     #[arg(long)]
@@ -66,12 +67,13 @@ pub fn run(args: &LocateArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     say!(
-        "{:<16} {:<28} {:>26}  {:>10}  {:>5}  note",
+        "{:<16} {:<28} {:>26}  {:>10}  {:>5}  {:>5}  note",
         "point",
         "target",
         "found (RAS mm)",
         "confidence",
-        "cycle"
+        "cycle",
+        "image"
     );
     for l in &located {
         let [x, y, z] = l.point.world;
@@ -95,8 +97,12 @@ pub fn run(args: &LocateArgs) -> anyhow::Result<ExitCode> {
                 } else {
                     ""
                 };
+                // The image patches' correlation (refined transfer only).
+                let image = c
+                    .image_ncc
+                    .map_or_else(|| "-".to_owned(), |ncc| format!("{ncc:.2}"));
                 say!(
-                    "{point:<16} {target:<28} {:>8.1} {:>8.1} {:>8.1}  {:>9.0}%  {:>5.1}  {note}",
+                    "{point:<16} {target:<28} {:>8.1} {:>8.1} {:>8.1}  {:>9.0}%  {:>5.1}  {image:>5}  {note}",
                     t.world.x,
                     t.world.y,
                     t.world.z,

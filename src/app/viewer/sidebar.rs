@@ -237,8 +237,12 @@ fn match_row(ui: &mut egui::Ui, name: &str, m: Option<&Transferred>, is_source: 
                 ""
             }
         );
+        let image = c.image_ncc.map_or_else(
+            || "not refined by the image".to_owned(),
+            |ncc| format!("image patches correlate at {ncc:.2}"),
+        );
         let detail = format!(
-            "cycle error {:.1} mm, {} of {} neighbouring matches agree, embedding distance {:.3}",
+            "cycle error {:.1} mm, {} of {} neighbouring matches agree, embedding distance {:.3}, {image}",
             c.cycle_error_mm, c.inliers, c.supports, c.embedding_distance
         );
         if c.doubtful() {
