@@ -84,6 +84,14 @@ fn a_clicked_landmark_is_found_on_the_other_scan_and_one_click_jumps_there() {
     harness.get_by_label("axial view of phantom_00").click();
     harness.step();
     harness.step();
+    // Consensus matches at once, then the image's refinement from a thread.
+    assert!(
+        harness.state().state.landmark.is_some(),
+        "the click made a landmark before refinement"
+    );
+    step_until(&mut harness, "the matches to be refined", |app| {
+        !app.state.refining()
+    });
     let app = harness.state();
     let landmark = app
         .state
@@ -94,6 +102,7 @@ fn a_clicked_landmark_is_found_on_the_other_scan_and_one_click_jumps_there() {
     assert!((app.state.crosshair - landmark.world).length() < 1e-9);
     let matched = landmark.matches[1].expect("a match on the second scan");
     assert!(matched.confidence.embedding_distance.is_finite());
+    assert_eq!(matched.mode, ape::transfer::TransferMode::Refined);
     // Phantoms differ only a little: the match is consistent, not doubtful.
     assert!(!matched.confidence.doubtful(), "{:?}", matched.confidence);
     // The match lies inside the second scan.
@@ -361,6 +370,9 @@ fn the_cohort_is_plotted_in_ape_space_with_organ_centres_from_the_label_maps() {
     // A landmark, then the plot.
     harness.get_by_label("axial view of phantom_00").click();
     harness.step();
+    step_until(&mut harness, "the matches to be refined", |app| {
+        !app.state.refining()
+    });
     harness.get_by_label("APE space").click();
     harness.step();
     harness.step();

@@ -149,12 +149,14 @@ impl ApeApp {
         }
     }
 
-    /// Whether any scan is still being read or embedded.
+    /// Whether any scan is still being read or embedded, or a landmark refined.
     pub fn busy(&self) -> bool {
-        self.state
-            .cohort
-            .iter()
-            .any(|s| matches!(s.status, ScanStatus::Loading | ScanStatus::Embedding(_)))
+        self.state.refining()
+            || self
+                .state
+                .cohort
+                .iter()
+                .any(|s| matches!(s.status, ScanStatus::Loading | ScanStatus::Embedding(_)))
     }
 
     /// Applies what the worker has reported.
@@ -203,6 +205,7 @@ impl ApeApp {
     /// The whole window's UI.
     pub fn show(&mut self, ui: &mut egui::Ui) {
         self.poll_worker();
+        self.state.poll_refinement();
         self.keyboard(ui.ctx());
         self.dropped_files(ui.ctx());
 

@@ -123,6 +123,9 @@ pub struct ViewerState {
     /// Whether the renderer can slice on the GPU, and whether it does (else the CPU path).
     pub gpu_available: bool,
     pub gpu_slicing: bool,
+    /// The current landmark's matches being refined by the image on a thread: a click shows
+    /// the consensus matches at once (tens of ms for 50 scans), the refined ones as they come.
+    pub refinement: Option<std::sync::mpsc::Receiver<(usize, Transferred)>>,
 }
 
 impl Default for ViewerState {
@@ -142,6 +145,7 @@ impl Default for ViewerState {
             draw_boxes: false,
             gpu_available: false,
             gpu_slicing: false,
+            refinement: None,
         }
     }
 }
@@ -303,15 +307,18 @@ impl ViewerState {
             .collect();
         use rayon::prelude::*;
         let settings = TransferSettings::default();
+        // Consensus now; the image's refinement (the default mode's second step) follows.
+        let now = match TransferMode::DEFAULT {
+            TransferMode::Refined => TransferMode::Consensus,
+            mode => mode,
+        };
         let found: Vec<(usize, Option<Transferred>)> = ready
             .par_iter()
-            .map(|&(i, to)| {
-                (
-                    i,
-                    transfer(from, world, to, TransferMode::DEFAULT, &settings),
-                )
-            })
+            .map(|&(i, to)| (i, transfer(from, world, to, now, &settings)))
             .collect();
+        self.refinement = (now != TransferMode::DEFAULT)
+            .then(|| self.refine_in_background(source, world))
+            .flatten();
         let mut matches = vec![None; self.cohort.len()];
         matches[source] = Some(Transferred {
             world,
@@ -354,6 +361,90 @@ impl ViewerState {
             matches,
         });
         true
+    }
+
+    /// Starts refining the matches of `world` on `source` by the image, on a thread; `None`
+    /// when the source has no image (then consensus stays).
+    fn refine_in_background(
+        &self,
+        source: usize,
+        world: DVec3,
+    ) -> Option<std::sync::mpsc::Receiver<(usize, Transferred)>> {
+        type Searchable = (Arc<ApeMap>, Arc<MapIndex>, Arc<PatchImage>);
+        let searchable = |s: &CohortScan| -> Option<Searchable> {
+            Some((s.map.clone()?, s.index.clone()?, s.image.clone()?))
+        };
+        let from = searchable(self.cohort.get(source)?)?;
+        let targets: Vec<(usize, Searchable)> = self
+            .cohort
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != source)
+            .filter_map(|(i, s)| Some((i, searchable(s)?)))
+            .collect();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use rayon::prelude::*;
+            fn target((map, index, image): &Searchable) -> Target<'_> {
+                Target {
+                    map,
+                    index,
+                    image: Some(image),
+                }
+            }
+            let settings = TransferSettings::default();
+            targets.par_iter().for_each_with(sender, |sender, (i, to)| {
+                let refined = transfer(
+                    target(&from),
+                    world,
+                    target(to),
+                    TransferMode::Refined,
+                    &settings,
+                );
+                // A newer click dropped the receiver: nothing left to tell.
+                if let Some(t) = refined {
+                    let _ = sender.send((*i, t));
+                }
+            });
+        });
+        Some(receiver)
+    }
+
+    /// Takes the refined matches that have arrived into the landmark (the crosshair follows
+    /// the active scan's match); whether refinement is still running.
+    pub fn poll_refinement(&mut self) -> bool {
+        let Some(receiver) = &self.refinement else {
+            return false;
+        };
+        let mut running = true;
+        loop {
+            match receiver.try_recv() {
+                Ok((id, refined)) => {
+                    let Some(slot) = self.landmark.as_mut().and_then(|l| l.matches.get_mut(id))
+                    else {
+                        continue;
+                    };
+                    if id == self.active && slot.is_some_and(|m| m.world == self.crosshair) {
+                        self.crosshair = refined.world;
+                    }
+                    *slot = Some(refined);
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    running = false;
+                    break;
+                }
+            }
+        }
+        if !running {
+            self.refinement = None;
+        }
+        running
+    }
+
+    /// Whether the current landmark's matches are still being refined.
+    pub fn refining(&self) -> bool {
+        self.refinement.is_some()
     }
 
     /// The landmark's match on scan `id`, if there is one.
