@@ -164,8 +164,9 @@ pub struct Refined {
 
 /// Moves `start` (a point on `to` that corresponds to `query` on `from`) to where the patch of
 /// `to` best matches the patch of `from` around `query`: the whole window searched at twice the
-/// step, then ±1 coarse cell at the step, then below a cell by parabolas. `None` when the
-/// query's patch has no structure (a flat region) or lies mostly outside `from`.
+/// step, then ±1 cell at the step, then below a cell by parabolas. `None` when the query's
+/// patch has no structure (a flat region) or lies mostly outside `from`, or when the two images
+/// have different steps (their patches would not cover the same millimetres).
 pub fn refine(
     from: &PatchImage,
     query: DVec3,
@@ -173,6 +174,9 @@ pub fn refine(
     start: DVec3,
     settings: &RefineSettings,
 ) -> Option<Refined> {
+    if (from.step_mm - to.step_mm).abs() > 1e-9 {
+        return None;
+    }
     let cells = |mm: f64, step: f64| (mm / step).round().max(1.0) as i32;
     let penalty = |shift_mm: DVec3| {
         settings.shift_penalty * shift_mm.length_squared() / settings.search_mm.max(1.0).powi(2)
@@ -189,7 +193,7 @@ pub fn refine(
     let (shift, _) = scores.best(|d| penalty(offset + d * coarse_step))?;
     let coarse = centre + shift * coarse_step;
 
-    // Fine: ±1 coarse cell around the coarse answer.
+    // Fine: ±1 cell (half a coarse one) around the coarse answer.
     let step = to.step_mm;
     let patch = cells(settings.patch_mm, step);
     let template = Template::new(&lattice(&from.fine, query, patch), patch)?;
