@@ -9,7 +9,8 @@
 //! cores (`benches/torch_train_step.py`, skipped with a message when torch is absent).
 //!
 //! Environment: `APE_BENCH_PAIRS=4,8` (which pair counts), `APE_BENCH_STEPS=5` (timed steps
-//! after 2 warm-up steps), `APE_BENCH_PATHS=burn,ape` (which convolutions).
+//! after 2 warm-up steps), `APE_BENCH_PATHS=burn,ape` (which ops: `burn` all burn's, `conv` ape's
+//! convolutions with burn's batch norms, `ape` ape's convolutions and fused batch norm + ReLU).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -93,12 +94,14 @@ fn main() -> anyhow::Result<()> {
             .map(|step| make_batch(&config, &scans, step))
             .collect();
         for path in &paths {
-            let fast = match path.as_str() {
-                "burn" => false,
-                "ape" => true,
-                other => anyhow::bail!("unknown path {other:?}: use burn or ape"),
+            let (fast, norm) = match path.as_str() {
+                "burn" => (false, false),
+                "conv" => (true, false),
+                "ape" => (true, true),
+                other => anyhow::bail!("unknown path {other:?}: use burn, conv or ape"),
             };
             ops::set_enabled(fast);
+            ops::norm::set_enabled(norm);
             let model =
                 ApeModel::initialised(ModelMeta::fresh("bench".to_owned()), 7, &device.device);
             let mut trainer = Trainer::from_model(config.clone(), model, device.device.clone());
@@ -157,6 +160,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     ops::set_enabled(true);
+    ops::norm::set_enabled(true);
     if std::env::var("APE_BENCH_LAYERS").is_ok_and(|v| v != "0") {
         layers(timed)?;
     }
@@ -167,7 +171,7 @@ fn main() -> anyhow::Result<()> {
 /// Each kind of layer of the default network at 4 crop pairs (8 crops of 96×96×64), forward
 /// and backward on autodiff flex, burn's convolutions against ape's: where a step's time goes.
 fn layers(timed: usize) -> anyhow::Result<()> {
-    use burn::tensor::{Distribution, Tensor, activation::relu};
+    use burn::tensor::{Distribution, Tensor};
     let device = burn::tensor::Device::flex().autodiff();
     let b = 8;
     // (name, cin, cout, kernel, input d/h/w, how many the network has)
@@ -230,30 +234,39 @@ fn layers(timed: usize) -> anyhow::Result<()> {
         }
         println!("| {name} | {count} | {} | {} |", cells[0], cells[1]);
     }
-    ops::set_enabled(true);
     for (name, c, [d, h, w], count) in [
         ("batch norm + ReLU, 16 ch at 16×24×24", 16, [16, 24, 24], 6),
         ("batch norm + ReLU, 32 ch at 8×12×12", 32, [8, 12, 12], 6),
         ("batch norm + ReLU, 64 ch at 4×6×6", 64, [4, 6, 6], 3),
     ] {
-        let norm = burn::nn::BatchNormConfig::new(c).init(&device);
-        let x = Tensor::<5>::random([b, c, d, h, w], Distribution::Default, &device).require_grad();
-        let mut bwd = 0.0;
-        let f = time(&mut || {
-            let began = Instant::now();
-            let out = relu(norm.forward(x.clone()));
-            let t = began.elapsed().as_secs_f64();
-            let began = Instant::now();
-            std::hint::black_box(out.sum().backward());
-            bwd = began.elapsed().as_secs_f64() * 1e3;
-            t
-        });
-        for p in &mut totals {
-            p[0] += f * count as f64;
-            p[1] += bwd * count as f64;
+        let mut cells = Vec::new();
+        for (path, fast) in [(0, false), (1, true)] {
+            ops::set_enabled(fast);
+            let norm = burn::nn::BatchNormConfig::new(c).init(&device);
+            let x =
+                Tensor::<5>::random([b, c, d, h, w], Distribution::Default, &device).require_grad();
+            let r = Tensor::<5>::random([b, c, d, h, w], Distribution::Default, &device);
+            let mut bwd = Vec::new();
+            let f = time(&mut || {
+                let began = Instant::now();
+                let out = ops::norm::batch_norm(&norm, x.clone(), true);
+                let t = began.elapsed().as_secs_f64();
+                // A contiguous output gradient, as the next convolution gives.
+                let loss = (out * r.clone()).sum();
+                let began = Instant::now();
+                std::hint::black_box(loss.backward());
+                bwd.push(began.elapsed().as_secs_f64());
+                t
+            });
+            bwd.remove(0);
+            let bk = median(bwd) * 1e3;
+            totals[path][0] += f * count as f64;
+            totals[path][1] += bk * count as f64;
+            cells.push(format!("{f:.1} / {bk:.1}"));
         }
-        println!("| {name} | {count} | {f:.1} / {bwd:.1} | (the same) |");
+        println!("| {name} | {count} | {} | {} |", cells[0], cells[1]);
     }
+    ops::set_enabled(true);
     println!(
         "| all of these, summed by count | | {:.0} / {:.0} | {:.0} / {:.0} |",
         totals[0][0], totals[0][1], totals[1][0], totals[1][1]

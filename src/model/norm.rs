@@ -42,6 +42,16 @@ impl PlainBatchNorm {
     pub fn forward(&self, input: Tensor<5>) -> Tensor<5> {
         let device = input.device();
         let [_, channels, _, _, _] = input.dims();
+        if device.is_autodiff() && super::ops::norm::enabled() {
+            // One fused op with its own backward (`ops::norm`), γ = 1 and β = 0 untracked.
+            let ones = Tensor::ones([channels], &device);
+            let zeros = Tensor::zeros([channels], &device);
+            let (y, mean, var) =
+                super::ops::norm::batch_statistics(input, ones, zeros, self.epsilon, false);
+            super::ops::norm::update(&self.running_mean, mean, self.momentum);
+            super::ops::norm::update(&self.running_var, var, self.momentum);
+            return y;
+        }
         let (mean, var) = if device.is_autodiff() {
             // Statistics over batch and space: move channels first and flatten the rest.
             let flat: Tensor<2> = input.clone().swap_dims(0, 1).flatten(1, 4);

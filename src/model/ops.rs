@@ -31,6 +31,7 @@ use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, backend_extension};
 use burn::tensor::Tensor;
 
 pub mod kernels;
+pub mod norm;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 
