@@ -46,6 +46,15 @@ fn pair() -> (ApeMap, ApeMap) {
     (source, target)
 }
 
+/// A map as a target without an image (consensus and nearest need none).
+fn plain<'a>(map: &'a ApeMap, index: &'a MapIndex) -> Target<'a> {
+    Target {
+        map,
+        index,
+        image: None,
+    }
+}
+
 /// Supports within 30 mm: these maps are 160 mm across (the default reaches 100 mm).
 fn small_maps() -> TransferSettings {
     TransferSettings {
@@ -58,16 +67,8 @@ fn small_maps() -> TransferSettings {
 fn consensus_recovers_a_known_affine_and_the_point() {
     let (source, target) = pair();
     let (si, ti) = (MapIndex::build(&source), MapIndex::build(&target));
-    let from = Target {
-        map: &source,
-        index: &si,
-        image: None,
-    };
-    let to = Target {
-        map: &target,
-        index: &ti,
-        image: None,
-    };
+    let from = plain(&source, &si);
+    let to = plain(&target, &ti);
     let (linear, offset) = known();
     let settings = small_maps();
     for point in [
@@ -112,16 +113,8 @@ fn the_cycle_check_rejects_planted_wrong_matches() {
         }
     });
     let (si, ti) = (MapIndex::build(&source), MapIndex::build(&target));
-    let from = Target {
-        map: &source,
-        index: &si,
-        image: None,
-    };
-    let to = Target {
-        map: &target,
-        index: &ti,
-        image: None,
-    };
+    let from = plain(&source, &si);
+    let to = plain(&target, &ti);
     let point = DVec3::new(80.0, 80.0, 80.0);
     let settings = small_maps();
     let matches = support_matches(from, point, to, &settings);
@@ -162,16 +155,8 @@ fn a_point_outside_the_target_is_flagged() {
     // The target covers z up to 76 mm only: an abdomen-only scan under a chest landmark.
     let target = map([40, 40, 20], DVec3::ZERO, |y| y);
     let (si, ti) = (MapIndex::build(&source), MapIndex::build(&target));
-    let from = Target {
-        map: &source,
-        index: &si,
-        image: None,
-    };
-    let to = Target {
-        map: &target,
-        index: &ti,
-        image: None,
-    };
+    let from = plain(&source, &si);
+    let to = plain(&target, &ti);
     let settings = TransferSettings::default();
     for mode in TransferMode::ALL {
         let outside = transfer(from, DVec3::new(80.0, 80.0, 140.0), to, mode, &settings).unwrap();

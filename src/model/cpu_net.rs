@@ -334,16 +334,16 @@ impl Output {
 
 /// A matrix in a slice: element (i, j) at `offset + i·rs + j·cs`.
 #[derive(Debug, Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    offset: usize,
-    rs: usize,
-    cs: usize,
+pub(in crate::model) struct Mat<'a> {
+    pub(in crate::model) data: &'a [f32],
+    pub(in crate::model) offset: usize,
+    pub(in crate::model) rs: usize,
+    pub(in crate::model) cs: usize,
 }
 
 impl Mat<'_> {
     /// Whether every element of a rows × cols matrix lies inside the slice.
-    fn fits(&self, rows: usize, cols: usize) -> bool {
+    pub(in crate::model) fn fits(&self, rows: usize, cols: usize) -> bool {
         rows == 0
             || cols == 0
             || self.offset + (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()

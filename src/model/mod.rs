@@ -16,6 +16,8 @@ pub mod net;
 pub mod norm;
 pub mod ops;
 pub mod resize;
+#[cfg(test)]
+mod test_values;
 pub mod weights;
 
 pub use net::{ApeNet, ApeNetConfig};

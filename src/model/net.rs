@@ -414,15 +414,13 @@ mod tests {
     use super::*;
     use burn::tensor::TensorData;
 
+    use crate::model::test_values::relative;
+
+    /// Values in [0, 1).
     fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32
-            })
+        crate::model::test_values::values(n, seed)
+            .into_iter()
+            .map(|v| v + 0.5)
             .collect()
     }
 
@@ -472,13 +470,8 @@ mod tests {
         let theirs = gradients(&net, &x, &r);
         super::super::ops::norm::set_enabled(true);
         for ((name, a), (_, b)) in ours.iter().zip(&theirs) {
-            let worst = a
-                .iter()
-                .zip(b)
-                .map(|(u, v)| (u - v).abs())
-                .fold(0.0, f32::max);
-            let scale = b.iter().map(|v| v.abs()).fold(0.0, f32::max).max(1e-12);
-            assert!(worst / scale < 1e-4, "{name}: {worst} of {scale}");
+            let apart = relative(a, b);
+            assert!(apart < 1e-4, "{name}: {apart} of its largest");
         }
     }
 }

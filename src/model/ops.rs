@@ -308,36 +308,8 @@ mod flex {
 mod tests {
     use super::kernels::{self, ConvShape, Path};
     use super::*;
+    use crate::model::test_values::{read, relative, values};
     use burn::tensor::{Device, TensorData};
-
-    /// Values in [−0.5, 0.5) from a xorshift generator.
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
-
-    fn read(t: Tensor<5>) -> Vec<f32> {
-        t.into_data().try_into_vec::<f32>().expect("f32")
-    }
-
-    /// max |a − b| / max |b|.
-    fn relative(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        let worst = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        let scale = b.iter().map(|y| y.abs()).fold(0.0, f32::max).max(1e-12);
-        worst / scale
-    }
 
     /// Output, input gradient and weight gradient of `Σ r · conv(x, w)` on autodiff flex.
     fn run(

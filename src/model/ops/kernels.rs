@@ -21,7 +21,7 @@
 
 use rayon::prelude::*;
 
-use crate::model::cpu_net::{CpuLayer, FoldedNorm, Padded, Pool, same_conv};
+use crate::model::cpu_net::{CpuLayer, FoldedNorm, Mat, Padded, Pool, same_conv};
 
 /// Which kernels compute the 3×3×3 convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -483,24 +483,6 @@ fn patch_weight_backward(s: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
                 a
             },
         )
-}
-
-/// A matrix in a slice: element (i, j) at `offset + i·rs + j·cs`.
-#[derive(Debug, Clone, Copy)]
-struct Mat<'a> {
-    data: &'a [f32],
-    offset: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl Mat<'_> {
-    /// Whether every element of a rows × cols matrix lies inside the slice.
-    fn fits(&self, rows: usize, cols: usize) -> bool {
-        rows == 0
-            || cols == 0
-            || self.offset + (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
-    }
 }
 
 /// `dst(i, j) (+)= Σ_k lhs(i, k) · rhs(k, j)` for i < m, j < n, dst(i, j) at

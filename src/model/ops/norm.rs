@@ -26,7 +26,6 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::ops::{ActivationOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Cube, Dispatch, Flex, backend_extension};
 use burn::module::RunningState;
@@ -102,9 +101,7 @@ pub trait ApeNormBackend: Backend {
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let r = Self::batch_norm_train(x, gamma, beta, epsilon);
-        let y = if relu { Self::relu(r.output) } else { r.output };
-        (y, r.mean, r.variance)
+        burns_forward::<Self>(x, gamma, beta, epsilon, relu)
     }
 
     /// The gradients with respect to `x`, `gamma` and `beta`, given the output's gradient
@@ -121,13 +118,7 @@ pub trait ApeNormBackend: Backend {
         epsilon: f64,
         relu: bool,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let grad = if relu {
-            Self::relu_backward(y, grad)
-        } else {
-            grad
-        };
-        let r = Self::batch_norm_train_backward(x, gamma, mean, var, epsilon, grad);
-        (r.x_grad, r.gamma_grad, r.beta_grad)
+        burns_backward::<Self>(x, gamma, y, mean, var, grad, epsilon, relu)
     }
 }
 
@@ -143,11 +134,7 @@ impl ApeNormBackend for Flex {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         match flex::forward(&x, &gamma, &beta, epsilon, relu) {
             Some(out) => out,
-            None => {
-                let r = Self::batch_norm_train(x, gamma, beta, epsilon);
-                let y = if relu { Self::relu(r.output) } else { r.output };
-                (y, r.mean, r.variance)
-            }
+            None => burns_forward::<Self>(x, gamma, beta, epsilon, relu),
         }
     }
 
@@ -164,14 +151,43 @@ impl ApeNormBackend for Flex {
         if let Some(out) = flex::backward([&x, &gamma, &y, &mean, &var, &grad], epsilon, relu) {
             return out;
         }
-        let grad = if relu {
-            Self::relu_backward(y, grad)
-        } else {
-            grad
-        };
-        let r = Self::batch_norm_train_backward(x, gamma, mean, var, epsilon, grad);
-        (r.x_grad, r.gamma_grad, r.beta_grad)
+        burns_backward::<Self>(x, gamma, y, mean, var, grad, epsilon, relu)
     }
+}
+
+/// [`ApeNormBackend::ape_batch_norm`] by burn's own ops: the default, and `Flex`'s fallback.
+fn burns_forward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    epsilon: f64,
+    relu: bool,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let r = B::batch_norm_train(x, gamma, beta, epsilon);
+    let y = if relu { B::relu(r.output) } else { r.output };
+    (y, r.mean, r.variance)
+}
+
+/// [`ApeNormBackend::ape_batch_norm_backward`] by burn's own ops: the default, and `Flex`'s
+/// fallback.
+#[allow(clippy::too_many_arguments)]
+fn burns_backward<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    y: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    var: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    epsilon: f64,
+    relu: bool,
+) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+    let grad = if relu {
+        B::relu_backward(y, grad)
+    } else {
+        grad
+    };
+    let r = B::batch_norm_train_backward(x, gamma, mean, var, epsilon, grad);
+    (r.x_grad, r.gamma_grad, r.beta_grad)
 }
 
 /// The backward step of [`ApeNormBackend::ape_batch_norm`] under autodiff.
@@ -476,32 +492,15 @@ mod flex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::test_values::{self, read, relative};
     use burn::tensor::{Device, TensorData};
 
+    /// `values` moved by `offset`.
     fn values(n: usize, seed: u64, offset: f32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5 + offset
-            })
+        test_values::values(n, seed)
+            .into_iter()
+            .map(|v| v + offset)
             .collect()
-    }
-
-    fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_into_vec::<f32>().expect("f32")
-    }
-
-    fn relative(a: &[f32], b: &[f32]) -> f32 {
-        assert_eq!(a.len(), b.len());
-        let worst = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        worst / b.iter().map(|y| y.abs()).fold(0.0, f32::max).max(1e-12)
     }
 
     /// Output, statistics and the three gradients of `Σ r · op(x)`.
