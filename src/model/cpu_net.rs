@@ -351,19 +351,21 @@ impl Mat<'_> {
 }
 
 /// `dst(i, j) (+)= Σ_k lhs(i, k) · rhs(k, j)` for i < m, j < n, with dst(i, j) at
-/// `dst + i·dst_rs + j·dst_cs`; added to what `dst` holds if `accumulate`. Does nothing if an
-/// index of `lhs` or `rhs` would fall outside its slice.
+/// `dst + i·dst_rs + j·dst_cs`; added to what `dst` holds if `accumulate`; on gemm's threads
+/// by `parallelism`. Does nothing if an index of `lhs` or `rhs` would fall outside its slice.
 ///
 /// # Safety
 /// `dst` must be valid for writes at every `i·dst_rs + j·dst_cs` (i < m, j < n), and no other
-/// thread may read or write those elements during the call.
-unsafe fn gemm_into(
+/// thread may read or write those elements during the call (gemm's own threads write
+/// disjoint blocks of them).
+pub(in crate::model) unsafe fn gemm_into(
     dst: *mut f32,
     [dst_rs, dst_cs]: [usize; 2],
     lhs: Mat<'_>,
     rhs: Mat<'_>,
     [m, n, k]: [usize; 3],
     accumulate: bool,
+    parallelism: gemm::Parallelism,
 ) {
     if !(lhs.fits(m, k) && rhs.fits(k, n)) {
         return;
@@ -389,7 +391,7 @@ unsafe fn gemm_into(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
@@ -529,6 +531,7 @@ pub(in crate::model) fn same_conv(
                         rhs,
                         [n, cout, kernel * c],
                         accumulate,
+                        gemm::Parallelism::None,
                     );
                 }
                 accumulate = true;
@@ -607,7 +610,15 @@ fn strided_conv(
             };
             // SAFETY: `res` is this tile's own buffer, row-major [n × cout].
             unsafe {
-                gemm_into(res.as_mut_ptr(), [cout, 1], lhs, rhs, [n, cout, k], false);
+                gemm_into(
+                    res.as_mut_ptr(),
+                    [cout, 1],
+                    lhs,
+                    rhs,
+                    [n, cout, k],
+                    false,
+                    gemm::Parallelism::None,
+                );
             }
             activate(res, &layer.shift, layer.relu);
             for (r, chunk) in (r0..r1).zip(res.chunks_exact(x_len * cout)) {

@@ -21,7 +21,7 @@
 
 use rayon::prelude::*;
 
-use crate::model::cpu_net::{CpuLayer, FoldedNorm, Mat, Padded, Pool, same_conv};
+use crate::model::cpu_net::{CpuLayer, FoldedNorm, Mat, Padded, Pool, gemm_into, same_conv};
 
 /// Which kernels compute the 3×3×3 convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -517,29 +517,16 @@ fn matmul(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: every index of lhs, rhs and dst was bounds-checked above; dst is borrowed
-    // mutably for the call, so nothing else reads or writes it (gemm's own threads write
-    // disjoint blocks of it).
+    // SAFETY: every index of dst was bounds-checked above (lhs and rhs too); dst is borrowed
+    // mutably for the call, so nothing else reads or writes it.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
+        gemm_into(
             dst.as_mut_ptr(),
-            dst_cs as isize,
-            dst_rs as isize,
+            [dst_rs, dst_cs],
+            lhs,
+            rhs,
+            [m, n, k],
             accumulate,
-            lhs.data.as_ptr().add(lhs.offset),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr().add(rhs.offset),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
             parallelism,
         );
     }
