@@ -154,10 +154,10 @@ pub(crate) fn float_label_warning(info: &StorageInfo) -> Option<crate::validate:
 
 /// Reads a 3-D NIfTI-1 volume, converting each (rescaled) value with `convert`; a value it
 /// refuses — and any NaN or infinity — is reported as a `NonFinite` error.
-pub fn read_nifti_with<T>(
+pub fn read_nifti_with<T: Copy + Send + Sync>(
     path: &Path,
     options: &ReadOptions,
-    convert: impl Fn(f64) -> Option<T>,
+    convert: impl Fn(f64) -> Option<T> + Sync,
 ) -> Result<(StorageInfo, Volume<T>), VolumeError> {
     // A FIFO would block the open forever, a device read without end.
     crate::io::check_input(path)?;
@@ -694,22 +694,19 @@ enum DecodeFailure {
 }
 
 /// Decodes raw voxel bytes.
-fn decode_voxels<T>(
+fn decode_voxels<T: Copy + Send + Sync>(
     raw: &[u8],
     datatype: NiftiType,
     endianness: Endianness,
-    convert: impl Fn(f64) -> Option<T>,
+    convert: impl Fn(f64) -> Option<T> + Sync,
 ) -> Result<Vec<T>, DecodeFailure> {
+    use rayon::prelude::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     let big = matches!(endianness, Endianness::Big);
     macro_rules! decode {
         ($ty:ty, $n:expr) => {{
-            let mut out = Vec::new();
-            // Fails as an error, not an abort, under an address-space limit.
-            out.try_reserve_exact(raw.len() / $n)
-                .map_err(|_| DecodeFailure::OutOfMemory)?;
-            let mut first_bad: Option<usize> = None;
-            let mut bad = 0usize;
-            for (index, chunk) in raw.chunks_exact($n).enumerate() {
+            let value_at = |chunk: &[u8]| {
                 let mut bytes = [0u8; $n];
                 bytes.copy_from_slice(chunk);
                 let v = if big {
@@ -717,7 +714,31 @@ fn decode_voxels<T>(
                 } else {
                     <$ty>::from_le_bytes(bytes)
                 };
-                match convert(v as f64) {
+                convert(v as f64)
+            };
+            let mut out = Vec::new();
+            // Fails as an error, not an abort, under an address-space limit.
+            out.try_reserve_exact(raw.len() / $n)
+                .map_err(|_| DecodeFailure::OutOfMemory)?;
+            // In parallel into the reserved buffer, a placeholder where `convert` refuses; the
+            // rare refusal is then located one voxel at a time.
+            if let Some(placeholder) = convert(0.0) {
+                let refused = AtomicBool::new(false);
+                out.par_extend(raw.par_chunks_exact($n).map(|chunk| {
+                    value_at(chunk).unwrap_or_else(|| {
+                        refused.store(true, Ordering::Relaxed);
+                        placeholder
+                    })
+                }));
+                if !refused.into_inner() {
+                    return Ok(out);
+                }
+                out.clear();
+            }
+            let mut first_bad: Option<usize> = None;
+            let mut bad = 0usize;
+            for (index, chunk) in raw.chunks_exact($n).enumerate() {
+                match value_at(chunk) {
                     Some(value) if bad == 0 => out.push(value),
                     Some(_) => {}
                     None => {
