@@ -27,6 +27,7 @@
 //! - [`cache`]: APE maps cached on disk by scan content and model; the one way a scan is embedded.
 //! - [`summary`]: what `ape info` reports about a file.
 //! - [`slicing`]: axial, coronal and sagittal slices in world space, window/level.
+//! - [`pacs`]: studies from a PACS: echo, search and retrieval over DIMSE or DICOMweb.
 //! - [`validate`]: what a user hands in, checked in one place: values, paths, memory, warnings.
 
 pub mod annotations;
@@ -52,6 +53,8 @@ pub mod labels;
 pub mod locate;
 #[cfg(feature = "full")]
 pub mod model;
+#[cfg(feature = "pacs")]
+pub mod pacs;
 pub mod phantom;
 #[cfg(feature = "full")]
 pub mod refine;

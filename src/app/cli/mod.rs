@@ -24,6 +24,7 @@ mod eval;
 mod info;
 mod locate;
 mod model;
+mod pacs;
 mod view;
 
 use std::path::PathBuf;
@@ -117,6 +118,9 @@ enum Command {
         ape::annotations::BoxFormat::list()
     ))]
     Boxes(boxes::BoxesArgs),
+    /// Studies from a PACS: echo, find studies and series, get a series into a folder (DIMSE
+    /// with --host/--port/--called-aet, or DICOMweb with --url).
+    Pacs(pacs::PacsArgs),
     /// Print the model's size, FLOPs per patch, receptive field, input spacing and HU window.
     ModelInfo {
         #[command(flatten)]
@@ -165,6 +169,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Crop(args)) => crop::run(&args),
         Some(Command::Locate(args)) => locate::run(&args),
         Some(Command::Boxes(args)) => boxes::run(&args),
+        Some(Command::Pacs(args)) => pacs::run(&args),
         Some(Command::ModelInfo { model }) => model::info(&model),
         Some(Command::ModelInit { seed, output }) => model::init(seed, &output),
         Some(Command::View(args)) => view::run(args),
