@@ -56,6 +56,48 @@ impl ModuleMapper for Replace {
     }
 }
 
+/// Replaces the i-th visited float tensor `e` by `decay · e + (1 − decay) · current[i]`.
+struct Blend {
+    current: std::vec::IntoIter<Tensor<1>>,
+    decay: f64,
+}
+
+impl ModuleMapper for Blend {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(current) = self.current.next() else {
+            return param;
+        };
+        let decay = self.decay;
+        param.map(|t| {
+            let dims = t.dims();
+            t.mul_scalar(decay) + current.reshape(dims).mul_scalar(1.0 - decay)
+        })
+    }
+}
+
+/// One step of an exponential moving average of weights (and running statistics):
+/// `decay · average + (1 − decay) · current`, tensor by tensor. Both must be the same network
+/// on the same device; `average` keeps its metadata.
+pub fn blend(average: ApeModel, current: &ApeModel, decay: f64) -> Result<ApeModel, AverageError> {
+    if average.meta.net != current.meta.net {
+        return Err(AverageError::Mismatch {
+            index: 1,
+            detail: "a different network config".to_owned(),
+        });
+    }
+    let mut collect = Collect(Vec::new());
+    current.net.visit(&mut collect);
+    let mut mapper = Blend {
+        current: collect.0.into_iter(),
+        decay,
+    };
+    Ok(ApeModel {
+        net: average.net.map(&mut mapper),
+        meta: average.meta,
+        id: average.id,
+    })
+}
+
 /// The mean of `models`' weights and running statistics, with the first model's metadata.
 /// All must be the same network (config, input spacing, HU window).
 pub fn average(mut models: Vec<ApeModel>) -> Result<ApeModel, AverageError> {
@@ -146,6 +188,25 @@ mod tests {
             }
         }
         assert_ne!(va, values(&mean));
+    }
+
+    #[test]
+    fn a_moving_average_step_weighs_every_tensor_by_the_decay() {
+        let device = backend::cpu().device;
+        let meta = ApeModel::bundled(&device).expect("bundled").meta;
+        let a = ApeModel::initialised(meta.clone(), 1, &device);
+        let b = ApeModel::initialised(meta.clone(), 2, &device);
+        let (va, vb) = (values(&a), values(&b));
+        let blended = blend(a, &b, 0.9).expect("same network");
+        for ((m, x), y) in values(&blended).iter().zip(&va).zip(&vb) {
+            for ((m, x), y) in m.iter().zip(x).zip(y) {
+                assert!((m - (0.9 * x + 0.1 * y)).abs() < 1e-6);
+            }
+        }
+        let mut other = meta;
+        other.net.widths = vec![8, 16, 32];
+        let c = ApeModel::initialised(other, 3, &device);
+        assert!(blend(c, &b, 0.9).is_err());
     }
 
     #[test]

@@ -120,6 +120,17 @@ pub struct TrainConfig {
     /// position outside the body too. 0: body voxels only (method.md).
     #[config(default = 0)]
     pub outside_per_pair: usize,
+    /// AdamW's ε (burn's default 1e-5; the reference code trains with 1e-3).
+    #[config(default = 1e-5)]
+    pub adam_epsilon: f64,
+    /// Place every crop inside the scan (along an axis where the crop is the longer, centred
+    /// on the scan), as the reference code does, instead of anywhere around the shared voxel.
+    #[config(default = false)]
+    pub crops_inside: bool,
+    /// Decay of an exponential moving average of the weights, kept beside the trained ones,
+    /// checkpointed, and saved as `ema-<step>.apemodel` with each kept copy (0: none).
+    #[config(default = 0.0)]
+    pub ema_decay: f64,
 }
 
 impl TrainConfig {

@@ -138,6 +138,7 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
     let size = config.crop_size;
     let extent_voxels = DVec3::new(size[0] as f64, size[1] as f64, size[2] as f64);
     let paired = config.variant != Variant::Naive;
+    let scan_bounds = scan.volume.world_bounds();
 
     let mut firsts = Vec::with_capacity(config.pairs);
     let mut seconds = Vec::with_capacity(config.pairs);
@@ -167,7 +168,10 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
                 rng.random_range(0.15..0.85),
                 rng.random_range(0.15..0.85),
             );
-            let corner = centre - u * extent;
+            let mut corner = centre - u * extent;
+            if config.crops_inside {
+                corner = inside(corner, extent, &scan_bounds);
+            }
             (corner + spacing * 0.5, spacing)
         };
         let (origin1, spacing1) = draw_crop(&mut rng);
@@ -227,6 +231,15 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
         x_weight: regime.x_weight,
         z_weight: regime.z_weight,
     }
+}
+
+/// The crop corner nearest to `corner` that puts a crop of `extent` inside `bounds`; along an
+/// axis where the crop is the longer, the crop is centred on the scan.
+fn inside(corner: DVec3, extent: DVec3, bounds: &WorldBox) -> DVec3 {
+    let room = bounds.max - bounds.min - extent;
+    let centred = bounds.min + room * 0.5;
+    let clamped = corner.clamp(bounds.min, bounds.min + room.max(DVec3::ZERO));
+    DVec3::select(room.cmplt(DVec3::ZERO), centred, clamped)
 }
 
 fn make_crop(

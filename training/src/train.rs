@@ -66,16 +66,23 @@ pub struct Trainer {
     pub step: usize,
     /// Where the last step's time went.
     pub last_times: StepTimes,
+    /// The moving average of the weights (`ema_decay` > 0), an inference copy.
+    pub ema: Option<ApeModel>,
+}
+
+/// AdamW as the config asks.
+fn optimizer_config(config: &TrainConfig) -> AdamWConfig {
+    AdamWConfig::new()
+        .with_weight_decay(config.weight_decay as f32)
+        .with_epsilon(config.adam_epsilon as f32)
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip_norm)))
 }
 
 impl Trainer {
     /// A new run starting from the weights of an existing model (fine-tuning).
     pub fn from_model(config: TrainConfig, model: ApeModel, device: Device) -> Self {
         let device = device.autodiff();
-        let optim = AdamWConfig::new()
-            .with_weight_decay(config.weight_decay as f32)
-            .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip_norm)))
-            .init();
+        let optim = optimizer_config(&config).init();
         Self {
             config,
             meta: model.meta,
@@ -84,6 +91,7 @@ impl Trainer {
             device,
             step: 0,
             last_times: StepTimes::default(),
+            ema: None,
         }
     }
 
@@ -126,9 +134,7 @@ impl Trainer {
         resume: bool,
     ) -> anyhow::Result<Self> {
         let device = device.autodiff();
-        let optim_config = AdamWConfig::new()
-            .with_weight_decay(config.weight_decay as f32)
-            .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip_norm)));
+        let optim_config = optimizer_config(&config);
         if let (true, Some(checkpoint)) = (resume, checkpoint_dir(out)) {
             let state: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(checkpoint.join("state.json"))?)?;
@@ -140,6 +146,11 @@ impl Trainer {
                 .init()
                 .load(checkpoint.join("optimizer.bin"))
                 .map_err(|e| anyhow::anyhow!("loading optimizer state: {e:?}"))?;
+            let ema_path = checkpoint.join("ema.apemodel");
+            let ema = match (config.ema_decay > 0.0, ema_path.is_file()) {
+                (true, true) => Some(ApeModel::load(&ema_path, &device.clone().inner())?),
+                _ => None,
+            };
             return Ok(Self {
                 config,
                 meta: model.meta,
@@ -148,6 +159,7 @@ impl Trainer {
                 device,
                 step,
                 last_times: StepTimes::default(),
+                ema,
             });
         }
         let model = ApeModel::initialised(meta, config.seed, &device);
@@ -159,6 +171,7 @@ impl Trainer {
             device,
             step: 0,
             last_times: StepTimes::default(),
+            ema: None,
         })
     }
 
@@ -221,6 +234,15 @@ impl Trainer {
         let lr = config.learning_rate_at(batch.step);
         self.net = self.optim.step(lr, self.net.clone(), grads);
         self.step = batch.step + 1;
+        if config.ema_decay > 0.0 {
+            let current = self.model();
+            // The first step's weights start the average.
+            self.ema = Some(match self.ema.take() {
+                Some(average) => ape::model::average::blend(average, &current, config.ema_decay)
+                    .unwrap_or(current),
+                None => current,
+            });
+        }
         let seconds = |from: Instant, to: Instant| (to - from).as_secs_f64();
         self.last_times = StepTimes {
             forward: seconds(began, forward_done),
@@ -257,6 +279,9 @@ impl Trainer {
             .into_bytes()
             .map_err(|e| anyhow::anyhow!("optimizer state: {e:?}"))?;
         ape::io::atomic::write_atomically(&partial.join("optimizer.bin"), &bytes[..])?;
+        if let Some(ema) = &self.ema {
+            ema.save(&partial.join("ema.apemodel"))?;
+        }
         let state = serde_json::json!({ "step": self.step });
         ape::io::atomic::write_atomically(
             &partial.join("state.json"),
@@ -370,6 +395,9 @@ pub fn run(
             trainer
                 .model()
                 .save(&out.join(format!("model-{done}.apemodel")))?;
+            if let Some(ema) = &trainer.ema {
+                ema.save(&out.join(format!("ema-{done}.apemodel")))?;
+            }
         }
         let eval_due = config.eval_every > 0
             && (done.is_multiple_of(config.eval_every) || done == config.steps);

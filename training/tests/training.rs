@@ -12,6 +12,7 @@ use ape::resample::sample_linear;
 use ape_training::config::{TrainConfig, Variant};
 use ape_training::data::{TrainScan, make_batch};
 use ape_training::train::Trainer;
+use glam::DVec3;
 
 fn shared_scan(test: &str) -> Option<PathBuf> {
     let data = ape::cohort::shared_data_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
@@ -225,6 +226,126 @@ fn crop_pairs_agree_on_their_positive_voxels() {
         same < 0.05 && same < shuffled / 3.0,
         "same {same}, shuffled {shuffled}"
     );
+}
+
+#[test]
+fn crops_stay_inside_the_scan_when_asked() {
+    let Some(path) = shared_scan("crops_stay_inside_the_scan_when_asked") else {
+        return;
+    };
+    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
+    let bounds = scans[0].volume.world_bounds();
+    let base = TrainConfig::new(Variant::Equiv)
+        .with_augment(false)
+        .with_pairs(4)
+        .with_positives_per_pair(50)
+        .with_spacing_xy([2.5, 4.0])
+        .with_spacing_z([2.5, 5.0]);
+    // A crop's box, by the voxel faces.
+    let crop_box = |c: &ape_training::data::Crop, size: [usize; 3]| {
+        let extent = c.spacing * DVec3::new(size[0] as f64, size[1] as f64, size[2] as f64);
+        let min = c.origin - c.spacing * 0.5;
+        (min, min + extent)
+    };
+    // Per crop, the axes along which it hangs outside the scan, and whether that is only
+    // where it is the longer and centred.
+    let outside_axes = |config: &TrainConfig| {
+        let mut hanging = 0;
+        for step in 0..10 {
+            for c in make_batch(config, &scans, step).crops {
+                let (min, max) = crop_box(&c, config.crop_size);
+                for a in 0..3 {
+                    if min[a] >= bounds.min[a] - 1e-6 && max[a] <= bounds.max[a] + 1e-6 {
+                        continue;
+                    }
+                    let longer = max[a] - min[a] > bounds.max[a] - bounds.min[a];
+                    let centred =
+                        ((min[a] + max[a]) - (bounds.min[a] + bounds.max[a])).abs() < 1e-6;
+                    if !(config.crops_inside && longer && centred) {
+                        hanging += 1;
+                    }
+                }
+            }
+        }
+        hanging
+    };
+    // Crops of 96×96×64 voxels of 2.5–4 mm in-plane are drawn around the shared voxel and
+    // often reach past a scan of ~316 mm.
+    assert!(outside_axes(&base) > 0);
+    let inside = base.clone().with_crops_inside(true);
+    assert_eq!(outside_axes(&inside), 0);
+    // 96 voxels of 4 mm (384 mm) are longer than the scan in-plane: centred on it.
+    let wide = inside.clone().with_spacing_xy([4.0, 4.0]);
+    assert!(bounds.max.x - bounds.min.x < 384.0);
+    for c in make_batch(&wide, &scans, 3).crops {
+        let (min, max) = crop_box(&c, wide.crop_size);
+        assert!(((min.x + max.x) - (bounds.min.x + bounds.max.x)).abs() < 1e-6);
+    }
+    // The pairs still share their positives: every one lies inside both crops.
+    for step in 0..10 {
+        let batch = make_batch(&inside, &scans, step);
+        for (pair, points) in batch.points.iter().enumerate() {
+            for crop in [&batch.crops[pair], &batch.crops[pair + inside.pairs]] {
+                let (min, max) = crop_box(crop, inside.crop_size);
+                assert!(
+                    points
+                        .iter()
+                        .all(|p| p.cmpge(min).all() && p.cmple(max).all())
+                );
+            }
+        }
+    }
+}
+
+/// With a moving average of the weights, it is checkpointed and resumed with the run: a resumed
+/// run's average equals the uninterrupted one's.
+#[test]
+fn the_weights_moving_average_resumes_with_the_run() {
+    let Some(path) = shared_scan("the_weights_moving_average_resumes_with_the_run") else {
+        return;
+    };
+    let _serial = one_at_a_time();
+    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
+    let config = tiny_config().with_ema_decay(0.5).with_adam_epsilon(1e-3);
+    let device = backend::cpu().device;
+    let values = |m: &ape::model::ApeModel| -> Vec<f32> {
+        m.net
+            .named_tensors()
+            .into_iter()
+            .flat_map(|t| t.values)
+            .collect()
+    };
+    let straight_dir = tempfile::tempdir().unwrap();
+    let mut straight = Trainer::new(
+        config.clone(),
+        meta(),
+        device.clone(),
+        straight_dir.path(),
+        false,
+    )
+    .unwrap();
+    for s in 0..3 {
+        straight.train_step(&make_batch(&config, &scans, s));
+    }
+    let ema = straight.ema.as_ref().expect("an average");
+    let (average, current) = (values(ema), values(&straight.model()));
+    assert_ne!(average, current, "the average lags the weights");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut first =
+        Trainer::new(config.clone(), meta(), device.clone(), dir.path(), false).unwrap();
+    for s in 0..2 {
+        first.train_step(&make_batch(&config, &scans, s));
+    }
+    first.save_checkpoint(dir.path()).unwrap();
+    assert!(dir.path().join("checkpoint/ema.apemodel").is_file());
+    drop(first);
+    let mut resumed = Trainer::new(config.clone(), meta(), device, dir.path(), true).unwrap();
+    resumed.train_step(&make_batch(&config, &scans, 2));
+    let resumed_average = values(resumed.ema.as_ref().expect("an average"));
+    for (a, b) in average.iter().zip(&resumed_average) {
+        assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+    }
 }
 
 #[test]
