@@ -148,19 +148,7 @@ impl SeparableTaps {
         shape: [usize; 3],
         affine: &Affine,
     ) -> Result<Option<Self>, GeometryError> {
-        let voxels = voxel_count(shape);
-        if voxels > MAX_RESAMPLED_VOXELS {
-            return Err(GeometryError::TooLarge {
-                voxels,
-                limit: MAX_RESAMPLED_VOXELS,
-            });
-        }
-        if shape.contains(&0) {
-            return Err(GeometryError::EmptyShape(shape));
-        }
-        let origin = src_affine.to_voxel(affine.origin());
-        let steps =
-            [0, 1, 2].map(|a| src_affine.to_voxel(affine.origin() + affine.axis_step(a)) - origin);
+        let (origin, steps) = target_in_source(src_affine, shape, affine)?;
         let mut source_axis = [0usize; 3];
         for (t, step) in steps.iter().enumerate() {
             let step = step.to_array();
@@ -265,16 +253,14 @@ fn axis_weights(v: f64, n: usize) -> (usize, usize, f32) {
     (i0, i1, (v - lo) as f32)
 }
 
-/// Walks every voxel of the target grid, in parallel over slices, and calls `sample` with the
-/// continuous source voxel index of its centre (only for points inside the source's extent).
-fn resample_with<T: Copy + Send + Sync>(
+/// Where the target grid lies in source voxels: its first voxel and one step vector per
+/// target axis (target voxel → source voxel is itself affine); refuses empty or oversized
+/// grids.
+fn target_in_source(
     src_affine: &Affine,
-    src_shape: [usize; 3],
     shape: [usize; 3],
-    affine: Affine,
-    fill: T,
-    sample: impl Fn(DVec3) -> T + Sync,
-) -> Result<Volume<T>, GeometryError> {
+    affine: &Affine,
+) -> Result<(DVec3, [DVec3; 3]), GeometryError> {
     let voxels = voxel_count(shape);
     if voxels > MAX_RESAMPLED_VOXELS {
         return Err(GeometryError::TooLarge {
@@ -285,17 +271,30 @@ fn resample_with<T: Copy + Send + Sync>(
     if shape.contains(&0) {
         return Err(GeometryError::EmptyShape(shape));
     }
-    // Target voxel → source voxel is itself affine: one step vector per target axis.
     let origin = src_affine.to_voxel(affine.origin());
     let steps =
         [0, 1, 2].map(|a| src_affine.to_voxel(affine.origin() + affine.axis_step(a)) - origin);
+    Ok((origin, steps))
+}
+
+/// Walks every voxel of the target grid, in parallel over slices, and calls `sample` with the
+/// continuous source voxel index of its centre (only for points inside the source's extent).
+fn resample_with<T: Copy + Send + Sync>(
+    src_affine: &Affine,
+    src_shape: [usize; 3],
+    shape: [usize; 3],
+    affine: Affine,
+    fill: T,
+    sample: impl Fn(DVec3) -> T + Sync,
+) -> Result<Volume<T>, GeometryError> {
+    let (origin, steps) = target_in_source(src_affine, shape, &affine)?;
     let upper = DVec3::new(
         src_shape[0] as f64 - 0.5,
         src_shape[1] as f64 - 0.5,
         src_shape[2] as f64 - 0.5,
     );
     let [nx, ny, _] = shape;
-    let mut data = vec![fill; voxels as usize];
+    let mut data = vec![fill; voxel_count(shape) as usize];
     data.par_chunks_mut(nx * ny)
         .enumerate()
         .for_each(|(k, slice)| {
