@@ -490,20 +490,7 @@ fn series_identifier(
 }
 
 fn series_of(parsed: &Parsed) -> Option<Series> {
-    let uid = parsed
-        .text(tags::SERIES_INSTANCE_UID)
-        .filter(|u| !u.is_empty())?;
-    Some(Series {
-        uid,
-        modality: parsed.text(tags::MODALITY).unwrap_or_default(),
-        description: parsed.text(tags::SERIES_DESCRIPTION).unwrap_or_default(),
-        number: parsed
-            .text(tags::SERIES_NUMBER)
-            .and_then(|n| n.trim().parse().ok()),
-        slices: parsed
-            .text(tags::NUMBER_OF_SERIES_RELATED_INSTANCES)
-            .and_then(|n| n.trim().parse().ok()),
-    })
+    Series::from_attributes(|tag| parsed.text(tag))
 }
 
 /// C-FIND at study level, then at series level for each study found.
@@ -551,19 +538,11 @@ pub(super) fn find(
             &mut session,
             series_identifier(Some(&uid), None, query.modality.as_deref()),
         )?;
-        let mut series: Vec<Series> = series.iter().filter_map(series_of).collect();
+        let series: Vec<Series> = series.iter().filter_map(series_of).collect();
         if series.is_empty() {
             continue;
         }
-        series.sort_by(|a, b| a.number.cmp(&b.number).then_with(|| a.uid.cmp(&b.uid)));
-        studies.push(Study {
-            uid,
-            patient_name: parsed.text(tags::PATIENT_NAME).unwrap_or_default(),
-            patient_id: parsed.text(tags::PATIENT_ID).unwrap_or_default(),
-            date: parsed.text(tags::STUDY_DATE).unwrap_or_default(),
-            description: parsed.text(tags::STUDY_DESCRIPTION).unwrap_or_default(),
-            series,
-        });
+        studies.push(Study::from_attributes(uid, |tag| parsed.text(tag), series));
     }
     session.release();
     Ok(studies)

@@ -308,6 +308,43 @@ pub struct Series {
     pub slices: Option<usize>,
 }
 
+impl Series {
+    /// A series from its attributes as a C-FIND response or a QIDO-RS result carries them
+    /// (`text` reads one); `None` without a series UID.
+    fn from_attributes(text: impl Fn(wire::Tag) -> Option<String>) -> Option<Self> {
+        use wire::tags;
+        let trimmed = |tag| text(tag).map(|n: String| n.trim().to_owned());
+        Some(Self {
+            uid: text(tags::SERIES_INSTANCE_UID).filter(|u| !u.is_empty())?,
+            modality: text(tags::MODALITY).unwrap_or_default(),
+            description: text(tags::SERIES_DESCRIPTION).unwrap_or_default(),
+            number: trimmed(tags::SERIES_NUMBER).and_then(|n| n.parse().ok()),
+            slices: trimmed(tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.parse().ok()),
+        })
+    }
+}
+
+impl Study {
+    /// A study from its attributes (`text` reads one) and its series, which it sorts by
+    /// series number, then UID.
+    fn from_attributes(
+        uid: String,
+        text: impl Fn(wire::Tag) -> Option<String>,
+        mut series: Vec<Series>,
+    ) -> Self {
+        use wire::tags;
+        series.sort_by(|a, b| a.number.cmp(&b.number).then_with(|| a.uid.cmp(&b.uid)));
+        Self {
+            uid,
+            patient_name: text(tags::PATIENT_NAME).unwrap_or_default(),
+            patient_id: text(tags::PATIENT_ID).unwrap_or_default(),
+            date: text(tags::STUDY_DATE).unwrap_or_default(),
+            description: text(tags::STUDY_DESCRIPTION).unwrap_or_default(),
+            series,
+        }
+    }
+}
+
 /// Progress and cancellation of a retrieval.
 #[derive(Default)]
 pub struct Control<'a> {

@@ -209,14 +209,7 @@ pub(super) fn echo(server: &WebServer, limits: &Limits) -> Result<(), PacsError>
 }
 
 fn series_of(object: &serde_json::Map<String, Value>) -> Option<Series> {
-    Some(Series {
-        uid: text(object, tags::SERIES_INSTANCE_UID).filter(|u| !u.is_empty())?,
-        modality: text(object, tags::MODALITY).unwrap_or_default(),
-        description: text(object, tags::SERIES_DESCRIPTION).unwrap_or_default(),
-        number: text(object, tags::SERIES_NUMBER).and_then(|n| n.trim().parse().ok()),
-        slices: text(object, tags::NUMBER_OF_SERIES_RELATED_INSTANCES)
-            .and_then(|n| n.trim().parse().ok()),
-    })
+    Series::from_attributes(|tag| text(object, tag))
 }
 
 /// QIDO-RS studies, then the series of each.
@@ -255,19 +248,15 @@ pub(super) fn find(
                 ),
             ])
         ))?;
-        let mut series: Vec<Series> = series.iter().filter_map(series_of).collect();
+        let series: Vec<Series> = series.iter().filter_map(series_of).collect();
         if series.is_empty() {
             continue;
         }
-        series.sort_by(|a, b| a.number.cmp(&b.number).then_with(|| a.uid.cmp(&b.uid)));
-        found.push(Study {
+        found.push(Study::from_attributes(
             uid,
-            patient_name: text(&object, tags::PATIENT_NAME).unwrap_or_default(),
-            patient_id: text(&object, tags::PATIENT_ID).unwrap_or_default(),
-            date: text(&object, tags::STUDY_DATE).unwrap_or_default(),
-            description: text(&object, tags::STUDY_DESCRIPTION).unwrap_or_default(),
+            |tag| text(&object, tag),
             series,
-        });
+        ));
     }
     Ok(found)
 }
