@@ -570,3 +570,191 @@ fn ape_pacs_runs_end_to_end() {
     let err = common::run_ape_failing(&["pacs", "echo", "--host", "127.0.0.1"], cache.path());
     assert!(err.contains("--port") || err.contains("port"), "{err}");
 }
+
+/// Steps the viewer until `done`, failing after `limit`.
+fn step_until(
+    harness: &mut egui_kittest::Harness<'_, ape_app::viewer::ApeApp>,
+    what: &str,
+    limit: Duration,
+    done: impl Fn(&ape_app::viewer::ApeApp) -> bool,
+) {
+    let start = Instant::now();
+    while !done(harness.state()) {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        harness.step();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    harness.step();
+}
+
+/// The viewer's "Open from PACS…" window, driven like a user: the saved servers come from the
+/// config folder, a search typed into the form finds the study over DICOMweb, "Open" retrieves
+/// the series into the store and the cohort embeds it; the same over DIMSE; a server that is
+/// down is a message in the window while the UI keeps drawing.
+#[test]
+fn the_viewer_finds_the_study_on_the_pacs_and_opens_its_series() {
+    use ape_app::viewer::ApeApp;
+    use ape_app::viewer::state::ScanStatus;
+    use egui_kittest::kittest::Queryable;
+
+    let Some(o) = orthanc() else { return };
+    let reference = reference(o);
+    let config = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let servers = serde_json::json!([
+        { "name": "test Orthanc (DICOMweb)", "web": true, "url": o.web_url() },
+        { "name": "test Orthanc (DIMSE)", "web": false, "host": "127.0.0.1",
+          "port": o.dicom_port.to_string(), "called_aet": AET, "calling_aet": "APE" },
+    ]);
+    std::fs::write(
+        config.path().join("pacs-servers.json"),
+        serde_json::to_vec(&servers).unwrap(),
+    )
+    .unwrap();
+    let compute = ape::model::backend::cpu();
+    let model = std::sync::Arc::new(ape::model::ApeModel::bundled(&compute.device).unwrap());
+    let (config_dir, store_dir) = (config.path().to_owned(), store.path().to_owned());
+    let mut harness = egui_kittest::Harness::builder()
+        .with_size(egui::vec2(1280.0, 900.0))
+        .build_eframe(move |cc| {
+            ApeApp::new(
+                &cc.egui_ctx,
+                Some(model),
+                compute.device,
+                None,
+                "test".into(),
+            )
+            .with_recent_files(config_dir)
+            .with_pacs_store(SeriesStore::new(store_dir))
+        });
+    harness.get_by_label("Open from PACS…").click();
+    for _ in 0..3 {
+        harness.step(); // a new window is sized on its first frame, shown on the next
+    }
+    assert_eq!(harness.state().pacs().servers.len(), 2);
+    harness.get_by_label("Patient name").focus();
+    harness.step();
+    harness.get_by_label("Patient name").type_text("liver_17");
+    harness.step();
+    assert_eq!(
+        harness.state().pacs().query.patient_name,
+        "liver_17",
+        "the typed name is in the form"
+    );
+    harness.get_by_label("Search").click();
+    harness.step();
+    step_until(&mut harness, "the search", Duration::from_secs(60), |app| {
+        !app.pacs().busy()
+    });
+    let window = harness.state().pacs();
+    assert!(
+        window.message.as_ref().is_some_and(|(error, _)| !error),
+        "{:?}",
+        window.message
+    );
+    assert_eq!(window.studies.len(), 1);
+    assert_eq!(window.studies[0].uid, o.study);
+    assert_eq!(window.studies[0].series[0].uid, o.series);
+    assert!(
+        harness
+            .query_by_label_contains("liver_17 patient")
+            .is_some()
+    );
+    assert!(harness.query_by_label("119 slices").is_some());
+
+    harness.get_by_label("Open").click();
+    step_until(
+        &mut harness,
+        "the series to be retrieved, read and embedded",
+        Duration::from_secs(300),
+        |app| {
+            app.state
+                .cohort
+                .first()
+                .is_some_and(|s| matches!(s.status, ScanStatus::Ready | ScanStatus::Failed(_)))
+        },
+    );
+    let app = harness.state();
+    let message = app.pacs().message.clone();
+    assert!(
+        message
+            .as_ref()
+            .is_some_and(|(error, text)| !error && text.contains("119 slices")),
+        "{message:?}"
+    );
+    let opened = &app.state.cohort[0];
+    assert!(
+        matches!(opened.status, ScanStatus::Ready),
+        "{:?}",
+        opened.status
+    );
+    assert!(
+        opened.path.starts_with(store.path()),
+        "{}",
+        opened.path.display()
+    );
+    assert!(
+        opened.name.starts_with("liver_17 patient · CT"),
+        "{}",
+        opened.name
+    );
+    assert!(opened.map.is_some(), "embedded like any other scan");
+    let scan = opened.scan.as_ref().unwrap();
+    assert_eq!(scan.volume.shape(), reference.volume.shape());
+    assert_eq!(scan.volume.affine(), reference.volume.affine());
+
+    // The same series over DIMSE: the other saved server, chosen in its list.
+    harness
+        .get_by(|n| {
+            n.role() == egui::accesskit::Role::ComboBox
+                && n.value().as_deref() == Some("test Orthanc (DICOMweb)")
+        })
+        .click();
+    for _ in 0..3 {
+        harness.step(); // the list pops up
+    }
+    harness.get_by_label("test Orthanc (DIMSE)").click();
+    harness.step();
+    assert!(!harness.state().pacs().form.web);
+    harness.get_by_label("Search").click();
+    harness.step();
+    step_until(
+        &mut harness,
+        "the DIMSE search",
+        Duration::from_secs(60),
+        |app| !app.pacs().busy(),
+    );
+    assert_eq!(harness.state().pacs().studies.len(), 1);
+    harness.get_by_label("Open").click();
+    step_until(
+        &mut harness,
+        "the DIMSE series to be read",
+        Duration::from_secs(300),
+        |app| app.state.cohort.get(1).is_some_and(|s| s.scan.is_some()),
+    );
+    let scan = harness.state().state.cohort[1].scan.clone().unwrap();
+    assert!(scan.volume.data() == reference.volume.data());
+
+    // A server that is down: a message in the window, and frames keep coming meanwhile.
+    let down = free_port();
+    harness.state_mut().pacs_mut().form.port = down.to_string();
+    harness.get_by_label("Test connection").click();
+    harness.step();
+    let started = Instant::now();
+    let mut frames = 0;
+    while harness.state().pacs().busy() {
+        assert!(started.elapsed() < Duration::from_secs(20), "no answer");
+        harness.step();
+        frames += 1;
+    }
+    harness.step();
+    let message = harness.state().pacs().message.clone();
+    assert!(
+        message.as_ref().is_some_and(|(error, text)| *error
+            && text.contains("cannot connect")
+            && text.contains(&down.to_string())),
+        "{message:?}"
+    );
+    assert!(frames > 0 || started.elapsed() < Duration::from_millis(100));
+    assert!(harness.query_by_label_contains("cannot connect").is_some());
+}

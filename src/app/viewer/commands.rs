@@ -14,6 +14,7 @@ use super::state::{OverlayMode, ViewerState};
 pub enum ViewerCommand {
     OpenScans,
     OpenFolder,
+    OpenPacs,
     Screenshot,
     /// Preset `n` of [`WindowLevel::PRESETS`] (key `n + 1`).
     Preset(usize),
@@ -75,7 +76,7 @@ impl ViewerCommand {
     /// Every command, in the order the help window lists them.
     pub fn all() -> impl Iterator<Item = Self> {
         use ViewerCommand::*;
-        [OpenScans, OpenFolder, Screenshot]
+        [OpenScans, OpenFolder, OpenPacs, Screenshot]
             .into_iter()
             .chain((0..WindowLevel::PRESETS.len()).map(Preset))
             .chain([
@@ -97,6 +98,7 @@ impl ViewerCommand {
         match self {
             Self::OpenScans => "Open…",
             Self::OpenFolder => "Open folder…",
+            Self::OpenPacs => "Open from PACS…",
             Self::Screenshot => "Screenshot",
             Self::Preset(n) => WindowLevel::PRESETS.get(n).map_or("preset", |p| p.0),
             Self::ToggleOverlay => "APE overlay",
@@ -117,6 +119,7 @@ impl ViewerCommand {
         match self {
             Self::OpenScans => "open NIfTI scans".into(),
             Self::OpenFolder => "open every scan of a folder".into(),
+            Self::OpenPacs => "search a PACS (DIMSE or DICOMweb) and open a series from it".into(),
             Self::Screenshot => "save the window as PNG".into(),
             Self::Preset(n) => WindowLevel::PRESETS
                 .get(n)
@@ -160,7 +163,11 @@ impl ViewerCommand {
             Self::Redo => &REDO,
             Self::ResetViews => &RESET,
             Self::ToggleHelp => &HELP,
-            Self::OpenFolder | Self::Screenshot | Self::SaveBoxes | Self::LoadBoxes => &[],
+            Self::OpenFolder
+            | Self::OpenPacs
+            | Self::Screenshot
+            | Self::SaveBoxes
+            | Self::LoadBoxes => &[],
         }
     }
 
@@ -231,6 +238,7 @@ impl ViewerCommand {
             }
             Self::OpenScans
             | Self::OpenFolder
+            | Self::OpenPacs
             | Self::Screenshot
             | Self::ToggleApeSpace
             | Self::SaveBoxes

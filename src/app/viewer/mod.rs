@@ -7,11 +7,13 @@
 //! - [`views`]: the slice views and the cohort strip; [`sidebar`]: the left panel.
 //! - [`commands`]: every command with its label, keys and help, in one table.
 //! - [`embedding_plot`]: the cohort in APE space (organ centres, boxes, landmark).
+//! - [`pacs`]: the "Open from PACS…" window (servers, search, retrieval).
 //! - [`box_edit`]: what a drag grabs of an organ box (edges, corners, inside) and what it does.
 
 pub mod box_edit;
 pub mod commands;
 pub mod embedding_plot;
+pub mod pacs;
 pub mod recent;
 pub mod sidebar;
 pub mod slice_picture;
@@ -57,6 +59,7 @@ pub struct ApeApp {
     recent_dir: Option<PathBuf>,
     /// The boxes as last autosaved.
     autosaved: Option<BoxSet>,
+    pacs: pacs::PacsWindow,
 }
 
 impl ApeApp {
@@ -87,6 +90,7 @@ impl ApeApp {
             recent: Vec::new(),
             recent_dir: None,
             autosaved: None,
+            pacs: pacs::PacsWindow::default(),
         }
     }
 
@@ -99,8 +103,10 @@ impl ApeApp {
         self
     }
 
-    /// Remembers opened scans in `dir` across sessions (see [`recent`]).
+    /// Remembers opened scans, boxes and PACS servers in `dir` across sessions (see
+    /// [`recent`]).
     pub fn with_recent_files(mut self, dir: PathBuf) -> Self {
+        self.pacs = std::mem::take(&mut self.pacs).with_config_dir(&dir);
         self.recent = recent::load(&dir);
         // Boxes of the last session come back (the autosave is written atomically).
         let autosave = dir.join(AUTOSAVE_FILE);
@@ -110,6 +116,22 @@ impl ApeApp {
         }
         self.recent_dir = Some(dir);
         self
+    }
+
+    /// Series retrieved from a PACS go to `store` instead of the default one
+    /// ([`ape::pacs::default_store_dir`]).
+    pub fn with_pacs_store(mut self, store: ape::pacs::SeriesStore) -> Self {
+        self.pacs = std::mem::take(&mut self.pacs).with_store(store);
+        self
+    }
+
+    /// The "Open from PACS…" window's state.
+    pub fn pacs(&self) -> &pacs::PacsWindow {
+        &self.pacs
+    }
+
+    pub fn pacs_mut(&mut self) -> &mut pacs::PacsWindow {
+        &mut self.pacs
     }
 
     /// Adds scans to the cohort; they are read and embedded in the background. A DICOM folder
@@ -315,6 +337,15 @@ impl ApeApp {
                 .show(ui.ctx(), help_window);
         }
         self.series_chooser(ui.ctx());
+        if let Some(series) = self.pacs.show(ui.ctx()) {
+            let before = self.state.cohort.len();
+            self.open([series.folder]);
+            if self.state.cohort.len() == before + 1
+                && let Some(scan) = self.state.cohort.last_mut()
+            {
+                scan.name = series.name;
+            }
+        }
         if self.show_embedding_plot {
             let mut open = true;
             let mut clicked = None;
@@ -394,6 +425,7 @@ impl ApeApp {
                     self.open_folder(&dir);
                 }
             }
+            ViewerCommand::OpenPacs => self.pacs.open = true,
             ViewerCommand::Screenshot => request_screenshot(ctx),
             ViewerCommand::ToggleApeSpace => self.show_embedding_plot ^= true,
             ViewerCommand::ToggleHelp => self.show_help ^= true,

@@ -47,6 +47,7 @@ fn toolbar(ui: &mut egui::Ui, commands: &mut Vec<ViewerCommand>) {
         for command in [
             ViewerCommand::OpenScans,
             ViewerCommand::OpenFolder,
+            ViewerCommand::OpenPacs,
             ViewerCommand::Screenshot,
             ViewerCommand::ToggleApeSpace,
             ViewerCommand::ToggleHelp,
