@@ -788,4 +788,33 @@ mod tests {
         assert_eq!(meta.text((0x0002, 0x0010)).as_deref(), Some(EXPLICIT_LE));
         assert!(file.ends_with(&data));
     }
+
+    #[test]
+    fn a_retrieved_series_that_is_not_ct_is_refused_by_name() {
+        use super::super::store::check_ct;
+        const MR_IMAGE_STORAGE: &str = "1.2.840.10008.5.1.4.1.1.4";
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, sop_class: &str| {
+            let file = part10(sop_class, "1.2.3", EXPLICIT_LE, &[]);
+            std::fs::write(dir.path().join(name), file).unwrap();
+        };
+        write("a.dcm", CT_IMAGE_STORAGE);
+        assert!(check_ct(dir.path(), "PACS@h:1", "1.2").is_ok());
+        write("b.dcm", MR_IMAGE_STORAGE);
+        let err = check_ct(dir.path(), "PACS@h:1", "1.2").unwrap_err();
+        assert!(matches!(err, PacsError::NotCt { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("PACS@h:1")
+                && message.contains("not CT")
+                && message.contains(MR_IMAGE_STORAGE),
+            "{message}"
+        );
+        std::fs::remove_file(dir.path().join("b.dcm")).unwrap();
+        std::fs::write(dir.path().join("c.dcm"), b"not dicom").unwrap();
+        let message = check_ct(dir.path(), "PACS@h:1", "1.2")
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("unreadable file"), "{message}");
+    }
 }

@@ -97,7 +97,8 @@ impl Trainer {
 
     /// How a run starts: from the last checkpoint in `out` when `resume` and there is one; else
     /// from the weights of the model file `init` when given (fine-tuning, fresh optimiser; its
-    /// network must be the one `meta` describes); else from a seeded initialisation.
+    /// network must be the one `meta` describes; its input spacing is kept); else from a seeded
+    /// initialisation.
     pub fn start(
         config: TrainConfig,
         meta: ModelMeta,
@@ -117,8 +118,14 @@ impl Trainer {
                     model.meta.net,
                     meta.net
                 );
+                // The inference spacing was chosen for these weights (a sweep on validation):
+                // copies of the run keep it, whatever the run's description says.
+                let input_spacing_mm = model.meta.input_spacing_mm;
                 let mut trainer = Self::from_model(config, model, device);
-                trainer.meta = meta;
+                trainer.meta = ModelMeta {
+                    input_spacing_mm,
+                    ..meta
+                };
                 Ok(trainer)
             }
             _ => Self::new(config, meta, device, out, resume),

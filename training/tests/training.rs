@@ -144,7 +144,13 @@ fn init_starts_from_the_given_weights() {
     let mut original =
         Trainer::new(config.clone(), meta(), device.clone(), dir.path(), false).unwrap();
     let weights = dir.path().join("init.apemodel");
-    original.model().save(&weights).unwrap();
+    let spacing = [3.0, 3.0, 4.5];
+    original
+        .model()
+        .with_input_spacing(spacing)
+        .unwrap()
+        .save(&weights)
+        .unwrap();
     let expected = original.train_step(&batch).total;
 
     // Another seed, but the weights of `init`: the same loss on the same batch.
@@ -159,7 +165,15 @@ fn init_starts_from_the_given_weights() {
         Some(&weights),
     )
     .unwrap();
-    assert_eq!(tuned.meta, meta());
+    // Its copies embed at the init's spacing, not the default one.
+    assert_eq!(
+        tuned.meta,
+        ModelMeta {
+            input_spacing_mm: spacing,
+            ..meta()
+        }
+    );
+    assert_eq!(tuned.model().meta.input_spacing_mm, spacing);
     let got = tuned.train_step(&batch).total;
     assert!(
         (got - expected).abs() <= 1e-6 * expected.abs().max(1.0),
