@@ -77,6 +77,10 @@ enum Command {
         batches: usize,
         #[arg(long, value_delimiter = ',', default_value = HELD_OUT)]
         hold_out: Vec<String>,
+        /// The input spacing (mm, X,Y,Z) the written model embeds at, instead of the first
+        /// model's (e.g. the one a sweep chose for it).
+        #[arg(long, value_delimiter = ',')]
+        input_spacing: Option<Vec<f64>>,
     },
     /// List the scans found in the folders, read exactly as training reads them.
     Inventory {
@@ -151,6 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crops_config,
             batches,
             hold_out,
+            input_spacing,
         } => average(
             &models,
             &out,
@@ -158,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             &recalibrate,
             crops_config.as_deref().map(|c| (c, batches)),
             &hold_out,
+            input_spacing.as_deref(),
         ),
         Command::Evaluate {
             model,
@@ -324,6 +330,7 @@ fn average(
     recalibrate: &[PathBuf],
     crops: Option<(&std::path::Path, usize)>,
     hold_out: &[String],
+    input_spacing: Option<&[f64]>,
 ) -> anyhow::Result<ExitCode> {
     let cpu = ape::model::backend::cpu();
     let models = paths
@@ -336,6 +343,14 @@ fn average(
         .unwrap_or_default();
     let mut model = ape::model::average::average(models)?;
     let mut what = format!("mean of the weights of {}", names(paths));
+    match input_spacing {
+        None => {}
+        Some(&[x, y, z]) => {
+            model = model.with_input_spacing([x, y, z])?;
+            what.push_str(&format!(", embedding at {x} × {y} × {z} mm"));
+        }
+        Some(other) => anyhow::bail!("--input-spacing takes X,Y,Z in mm, not {other:?}"),
+    }
     if !recalibrate.is_empty() {
         let files = data::training_files(recalibrate, hold_out)?;
         anyhow::ensure!(!files.is_empty(), "no scans found in {recalibrate:?}");

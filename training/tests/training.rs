@@ -533,3 +533,39 @@ fn the_fast_convolutions_give_the_losses_of_burns() {
         }
     }
 }
+
+/// `ape-train average --input-spacing` writes the same weights embedding at the spacing given
+/// (how a run's copy gets the spacing chosen for it), and refuses a spacing that is not X,Y,Z.
+#[test]
+fn an_averaged_copy_takes_the_input_spacing_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("copy.apemodel");
+    let model = ape::model::ApeModel::initialised(meta(), 3, &backend::cpu().device);
+    model.save(&source).unwrap();
+    let out = dir.path().join("out.apemodel");
+    let run = |spacing: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ape-train"))
+            .arg("average")
+            .arg(&source)
+            .arg("-o")
+            .arg(&out)
+            .args(["--input-spacing", spacing, "--description", "test"])
+            .output()
+            .unwrap()
+    };
+    let done = run("3,3,4.5");
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let written = ape::model::ApeModel::load(&out, &backend::cpu().device).unwrap();
+    assert_eq!(written.meta.input_spacing_mm, [3.0, 3.0, 4.5]);
+    assert_eq!(written.meta.net, model.meta.net);
+    let same = model.with_input_spacing([3.0, 3.0, 4.5]).unwrap();
+    assert_eq!(written.meta, same.meta);
+
+    let refused = run("3,3");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("X,Y,Z"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
