@@ -266,3 +266,63 @@ fn extract_block(
         });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::backend;
+
+    /// Tiles stay seamless with a context level at 1/32 and level heads at work: their
+    /// overlap (the receptive radius) covers the deeper levels and the heads' upsampling.
+    #[test]
+    fn tiles_of_a_network_with_context_levels_equal_a_single_pass() {
+        let device = backend::cpu().device;
+        let bundled = ApeModel::bundled(&device).unwrap();
+        let own = bundled.meta.net.clone();
+        let net_config = own.clone().with_context_widths(Some(vec![32]));
+        let net = bundled
+            .net
+            .grown(&own, &net_config, &device)
+            .unwrap()
+            .with_random_heads(&device);
+        let model = ApeModel {
+            net,
+            meta: crate::model::ModelMeta {
+                net: net_config,
+                ..bundled.meta
+            },
+            id: 0,
+        };
+        let overlap = model.meta.net.receptive_radius().div_ceil(32) * 32;
+        // Long along x: tiles of 2·overlap + 64 voxels cut it at least three times.
+        let shape = [4 * overlap + 200, 64, 48];
+        let affine = Affine::from_spacing(DVec3::new(3.0, 3.0, 4.5), DVec3::ZERO).unwrap();
+        let centre = DVec3::new(shape[0] as f64 * 1.5, 96.0, 108.0);
+        let (volume, _) = crate::phantom::phantom(shape, affine, centre, 0.6).unwrap();
+        let input = ModelInput {
+            volume: volume.map(|v| ((*v + 125.0) / 400.0).clamp(0.0, 1.0)),
+        };
+        let options = |max_tile| EmbedOptions { max_tile };
+        let (single, tiles) =
+            embed_input(&model, &device, &input, &options(8192), &mut |_| {}).unwrap();
+        assert_eq!(tiles, 1);
+        let (tiled, tiles) = embed_input(
+            &model,
+            &device,
+            &input,
+            &options(2 * overlap + 64),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert!(tiles >= 3, "only {tiles} tiles");
+        let diff = single
+            .cells()
+            .data()
+            .iter()
+            .zip(tiled.cells().data())
+            .flat_map(|(a, b)| (0..CHANNELS).map(move |c| (a[c] - b[c]).abs()))
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-3, "tiles differ from a single pass by {diff}");
+    }
+}

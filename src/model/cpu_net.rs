@@ -125,6 +125,10 @@ pub struct CpuNet {
     pub(super) ups: Vec<CpuLayer>,
     pub(super) decoders: Vec<Vec<CpuLayer>>,
     pub(super) head: CpuLayer,
+    /// The context levels and the level heads (see `ApeNetConfig::context_widths`).
+    pub(super) context_downs: Vec<CpuLayer>,
+    pub(super) context_levels: Vec<Vec<CpuLayer>>,
+    pub(super) heads: Vec<CpuLayer>,
     /// Whether convolutions may use the AVX-512 kernel where the CPU has it (else `gemm`
     /// only; tests compare the two).
     pub(super) wide_kernel: bool,
@@ -153,6 +157,36 @@ impl CpuNet {
                 pool.give(std::mem::replace(&mut act, next));
             }
         }
+        // The levels' head outputs (dense, 3 channels), each with its level, summed in at the end.
+        let mut level_outputs: Vec<(usize, Vec<f32>, [usize; 3])> = Vec::new();
+        let deepest = self.encoders.len() - 1;
+        if !self.heads.is_empty() {
+            let mut context: Option<Padded> = None;
+            for (c, (down, level)) in self
+                .context_downs
+                .iter()
+                .zip(&self.context_levels)
+                .enumerate()
+            {
+                let above = context.as_ref().unwrap_or(&act);
+                let d = above.dims.map(|n| n / down.kernel);
+                let mut next = strided_conv(down, &above.interior(), d, &mut pool);
+                for layer in level {
+                    let conv = same_conv(layer, &[&next], &mut pool, self.wide_kernel);
+                    pool.give(std::mem::replace(&mut next, conv));
+                }
+                level_outputs.push(self.level_head(deepest + c, deepest + 1 + c, &next, &mut pool));
+                if let Some(old) = context.replace(next) {
+                    pool.give(old);
+                }
+            }
+            if let Some(last) = context {
+                pool.give(last);
+            }
+            if deepest > 0 {
+                level_outputs.push(self.level_head(deepest - 1, deepest, &act, &mut pool));
+            }
+        }
         for (depth, decoder) in self.decoders.iter().enumerate().rev() {
             // A 1×1 convolution commutes with nearest upsampling: run it at low resolution.
             let low = same_conv(&self.ups[depth], &[&act], &mut pool, self.wide_kernel);
@@ -171,9 +205,67 @@ impl CpuNet {
                 let next = same_conv(layer, &[&act], &mut pool, self.wide_kernel);
                 pool.give(std::mem::replace(&mut act, next));
             }
+            if depth > 0 && !self.heads.is_empty() {
+                level_outputs.push(self.level_head(depth - 1, depth, &act, &mut pool));
+            }
         }
-        same_conv(&self.head, &[&act], &mut pool, self.wide_kernel).dense()
+        let mut out = same_conv(&self.head, &[&act], &mut pool, self.wide_kernel).dense();
+        let channels = self.head.cout;
+        for (level, mut head, mut dims) in level_outputs {
+            for _ in 0..level {
+                (head, dims) = upsample_linear2(&head, channels, dims);
+            }
+            if head.len() == out.len() {
+                for (o, h) in out.iter_mut().zip(&head) {
+                    *o += h;
+                }
+            }
+        }
+        out
     }
+
+    /// Head `index` on the features of `level`: dense `[channels][z][y][x]`, its level and dims.
+    fn level_head(
+        &self,
+        index: usize,
+        level: usize,
+        features: &Padded,
+        pool: &mut Pool,
+    ) -> (usize, Vec<f32>, [usize; 3]) {
+        let head = same_conv(&self.heads[index], &[features], pool, self.wide_kernel);
+        let dense = head.dense();
+        let dims = head.dims;
+        pool.give(head);
+        (level, dense, dims)
+    }
+}
+
+/// Trilinear ×2 upsampling of dense `[channels][z][y][x]` (as `net::upsample_linear2`: cell
+/// centres kept, edges clamped), one axis at a time.
+fn upsample_linear2(data: &[f32], channels: usize, dims: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
+    let mut data = data.to_vec();
+    let mut dims = dims;
+    for axis in (0..3).rev() {
+        let n = dims[axis];
+        let inner: usize = dims[axis + 1..].iter().product();
+        let outer = channels * dims[..axis].iter().product::<usize>();
+        let mut out = vec![0.0f32; data.len() * 2];
+        for o in 0..outer {
+            let src = &data[o * n * inner..][..n * inner];
+            let dst = &mut out[o * 2 * n * inner..][..2 * n * inner];
+            for i in 0..n {
+                let (prev, next) = (i.saturating_sub(1), (i + 1).min(n - 1));
+                for j in 0..inner {
+                    let own = src[i * inner + j];
+                    dst[2 * i * inner + j] = 0.75 * own + 0.25 * src[prev * inner + j];
+                    dst[(2 * i + 1) * inner + j] = 0.75 * own + 0.25 * src[next * inner + j];
+                }
+            }
+        }
+        data = out;
+        dims[axis] *= 2;
+    }
+    (data, dims)
 }
 
 /// Activation buffers handed back for reuse within one forward pass: fresh large allocations

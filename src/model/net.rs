@@ -8,7 +8,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv3d, Conv3dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig3d};
+use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig3d};
 use burn::tensor::{Device, Tensor};
 
 use super::cpu_net::{CpuLayer, CpuNet, FoldedNorm};
@@ -25,6 +25,14 @@ pub struct ApeNetConfig {
     /// Embedding dimension.
     #[config(default = 3)]
     pub out_channels: usize,
+    /// Encoder-only levels below the UNet's deepest (1/32, 1/64 … resolution; `convs_per_level`
+    /// convolutions each): whole-body context, seen through a 3-channel linear head at each.
+    /// With them every level below 1/4 gets such a head too (the UNet's decoder outputs and its
+    /// deepest level), each upsampled trilinearly to 1/4 and added to the output, as the
+    /// reference code's pyramid does. The heads start at zero, so a network grown from one
+    /// without them ([`ApeNet::grown`]) computes the same function at its first step.
+    /// `None` (model files from before): no such levels, no heads.
+    pub context_widths: Option<Vec<usize>>,
 }
 
 struct LayerCost {
@@ -79,12 +87,32 @@ pub struct ApeNet {
     decoders: Vec<Level>,
     head: Conv3d,
     out_norm: PlainBatchNorm,
+    /// Stride-2 downsamplings into each context level (empty without them).
+    context_downs: Vec<ConvBlock>,
+    context_levels: Vec<Level>,
+    /// 1×1×1 heads of the levels below 1/4 (levels 1…, the context levels last).
+    heads: Vec<Conv3d>,
 }
 
 impl ApeNetConfig {
+    /// The context levels' widths (empty without them).
+    pub fn context(&self) -> &[usize] {
+        self.context_widths.as_deref().unwrap_or_default()
+    }
+
+    /// Whether every level below 1/4 has an output head (with context levels).
+    pub fn has_level_heads(&self) -> bool {
+        !self.context().is_empty()
+    }
+
+    /// All levels: the UNet's, then the context ones.
+    fn levels(&self) -> usize {
+        self.widths.len() + self.context().len()
+    }
+
     /// Input sizes must be multiples of this, in voxels.
     pub fn size_multiple(&self) -> usize {
-        4 << self.widths.len().saturating_sub(1)
+        4 << self.levels().saturating_sub(1)
     }
 
     /// How far (in input voxels) an output cell can see: the receptive-field radius, rounded up.
@@ -105,6 +133,18 @@ impl ApeNetConfig {
             if deeper {
                 radius += 2 * jump; // the downsampling into, and the upsampling out of, level+1
             }
+        }
+        // A context level reaches one cell of the level above through its downsampling and
+        // `convs_per_level` cells of its own; its head's trilinear upsampling, one cell of
+        // each level on the way back to 1/4 (under two of its own cells in all).
+        for c in 0..self.context().len() {
+            let level = self.widths.len() + c;
+            let jump = 4 << level;
+            radius += jump / 2 + self.convs_per_level * jump + 2 * jump;
+        }
+        if self.has_level_heads() {
+            // The UNet levels' heads upsample too: under two cells of the deepest UNet level.
+            radius += 2 * (4 << (self.widths.len() - 1));
         }
         radius
     }
@@ -150,20 +190,56 @@ impl ApeNetConfig {
             }
         }
         out.push(conv(w[0], self.out_channels, 1, cells(0), false));
+        let mut above = w[w.len() - 1];
+        for (c, &width) in self.context().iter().enumerate() {
+            let level = w.len() + c;
+            out.push(conv(above, width, 2, cells(level), true));
+            for _ in 0..n {
+                out.push(conv(width, width, 3, cells(level), true));
+            }
+            above = width;
+        }
+        for (level, width) in self.head_widths() {
+            // No bias; the upsampling's few FLOPs are left out.
+            let mut head = conv(width, self.out_channels, 1, cells(level), false);
+            head.params -= self.out_channels;
+            out.push(head);
+        }
         out
     }
 
+    /// (level, input channels) of each level head: the UNet's levels 1…, then the context
+    /// levels; none without context levels.
+    fn head_widths(&self) -> Vec<(usize, usize)> {
+        if !self.has_level_heads() {
+            return Vec::new();
+        }
+        self.widths
+            .iter()
+            .chain(self.context())
+            .copied()
+            .enumerate()
+            .skip(1)
+            .collect()
+    }
+
     pub fn validate(&self) -> Result<(), String> {
-        if self.widths.is_empty() || self.widths.contains(&0) {
+        if self.widths.is_empty() || self.widths.contains(&0) || self.context().contains(&0) {
             return Err(format!(
-                "widths {:?} must be non-empty and positive",
-                self.widths
+                "widths {:?} (context {:?}) must be non-empty and positive",
+                self.widths,
+                self.context()
             ));
         }
-        if self.widths.len() > 5 || self.convs_per_level == 0 || self.convs_per_level > 8 {
+        if self.levels() > 6
+            || self.widths.len() > 5
+            || self.convs_per_level == 0
+            || self.convs_per_level > 8
+        {
             return Err(format!(
-                "{} levels of {} convolutions is out of range",
+                "{} levels ({} with context) of {} convolutions is out of range",
                 self.widths.len(),
+                self.levels(),
                 self.convs_per_level
             ));
         }
@@ -206,7 +282,38 @@ impl ApeNetConfig {
                 .collect(),
             head: Conv3dConfig::new([w[0], self.out_channels], [1, 1, 1]).init(device),
             out_norm: PlainBatchNormConfig::new(self.out_channels).init(device),
+            context_downs: std::iter::once(w[w.len() - 1])
+                .chain(self.context().iter().copied())
+                .collect::<Vec<_>>()
+                .windows(2)
+                .map(|p| ConvBlock::new(p[0], p[1], 2, 2, device))
+                .collect(),
+            context_levels: self
+                .context()
+                .iter()
+                .map(|&width| level(width, width))
+                .collect(),
+            heads: self
+                .head_widths()
+                .into_iter()
+                .map(|(_, width)| {
+                    Conv3dConfig::new([width, self.out_channels], [1, 1, 1])
+                        .with_bias(false)
+                        .with_initializer(Initializer::Zeros)
+                        .init(device)
+                })
+                .collect(),
         }
+    }
+
+    /// Whether a network of `self` grows into one of `bigger` by [`ApeNet::grown`]: the same
+    /// UNet, and context levels where `self` has none.
+    pub fn grows_into(&self, bigger: &Self) -> bool {
+        self.context().is_empty()
+            && bigger.has_level_heads()
+            && self.widths == bigger.widths
+            && self.convs_per_level == bigger.convs_per_level
+            && self.out_channels == bigger.out_channels
     }
 }
 
@@ -225,13 +332,120 @@ impl ApeNet {
             skips.push(x.clone());
         }
         skips.pop();
+        // The levels' head outputs, each with its level, summed in at the end.
+        let mut level_outputs = Vec::new();
+        let deepest = self.encoders.len() - 1;
+        if !self.heads.is_empty() {
+            let mut context = x.clone();
+            for (c, (down, level)) in self
+                .context_downs
+                .iter()
+                .zip(&self.context_levels)
+                .enumerate()
+            {
+                context = level.forward(down.forward(context));
+                let head = &self.heads[deepest + c];
+                level_outputs.push((deepest + 1 + c, convolve(head, context.clone())));
+            }
+            if deepest > 0 {
+                level_outputs.push((deepest, convolve(&self.heads[deepest - 1], x.clone())));
+            }
+        }
         for (depth, decoder) in self.decoders.iter().enumerate().rev() {
             let up = self.ups[depth].forward(upsample_nearest2(x)); // [b, w_depth, …×2]
             let skip = skips.pop().unwrap_or_else(|| up.clone());
             x = decoder.forward(Tensor::cat(vec![up, skip], 1));
+            if depth > 0 && !self.heads.is_empty() {
+                level_outputs.push((depth, convolve(&self.heads[depth - 1], x.clone())));
+            }
         }
-        self.out_norm.forward(convolve(&self.head, x))
+        let mut out = convolve(&self.head, x);
+        for (level, head) in level_outputs {
+            out = out + (0..level).fold(head, |h, _| upsample_linear2(h));
+        }
+        self.out_norm.forward(out)
     }
+
+    /// This network with `config`'s context levels added: its own modules kept, the new
+    /// levels freshly initialised and every level head zero, so that it computes the same
+    /// function until training moves the heads. `own` is this network's config.
+    pub fn grown(
+        self,
+        own: &ApeNetConfig,
+        config: &ApeNetConfig,
+        device: &Device,
+    ) -> Result<Self, String> {
+        if !own.grows_into(config) {
+            return Err(format!(
+                "a network of widths {:?} ({} convolutions per level, context {:?}) does not grow into widths {:?} with context {:?}",
+                own.widths,
+                own.convs_per_level,
+                own.context(),
+                config.widths,
+                config.context()
+            ));
+        }
+        let fresh = config.init(device);
+        Ok(Self {
+            stem: self.stem,
+            encoders: self.encoders,
+            downs: self.downs,
+            ups: self.ups,
+            decoders: self.decoders,
+            head: self.head,
+            out_norm: self.out_norm,
+            ..fresh
+        })
+    }
+}
+
+#[cfg(test)]
+impl ApeNet {
+    /// The same network with random level heads (they start at zero), so that tests see them
+    /// at work.
+    pub(crate) fn with_random_heads(mut self, device: &Device) -> Self {
+        for head in &mut self.heads {
+            let [cout, cin, ..] = head.weight.dims();
+            *head = Conv3dConfig::new([cin, cout], [1, 1, 1])
+                .with_bias(false)
+                .init(device);
+        }
+        self
+    }
+}
+
+/// Trilinear ×2 upsampling of the three spatial dimensions with cell centres kept (PyTorch's
+/// `align_corners=False`, edges clamped): each output cell is ¾ of its own input cell and ¼ of
+/// the neighbour on its side. Slices and sums only, so it differentiates on every backend.
+fn upsample_linear2(x: Tensor<5>) -> Tensor<5> {
+    (2..5).fold(x, upsample_linear2_along)
+}
+
+fn upsample_linear2_along(x: Tensor<5>, dim: usize) -> Tensor<5> {
+    let n = x.dims()[dim];
+    let (prev, next) = if n > 1 {
+        (
+            Tensor::cat(
+                vec![x.clone().narrow(dim, 0, 1), x.clone().narrow(dim, 0, n - 1)],
+                dim,
+            ),
+            Tensor::cat(
+                vec![
+                    x.clone().narrow(dim, 1, n - 1),
+                    x.clone().narrow(dim, n - 1, 1),
+                ],
+                dim,
+            ),
+        )
+    } else {
+        (x.clone(), x.clone())
+    };
+    let even = x.clone().mul_scalar(0.75) + prev.mul_scalar(0.25);
+    let odd = x.mul_scalar(0.75) + next.mul_scalar(0.25);
+    let mut dims = even.dims();
+    dims[dim] *= 2;
+    let pairs: Tensor<6> = Tensor::stack(vec![even, odd], dim + 1);
+    pairs.reshape(dims)
 }
 
 /// A convolution of the network through [`super::ops::conv3d`] (ape's kernels on the CPU
@@ -315,10 +529,22 @@ impl ApeNet {
                 }
             }
         }
-        for (name, blocks) in [("downs", &self.downs), ("ups", &self.ups)] {
+        for (l, level) in self.context_levels.iter().enumerate() {
+            for (i, b) in level.blocks.iter().enumerate() {
+                block(&mut out, &format!("context_levels.{l}.blocks.{i}"), b);
+            }
+        }
+        for (name, blocks) in [
+            ("downs", &self.downs),
+            ("ups", &self.ups),
+            ("context_downs", &self.context_downs),
+        ] {
             for (l, b) in blocks.iter().enumerate() {
                 block(&mut out, &format!("{name}.{l}"), b);
             }
+        }
+        for (l, head) in self.heads.iter().enumerate() {
+            push(&mut out, format!("heads.{l}.weight"), head.weight.val());
         }
         push(&mut out, "head.weight".to_owned(), self.head.weight.val());
         if let Some(bias) = &self.head.bias {
@@ -346,7 +572,13 @@ impl ApeNet {
             .chain(self.encoders.iter_mut().flat_map(|l| l.blocks.iter_mut()))
             .chain(self.decoders.iter_mut().flat_map(|l| l.blocks.iter_mut()))
             .chain(self.downs.iter_mut())
-            .chain(self.ups.iter_mut());
+            .chain(self.ups.iter_mut())
+            .chain(
+                self.context_levels
+                    .iter_mut()
+                    .flat_map(|l| l.blocks.iter_mut()),
+            )
+            .chain(self.context_downs.iter_mut());
         for block in blocks {
             block.norm.momentum = momentum;
         }
@@ -404,6 +636,31 @@ impl ApeNet {
                 &out_norm,
                 false,
             )?,
+            context_downs: self
+                .context_downs
+                .iter()
+                .map(block)
+                .collect::<Result<_, _>>()?,
+            context_levels: self
+                .context_levels
+                .iter()
+                .map(level)
+                .collect::<Result<_, _>>()?,
+            heads: self
+                .heads
+                .iter()
+                .map(|head| {
+                    let weight = head.weight.val();
+                    let [cout, cin, kernel, _, _] = weight.dims();
+                    // Summed in before the output norm: scaled by it, shifted once (by the
+                    // main head).
+                    let scaled = FoldedNorm {
+                        scale: out_norm.scale.clone(),
+                        shift: vec![0.0; cout],
+                    };
+                    CpuLayer::conv_norm(&values(weight)?, [cout, cin, kernel], &scaled, false)
+                })
+                .collect::<Result<_, _>>()?,
             wide_kernel: true,
         })
     }
@@ -435,7 +692,9 @@ mod tests {
             .chain(net.encoders.iter().flat_map(|l| l.blocks.iter()))
             .chain(net.downs.iter())
             .chain(net.ups.iter())
-            .chain(net.decoders.iter().flat_map(|l| l.blocks.iter()));
+            .chain(net.decoders.iter().flat_map(|l| l.blocks.iter()))
+            .chain(net.context_downs.iter())
+            .chain(net.context_levels.iter().flat_map(|l| l.blocks.iter()));
         for (i, b) in blocks.enumerate() {
             let w = read(b.conv.weight.val().grad(&grads));
             let g = read1(b.norm.gamma.val().grad(&grads));
@@ -446,7 +705,96 @@ mod tests {
         }
         let head = read(net.head.weight.val().grad(&grads));
         all.push(("head weight".to_owned(), head.expect("a gradient")));
+        for (l, head) in net.heads.iter().enumerate() {
+            let g = read(head.weight.val().grad(&grads));
+            all.push((format!("level head {l} weight"), g.expect("a gradient")));
+        }
         all
+    }
+
+    /// The bundled network grown by a context level: the same output before its heads move;
+    /// with heads at work, `cpu_net` computes what burn computes; the upsampling is the
+    /// trilinear one.
+    #[test]
+    fn a_grown_network_keeps_its_function_and_cpu_net_follows_its_heads() {
+        let device = crate::model::backend::cpu().device;
+        let model = crate::model::ApeModel::bundled(&device).unwrap();
+        let own = model.meta.net.clone();
+        let bigger = own.clone().with_context_widths(Some(vec![64]));
+        assert!(own.grows_into(&bigger) && !bigger.grows_into(&bigger));
+        assert!(!own.grows_into(&own.clone().with_widths(vec![16, 32])));
+        assert_eq!(bigger.size_multiple(), 32);
+        assert!(bigger.receptive_radius() > own.receptive_radius());
+        assert!(bigger.parameter_count() > own.parameter_count());
+        assert!(model.net.clone().grown(&bigger, &bigger, &device).is_err());
+        let grown = model.net.clone().grown(&own, &bigger, &device).unwrap();
+
+        let dims = [64usize, 64, 96];
+        let n: usize = dims.iter().product();
+        let input: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 + i / 97) % 1000) as f32 / 1000.0)
+            .collect();
+        let tensor =
+            || Tensor::<5>::from_data(TensorData::new(input.clone(), [1, 1, 64, 64, 96]), &device);
+        let read = |t: Tensor<5>| t.into_data().try_into_vec::<f32>().unwrap();
+        let before = read(model.net.forward(tensor()));
+        let after = read(grown.forward(tensor()));
+        assert!(
+            relative(&before, &after) < 1e-6,
+            "growth changed the output"
+        );
+
+        let live = grown.with_random_heads(&device);
+        let reference = read(live.forward(tensor()));
+        assert!(
+            relative(&before, &reference) > 1e-2,
+            "the heads change nothing"
+        );
+        let ours = live.cpu_inference().unwrap().forward(&input, dims);
+        assert!(
+            relative(&reference, &ours) < 1e-4,
+            "{}",
+            relative(&reference, &ours)
+        );
+
+        // Trilinear: a ramp stays a ramp inside, edges clamped.
+        let ramp = Tensor::<5>::from_data(
+            TensorData::new(vec![0.0f32, 1.0, 2.0], [1, 1, 1, 1, 3]),
+            &device,
+        );
+        let up = read(upsample_linear2_along(ramp, 4));
+        assert_eq!(up, [0.0, 0.25, 0.75, 1.25, 1.75, 2.0]);
+    }
+
+    /// Growing leaves training where it was: at the first step the old parameters get the
+    /// gradients they had, and the heads get some (they learn from there).
+    #[test]
+    fn a_grown_network_trains_from_the_same_gradients() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let own = ApeNetConfig::new()
+            .with_widths(vec![8, 16])
+            .with_convs_per_level(1);
+        let bigger = own.clone().with_context_widths(Some(vec![16, 16]));
+        let net = own.init(&device);
+        let grown = net.clone().grown(&own, &bigger, &device).unwrap();
+        let dims = [2, 1, 64, 64, 64];
+        let x = Tensor::<5>::from_data(TensorData::new(values(2 * 64 * 64 * 64, 1), dims), &device);
+        let r = Tensor::<5>::from_data(
+            TensorData::new(values(2 * 3 * 16 * 16 * 16, 2), [2, 3, 16, 16, 16]),
+            &device,
+        );
+        let old = gradients(&net, &x, &r);
+        let new = gradients(&grown, &x, &r);
+        for (name, a) in &old {
+            let (_, b) = new.iter().find(|(n, _)| n == name).unwrap();
+            assert!(relative(a, b) < 1e-5, "{name}: {}", relative(a, b));
+        }
+        let heads = &new[old.len() + bigger.context().len() * 3 * 2..];
+        assert_eq!(heads.len(), 3, "a head on levels 1, 2 and 3");
+        for (name, g) in heads {
+            assert!(g.iter().any(|v| v.abs() > 1e-6), "{name} gets no gradient");
+        }
     }
 
     /// The fused batch norm + ReLU (`ops::norm`) gives the network burn's output and

@@ -131,6 +131,10 @@ pub struct TrainConfig {
     /// checkpointed, and saved as `ema-<step>.apemodel` with each kept copy (0: none).
     #[config(default = 0.0)]
     pub ema_decay: f64,
+    /// Context levels below the network's deepest, each with a head, as
+    /// `ApeNetConfig::context_widths` (e.g. `[64]`: one more level, at 1/32). A run started
+    /// with `--init` from a model without them grows it (the same function at step 0).
+    pub context_widths: Option<Vec<usize>>,
 }
 
 impl TrainConfig {

@@ -253,6 +253,7 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let files = data::training_files(&args.data, &args.hold_out)?;
     anyhow::ensure!(!files.is_empty(), "no scans found in {:?}", args.data);
     let meta = ModelMeta {
+        net: ape::model::ApeNetConfig::new().with_context_widths(config.context_widths.clone()),
         trained: true,
         held_out: args
             .hold_out

@@ -97,8 +97,8 @@ impl Trainer {
 
     /// How a run starts: from the last checkpoint in `out` when `resume` and there is one; else
     /// from the weights of the model file `init` when given (fine-tuning, fresh optimiser; its
-    /// network must be the one `meta` describes; its input spacing is kept); else from a seeded
-    /// initialisation.
+    /// network must be the one `meta` describes, or grow into it by context levels; its input
+    /// spacing is kept); else from a seeded initialisation.
     pub fn start(
         config: TrainConfig,
         meta: ModelMeta,
@@ -110,10 +110,18 @@ impl Trainer {
         let resumable = resume && checkpoint_dir(out).is_some();
         match init {
             Some(path) if !resumable => {
-                let model = ApeModel::load(path, &device)?;
+                let mut model = ApeModel::load(path, &device)?;
+                if model.meta.net != meta.net && model.meta.net.grows_into(&meta.net) {
+                    // Context levels added: the same function until their heads move.
+                    model.net = model
+                        .net
+                        .grown(&model.meta.net, &meta.net, &device)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                    model.meta.net = meta.net.clone();
+                }
                 anyhow::ensure!(
                     model.meta.net == meta.net,
-                    "{}: its network ({:?}) is not the one being trained ({:?})",
+                    "{}: its network ({:?}) is not the one being trained ({:?}), nor grows into it",
                     path.display(),
                     model.meta.net,
                     meta.net

@@ -554,7 +554,11 @@ fn an_averaged_copy_takes_the_input_spacing_it_is_given() {
             .unwrap()
     };
     let done = run("3,3,4.5");
-    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
     let written = ape::model::ApeModel::load(&out, &backend::cpu().device).unwrap();
     assert_eq!(written.meta.input_spacing_mm, [3.0, 3.0, 4.5]);
     assert_eq!(written.meta.net, model.meta.net);
@@ -567,5 +571,67 @@ fn an_averaged_copy_takes_the_input_spacing_it_is_given() {
         String::from_utf8_lossy(&refused.stderr).contains("X,Y,Z"),
         "{}",
         String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+/// A run with context levels started from a model without them grows it: the first step's loss
+/// is the model's own, and the grown network trains on (the heads move, the loss stays finite).
+#[test]
+fn init_grows_a_model_into_a_network_with_context_levels() {
+    let Some(path) = shared_scan("init_grows_a_model_into_a_network_with_context_levels") else {
+        return;
+    };
+    let _serial = one_at_a_time();
+    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
+    let config = tiny_config();
+    let device = backend::cpu().device;
+    let dir = tempfile::tempdir().unwrap();
+    let batch = make_batch(&config, &scans, 0);
+    let mut original =
+        Trainer::new(config.clone(), meta(), device.clone(), dir.path(), false).unwrap();
+    let weights = dir.path().join("init.apemodel");
+    original.model().save(&weights).unwrap();
+    let expected = original.train_step(&batch).total;
+
+    let bigger = ModelMeta {
+        net: meta().net.with_context_widths(Some(vec![16])),
+        ..meta()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let mut grown = Trainer::start(
+        config.clone(),
+        bigger.clone(),
+        device.clone(),
+        out.path(),
+        false,
+        Some(&weights),
+    )
+    .unwrap();
+    assert_eq!(grown.meta.net, bigger.net);
+    let first = grown.train_step(&batch).total;
+    assert!(
+        (first - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+        "{first} vs {expected}"
+    );
+    let next = grown.train_step(&make_batch(&config, &scans, 1)).total;
+    assert!(next.is_finite());
+    // Its copies are models of the bigger network that load and embed.
+    let copy = out.path().join("grown.apemodel");
+    grown.model().save(&copy).unwrap();
+    let loaded = ape::model::ApeModel::load(&copy, &device).unwrap();
+    assert_eq!(loaded.meta.net, bigger.net);
+
+    // A network it cannot grow into is refused by name.
+    let other = ModelMeta {
+        net: ApeNetConfig::new().with_widths(vec![8, 16, 32]),
+        ..meta()
+    };
+    let err = Trainer::start(config, other, device, out.path(), false, Some(&weights))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("init.apemodel") && err.contains("grows"),
+        "{err}"
     );
 }

@@ -22,6 +22,13 @@ pub fn info(args: &ModelArgs) -> anyhow::Result<ExitCode> {
         net.widths,
         net.convs_per_level
     );
+    if net.has_level_heads() {
+        say!(
+            "context      levels of widths {:?} below them (to 1/{}), a head at every level",
+            net.context(),
+            net.size_multiple()
+        );
+    }
     say!(
         "parameters   {} learnable (+{} batch-norm running statistics)",
         net.parameter_count(),
