@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Paired comparison of two `ape eval` runs on the same scans: the difference of their MRE_c
+(model B minus model A, organ centres, the report's first transfer mode) with a 95% bootstrap
+interval over target scans, as `ape eval` draws its own intervals, but resampling the *paired*
+differences, so that the scans' shared difficulty cancels.
+
+    python3 training/tools/paired_eval.py A/results.json B/results.json
+
+The landmarks are matched by position: `ape eval` lists them in a fixed order (every ordered
+pair of scans, then the query scan's organs found on the target), and the script refuses two
+files whose scans, organs or model-free baselines differ.
+"""
+import json
+import random
+import sys
+
+
+def load(path):
+    with open(path) as f:
+        j = json.load(f)
+    names = [s["name"] for s in j["scans"]]
+    labels = {}
+    for c in j["centres_in_ape_space"]:
+        labels.setdefault(names.index(c["scan"]), []).append(c["label"])
+    # The target scan of each centre error, in ape eval's order.
+    targets = []
+    for a in range(len(names)):
+        for b in range(len(names)):
+            if a == b:
+                continue
+            for label in labels.get(a, []):
+                if label in labels.get(b, []):
+                    targets.append(b)
+    errors = j["all"]["ape"]["centre_errors"]
+    baseline = j["all"]["baseline"]["centre_errors"]
+    if len(targets) != len(errors):
+        sys.exit(f"{path}: {len(errors)} centre errors, but the scans' organs give {len(targets)}")
+    return names, targets, errors, baseline
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    na, ta, ea, ba = load(sys.argv[1])
+    nb, tb, eb, bb = load(sys.argv[2])
+    if (na, ta, ba) != (nb, tb, bb):
+        sys.exit("the two runs are not of the same scans, organs and baseline")
+    per_scan = {}
+    for t, x, y in zip(ta, ea, eb):
+        s = per_scan.setdefault(t, [0.0, 0.0, 0])
+        s[0] += x
+        s[1] += y
+        s[2] += 1
+    scans = list(per_scan.values())
+    rng = random.Random(12345)
+    diffs = []
+    for _ in range(4000):
+        draw = [scans[rng.randrange(len(scans))] for _ in scans]
+        n = sum(d[2] for d in draw)
+        diffs.append((sum(d[1] for d in draw) - sum(d[0] for d in draw)) / n)
+    diffs.sort()
+    mean_a = sum(ea) / len(ea)
+    mean_b = sum(eb) / len(eb)
+    lo, hi = diffs[int(0.025 * len(diffs))], diffs[int(0.975 * len(diffs)) - 1]
+    better = sum(1 for x, y in zip(ea, eb) if y < x) / len(ea)
+    print(f"A {mean_a:.2f} mm, B {mean_b:.2f} mm over {len(ea)} centres of {len(scans)} target scans")
+    print(f"B - A = {mean_b - mean_a:+.2f} mm (95% paired bootstrap over targets {lo:+.2f} … {hi:+.2f}); B closer on {100 * better:.0f} % of centres")
+
+
+if __name__ == "__main__":
+    main()
