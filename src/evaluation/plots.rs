@@ -323,10 +323,17 @@ pub fn log_curves(
             .x_label_area_size(40)
             .y_label_area_size(60)
             .build_cartesian_2d(x_lo..x_hi, (y_lo..y_hi).log_scale())?;
+        // Short tick labels: plotters would print a log axis' 0.6 as 0.6000000000000001.
+        let short = |v: &f64| {
+            let text = format!("{v:.3}");
+            text.trim_end_matches('0').trim_end_matches('.').to_owned()
+        };
         chart
             .configure_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&short)
             .label_style((FONT, 14))
             .draw()?;
         for curve in curves {

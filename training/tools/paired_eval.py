@@ -4,7 +4,10 @@
 interval over target scans, as `ape eval` draws its own intervals, but resampling the *paired*
 differences, so that the scans' shared difficulty cancels.
 
-    python3 training/tools/paired_eval.py A/results.json B/results.json
+    python3 training/tools/paired_eval.py A/results.json B/results.json [all|held_out]
+
+`held_out`: the pairs within the scans the models were trained without (the report's held-out
+section) instead of all pairs.
 
 The landmarks are matched by position: `ape eval` lists them in a fixed order (every ordered
 pair of scans, then the query scan's organs found on the target), and the script refuses two
@@ -15,13 +18,17 @@ import random
 import sys
 
 
-def load(path):
+def load(path, section):
     with open(path) as f:
         j = json.load(f)
+    part = j[section]
     names = [s["name"] for s in j["scans"]]
+    if section == "held_out":
+        names = [n for n in names if n in part["scans"]]
     labels = {}
     for c in j["centres_in_ape_space"]:
-        labels.setdefault(names.index(c["scan"]), []).append(c["label"])
+        if c["scan"] in names:
+            labels.setdefault(names.index(c["scan"]), []).append(c["label"])
     # The target scan of each centre error, in ape eval's order.
     targets = []
     for a in range(len(names)):
@@ -31,18 +38,19 @@ def load(path):
             for label in labels.get(a, []):
                 if label in labels.get(b, []):
                     targets.append(b)
-    errors = j["all"]["ape"]["centre_errors"]
-    baseline = j["all"]["baseline"]["centre_errors"]
+    errors = part["ape"]["centre_errors"]
+    baseline = part["baseline"]["centre_errors"]
     if len(targets) != len(errors):
         sys.exit(f"{path}: {len(errors)} centre errors, but the scans' organs give {len(targets)}")
     return names, targets, errors, baseline
 
 
 def main():
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4) or sys.argv[3:] not in ([], ["all"], ["held_out"]):
         sys.exit(__doc__)
-    na, ta, ea, ba = load(sys.argv[1])
-    nb, tb, eb, bb = load(sys.argv[2])
+    section = sys.argv[3] if len(sys.argv) == 4 else "all"
+    na, ta, ea, ba = load(sys.argv[1], section)
+    nb, tb, eb, bb = load(sys.argv[2], section)
     if (na, ta, ba) != (nb, tb, bb):
         sys.exit("the two runs are not of the same scans, organs and baseline")
     per_scan = {}
