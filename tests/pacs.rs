@@ -571,21 +571,9 @@ fn ape_pacs_runs_end_to_end() {
     assert!(err.contains("--port") || err.contains("port"), "{err}");
 }
 
-/// Steps the viewer until `done`, failing after `limit`.
-fn step_until(
-    harness: &mut egui_kittest::Harness<'_, ape_app::viewer::ApeApp>,
-    what: &str,
-    limit: Duration,
-    done: impl Fn(&ape_app::viewer::ApeApp) -> bool,
-) {
-    let start = Instant::now();
-    while !done(harness.state()) {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        harness.step();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    harness.step();
-}
+#[path = "common/viewer.rs"]
+mod viewer_steps;
+use viewer_steps::step_until;
 
 /// The viewer's "Open from PACS…" window, driven like a user: the saved servers come from the
 /// config folder, a search typed into the form finds the study over DICOMweb, "Open" retrieves

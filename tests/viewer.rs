@@ -8,7 +8,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ape::annotations::BoxOrigin;
 use ape::cache::MapCache;
@@ -19,17 +19,11 @@ use ape_app::viewer::state::ScanStatus;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::{Harness, SnapshotError};
 
+#[path = "common/viewer.rs"]
+mod viewer_steps;
+
 fn step_until(harness: &mut Harness<'_, ApeApp>, what: &str, done: impl Fn(&ApeApp) -> bool) {
-    let start = Instant::now();
-    while !done(harness.state()) {
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "timed out waiting for {what}"
-        );
-        harness.step();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    harness.step();
+    viewer_steps::step_until(harness, what, Duration::from_secs(300), done);
 }
 
 /// The app with two demo phantoms opened and embedded by the bundled model (CPU), its folder and

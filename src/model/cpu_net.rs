@@ -213,7 +213,7 @@ impl CpuNet {
         let channels = self.head.cout;
         for (level, mut head, mut dims) in level_outputs {
             for _ in 0..level {
-                (head, dims) = upsample_linear2(&head, channels, dims);
+                (head, dims) = upsample_linear2(head, channels, dims);
             }
             if head.len() == out.len() {
                 for (o, h) in out.iter_mut().zip(&head) {
@@ -242,9 +242,11 @@ impl CpuNet {
 
 /// Trilinear ×2 upsampling of dense `[channels][z][y][x]` (as `net::upsample_linear2`: cell
 /// centres kept, edges clamped), one axis at a time.
-fn upsample_linear2(data: &[f32], channels: usize, dims: [usize; 3]) -> (Vec<f32>, [usize; 3]) {
-    let mut data = data.to_vec();
-    let mut dims = dims;
+fn upsample_linear2(
+    mut data: Vec<f32>,
+    channels: usize,
+    mut dims: [usize; 3],
+) -> (Vec<f32>, [usize; 3]) {
     for axis in (0..3).rev() {
         let n = dims[axis];
         let inner: usize = dims[axis + 1..].iter().product();

@@ -130,13 +130,23 @@ fn a_resumed_run_gives_exactly_the_next_loss() {
     }
 }
 
-#[test]
-fn init_starts_from_the_given_weights() {
-    let Some(path) = shared_scan("init_starts_from_the_given_weights") else {
-        return;
-    };
-    let _serial = one_at_a_time();
-    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
+/// The input spacing of the `--init` model of [`InitModel`].
+const INIT_SPACING: [f64; 3] = [3.0, 3.0, 4.5];
+
+/// A trained copy to start from: its weights saved as `init.apemodel` (embedding at
+/// [`INIT_SPACING`]), and the loss its next step gives on `batch`.
+struct InitModel {
+    scans: Vec<TrainScan>,
+    config: TrainConfig,
+    device: burn::tensor::Device,
+    batch: ape_training::data::Batch,
+    weights: PathBuf,
+    expected: f32,
+    _dir: tempfile::TempDir,
+}
+
+fn init_model(path: &std::path::Path) -> InitModel {
+    let scans = vec![TrainScan::load(path, HuWindow::MODEL).unwrap()];
     let config = tiny_config();
     let device = backend::cpu().device;
     let dir = tempfile::tempdir().unwrap();
@@ -144,14 +154,39 @@ fn init_starts_from_the_given_weights() {
     let mut original =
         Trainer::new(config.clone(), meta(), device.clone(), dir.path(), false).unwrap();
     let weights = dir.path().join("init.apemodel");
-    let spacing = [3.0, 3.0, 4.5];
     original
         .model()
-        .with_input_spacing(spacing)
+        .with_input_spacing(INIT_SPACING)
         .unwrap()
         .save(&weights)
         .unwrap();
     let expected = original.train_step(&batch).total;
+    InitModel {
+        scans,
+        config,
+        device,
+        batch,
+        weights,
+        expected,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn init_starts_from_the_given_weights() {
+    let Some(path) = shared_scan("init_starts_from_the_given_weights") else {
+        return;
+    };
+    let _serial = one_at_a_time();
+    let InitModel {
+        config,
+        device,
+        batch,
+        weights,
+        expected,
+        _dir,
+        ..
+    } = init_model(&path);
 
     // Another seed, but the weights of `init`: the same loss on the same batch.
     let other_seed = config.clone().with_seed(99);
@@ -169,11 +204,11 @@ fn init_starts_from_the_given_weights() {
     assert_eq!(
         tuned.meta,
         ModelMeta {
-            input_spacing_mm: spacing,
+            input_spacing_mm: INIT_SPACING,
             ..meta()
         }
     );
-    assert_eq!(tuned.model().meta.input_spacing_mm, spacing);
+    assert_eq!(tuned.model().meta.input_spacing_mm, INIT_SPACING);
     let got = tuned.train_step(&batch).total;
     assert!(
         (got - expected).abs() <= 1e-6 * expected.abs().max(1.0),
@@ -582,16 +617,15 @@ fn init_grows_a_model_into_a_network_with_context_levels() {
         return;
     };
     let _serial = one_at_a_time();
-    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
-    let config = tiny_config();
-    let device = backend::cpu().device;
-    let dir = tempfile::tempdir().unwrap();
-    let batch = make_batch(&config, &scans, 0);
-    let mut original =
-        Trainer::new(config.clone(), meta(), device.clone(), dir.path(), false).unwrap();
-    let weights = dir.path().join("init.apemodel");
-    original.model().save(&weights).unwrap();
-    let expected = original.train_step(&batch).total;
+    let InitModel {
+        scans,
+        config,
+        device,
+        batch,
+        weights,
+        expected,
+        _dir,
+    } = init_model(&path);
 
     let bigger = ModelMeta {
         net: meta().net.with_context_widths(Some(vec![16])),

@@ -361,13 +361,8 @@ impl PacsWindow {
         let name = self.series_name(series);
         let (study, series) = (study.to_owned(), series.to_owned());
         self.start(format!("retrieving {name}"), ctx, move |tx, cancel| {
-            let progress = {
-                let tx = std::sync::Mutex::new(tx.clone());
-                move |done, total| {
-                    if let Ok(tx) = tx.lock() {
-                        let _ = tx.send(Reply::Progress(done, total));
-                    }
-                }
+            let progress = |done, total| {
+                let _ = tx.send(Reply::Progress(done, total));
             };
             let control = Control {
                 cancel: Some(cancel),
