@@ -67,6 +67,128 @@ pub const ORGANS: [PhantomOrgan; 6] = [
 /// Body ellipse radii (x, y) in mm; the body runs the whole length of the scan.
 const BODY_RADII: [f64; 2] = [160.0, 115.0];
 
+/// Whether `p` lies inside the ellipsoid about `centre` with `radii`.
+fn inside(p: DVec3, centre: DVec3, radii: DVec3) -> bool {
+    ((p - centre) / radii).length_squared() <= 1.0
+}
+
+/// Where `p` (body-relative mm) lies on the body's ellipse: 1 on the skin, 0 on the axis.
+fn body_radius(p: DVec3) -> f64 {
+    ((p.x / BODY_RADII[0]).powi(2) + (p.y / BODY_RADII[1]).powi(2)).sqrt()
+}
+
+/// The HU of an unlabelled body voxel at `p` (body-relative mm): the structures a network
+/// trained on real CT leans on to tell up from down and left from right (lungs above the
+/// diaphragm, ribs, vertebrae with discs, pelvis below, gas in the bowel, muscle and fat), so
+/// that the demo cohort shows what the model does on anatomy rather than on a uniform cylinder.
+fn background_hu(p: DVec3) -> f32 {
+    let r = body_radius(p);
+    // Skin and subcutaneous fat, then the muscle of the body wall.
+    if r > 1.0 - 15.0 / BODY_RADII[1] {
+        return -100.0;
+    }
+    let wall = r > 1.0 - 27.0 / BODY_RADII[1];
+    // Ribs: bone hoops in the wall every 28 mm above the pelvis' brim, open at the front.
+    if wall && p.z > -60.0 && p.z.rem_euclid(28.0) < 9.0 && p.y < 70.0 {
+        return 450.0;
+    }
+    if wall {
+        return 45.0;
+    }
+    // Lungs above the diaphragm (the liver's dome rises into the right one), the heart between.
+    if inside(
+        p,
+        DVec3::new(-20.0, 25.0, 165.0),
+        DVec3::new(55.0, 45.0, 55.0),
+    ) {
+        return 40.0;
+    }
+    for side in [1.0, -1.0] {
+        if inside(
+            p,
+            DVec3::new(side * 80.0, -15.0, 185.0),
+            DVec3::new(60.0, 75.0, 105.0),
+        ) {
+            return -850.0;
+        }
+    }
+    // The back muscles beside the spine, and the psoas below the kidneys.
+    for side in [1.0, -1.0] {
+        if inside(
+            p,
+            DVec3::new(side * 38.0, -88.0, 0.0),
+            DVec3::new(24.0, 16.0, 1e4),
+        ) {
+            return 50.0;
+        }
+        if p.z < -10.0
+            && inside(
+                p,
+                DVec3::new(side * (40.0 - 0.1 * p.z), -62.0, -10.0),
+                DVec3::new(16.0, 16.0, 1e4),
+            )
+        {
+            return 50.0;
+        }
+    }
+    // The pelvis: iliac wings low at both sides, the bladder between them at the front.
+    if p.z < -110.0 {
+        for side in [1.0, -1.0] {
+            let wing = inside(
+                p,
+                DVec3::new(side * 100.0, -40.0, -200.0),
+                DVec3::new(25.0, 60.0, 95.0),
+            );
+            if wing {
+                return 500.0;
+            }
+        }
+        if inside(
+            p,
+            DVec3::new(0.0, 40.0, -190.0),
+            DVec3::new(50.0, 40.0, 45.0),
+        ) {
+            return 10.0;
+        }
+    }
+    // The stomach high on the left: fluid with gas on top (the patient lies on the back).
+    if inside(
+        p,
+        DVec3::new(-45.0, 35.0, 70.0),
+        DVec3::new(40.0, 32.0, 38.0),
+    ) {
+        return if p.y > 48.0 { -950.0 } else { 15.0 };
+    }
+    // Bowel loops in the lower abdomen: 40 mm cells, each a loop of gas or contents.
+    if p.z < 10.0 && p.y > -40.0 && p.x.abs() < 115.0 {
+        let cell = (p / 40.0).floor();
+        let centre = (cell + 0.5) * 40.0;
+        if (p - centre).length() < 15.0 {
+            let hash = (cell.x as i64 * 73_856_093)
+                ^ (cell.y as i64 * 19_349_663)
+                ^ (cell.z as i64 * 83_492_791);
+            return if hash.rem_euclid(3) == 0 {
+                -900.0
+            } else {
+                30.0
+            };
+        }
+    }
+    // Fat between the organs.
+    -70.0 + 80.0 * (1.0 - r) as f32
+}
+
+/// Deterministic noise of a few HU per voxel, like a CT's, so that no region is flat.
+fn noise(i: usize, j: usize, k: usize) -> f32 {
+    let mut h = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (j as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ (k as u64).wrapping_mul(0x1656_67B1_9E37_79F9);
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^= h >> 32;
+    (h % 25) as f32 - 12.0
+}
+
 /// A phantom scan (HU) and its label map on the grid of `shape` voxels under `affine`, with the
 /// body centred on world point `centre` and scaled by `scale`.
 pub fn phantom(
@@ -77,25 +199,34 @@ pub fn phantom(
 ) -> Result<(Volume<f32>, Volume<u16>), GeometryError> {
     let classify = |i: usize, j: usize, k: usize| -> (f32, u16) {
         let p = (affine.to_world(DVec3::new(i as f64, j as f64, k as f64)) - centre) / scale;
-        let in_body = (p.x / BODY_RADII[0]).powi(2) + (p.y / BODY_RADII[1]).powi(2) <= 1.0;
-        if !in_body {
+        if body_radius(p) > 1.0 {
             return (-1000.0, 0);
         }
-        // The spine: bone behind the aorta, unlabelled.
+        // The spine behind the aorta, unlabelled: vertebral bodies with discs every 32 mm, the
+        // canal and the arch behind them.
         if (p.x / 20.0).powi(2) + ((p.y + 80.0) / 20.0).powi(2) <= 1.0 {
-            return (700.0, 0);
+            let disc = p.z.rem_euclid(32.0) < 6.0;
+            return (if disc { 90.0 } else { 700.0 }, 0);
+        }
+        let arch = (p.x / 16.0).powi(2) + ((p.y + 108.0) / 12.0).powi(2);
+        if arch <= 1.0 {
+            return (if arch <= 0.3 { 15.0 } else { 600.0 }, 0);
         }
         for organ in &ORGANS {
-            let d = (p - organ.centre) / organ.radii;
-            if d.length_squared() <= 1.0 {
+            if inside(p, organ.centre, organ.radii) {
                 return (organ.hu, organ.label);
             }
         }
-        // Subcutaneous fat in the outer ring, soft tissue inside.
-        let r = (p.x / (BODY_RADII[0] - 15.0)).powi(2) + (p.y / (BODY_RADII[1] - 15.0)).powi(2);
-        (if r > 1.0 { -100.0 } else { 20.0 }, 0)
+        (background_hu(p), 0)
     };
-    let scan = Volume::from_fn(shape, affine, |i, j, k| classify(i, j, k).0)?;
+    let scan = Volume::from_fn(shape, affine, |i, j, k| {
+        let hu = classify(i, j, k).0;
+        if hu > -1000.0 {
+            hu + noise(i, j, k)
+        } else {
+            hu
+        }
+    })?;
     let labels = Volume::from_fn(shape, affine, |i, j, k| classify(i, j, k).1)?;
     Ok((scan, labels))
 }
