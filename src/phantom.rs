@@ -64,6 +64,11 @@ pub const ORGANS: [PhantomOrgan; 6] = [
     },
 ];
 
+/// The phantom's version: the demo cohort's folder is named after it, so that phantoms written
+/// by an older ape (kept on disk for their cached maps) are not shown beside a newer model.
+/// Version 2 added the anatomy a network trained on CT leans on (lungs, ribs, spine, bowel).
+pub const VERSION: u32 = 2;
+
 /// Body ellipse radii (x, y) in mm; the body runs the whole length of the scan.
 const BODY_RADII: [f64; 2] = [160.0, 115.0];
 

@@ -45,7 +45,8 @@ pub fn demo_cohort() -> anyhow::Result<(Vec<PathBuf>, String)> {
     }
     let dir = std::env::var_os("HOME")
         .map(|h| PathBuf::from(h).join(".cache/ape/demo"))
-        .unwrap_or_else(|| std::env::temp_dir().join("ape-demo-cohort"));
+        .unwrap_or_else(|| std::env::temp_dir().join("ape-demo-cohort"))
+        .join(format!("v{}", ape::phantom::VERSION));
     let scans = ape::phantom::write_demo_cohort(&dir, 4)?;
     Ok((
         scans,
