@@ -50,6 +50,10 @@ pub struct EvalArgs {
     /// separated by `;`): an experiment.
     #[arg(long, hide = true)]
     also_spacing: Option<String>,
+    /// Average each map with the maps of these further models (an ensemble), embedded at the
+    /// same spacing as the first (`--input-spacing` when given): an experiment.
+    #[arg(long, hide = true)]
+    also_model: Vec<PathBuf>,
     /// Support scans per few-shot box (method.md: 5).
     #[arg(long, default_value_t = 5)]
     shots: usize,
@@ -114,14 +118,23 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             })
             .collect::<anyhow::Result<_>>()?,
     };
+    let mut also = also;
+    for path in &args.also_model {
+        let other = ape::model::ApeModel::load(path, &compute.device)?
+            .with_input_spacing(model.meta.input_spacing_mm)?;
+        also.push(other);
+    }
     let s = model.meta.input_spacing_mm;
-    let model_name = format!(
+    let mut model_name = format!(
         "{} (input {:.2} × {:.2} × {:.2} mm)",
         args.model.describe(&model),
         s[0],
         s[1],
         s[2]
     );
+    for path in &args.also_model {
+        model_name.push_str(&format!(" + {}", path.display()));
+    }
     say!("backend  {}", compute.description);
     say!("model    {model_name}");
     say!(
