@@ -42,14 +42,18 @@ impl MapIndex {
     pub fn build_in_body(map: &ApeMap, scan: &Scan) -> Self {
         let scan_hu = &scan.volume;
         let threshold_hu = scan.body_threshold_hu();
+        Self::build_where(map, |world| {
+            crate::resample::sample_linear(scan_hu, scan_hu.world_to_voxel(world))
+                .is_some_and(|hu| hu > threshold_hu)
+        })
+    }
+
+    /// Only the cells whose centre (world mm) satisfies `inside`; all cells if none does.
+    pub fn build_where(map: &ApeMap, inside: impl Fn(DVec3) -> bool + Sync) -> Self {
         let cells = map.cells();
         let inside: Vec<u32> = (0..cells.data().len())
             .into_par_iter()
-            .filter(|&i| {
-                let world = cells.voxel_to_world(cells.voxel_of(i));
-                crate::resample::sample_linear(scan_hu, scan_hu.world_to_voxel(world))
-                    .is_some_and(|hu| hu > threshold_hu)
-            })
+            .filter(|&i| inside(cells.voxel_to_world(cells.voxel_of(i))))
             .filter_map(|i| u32::try_from(i).ok())
             .collect();
         if inside.is_empty() {

@@ -135,6 +135,11 @@ pub struct TrainConfig {
     /// `ApeNetConfig::context_widths` (e.g. `[64]`: one more level, at 1/32). A run started
     /// with `--init` from a model without them grows it (the same function at step 0).
     pub context_widths: Option<Vec<usize>>,
+    /// Of each step's pairs, how many take their second crop from another scan, at the points
+    /// the run's teacher (`teacher.apemodel` in the run folder: the model the run started
+    /// from) carries the first crop's to ([`crate::cross`]). 0: none (method.md).
+    #[config(default = 0)]
+    pub cross_pairs: usize,
 }
 
 impl TrainConfig {

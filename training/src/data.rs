@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
 
 use crate::config::{TrainConfig, Variant};
+use crate::cross::Teacher;
 
 /// Windowed intensity above which a voxel counts as body (the window floor, −125 HU, is 0).
 const BODY_THRESHOLD: f32 = 0.02;
@@ -100,16 +101,31 @@ impl Crop {
 #[derive(Debug)]
 pub struct Batch {
     pub step: usize,
+    /// The scan (index into the training scans) every first crop is of.
+    pub scan: usize,
     /// `pairs` first crops, then `pairs` second crops (the same crops for Naïve).
     pub crops: Vec<Crop>,
     /// Positive points (world, mm) per pair.
     pub points: Vec<Vec<DVec3>>,
+    /// Per pair, where its positives lie in the second crop when that crop is of another scan
+    /// (a cross pair, [`crate::cross`]); empty: at `points`, as for every ordinary pair.
+    pub second_points: Vec<Vec<DVec3>>,
     /// x and z weights of the target distances at this step.
     pub x_weight: f64,
     pub z_weight: f64,
 }
 
 impl Batch {
+    /// The positives of crop `index` (the first crops are `0..pairs`, their partners follow).
+    pub fn points_of_crop(&self, index: usize) -> &[DVec3] {
+        let pairs = self.points.len().max(1);
+        let pair = index % pairs;
+        match self.second_points.get(pair) {
+            Some(second) if index >= pairs && !second.is_empty() => second,
+            _ => &self.points[pair],
+        }
+    }
+
     /// The network's input: the crops as one `[crops, 1, z, y, x]` block (only the first
     /// `pairs` crops for Naïve, whose second crops are the same).
     pub fn to_tensor_data(&self, config: &TrainConfig) -> burn::tensor::TensorData {
@@ -129,6 +145,17 @@ impl Batch {
 
 /// The batch of a step: a pure function of the config, the scans and the step number.
 pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Batch {
+    make_batch_with(config, scans, step, None)
+}
+
+/// [`make_batch`], with the first `cross_pairs` pairs across scans when a teacher is given: a
+/// pure function of the config, the scans, the step and the teacher.
+pub fn make_batch_with(
+    config: &TrainConfig,
+    scans: &[TrainScan],
+    step: usize,
+    teacher: Option<&Teacher>,
+) -> Batch {
     let mut rng =
         StdRng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step as u64);
     let scan_index = rng.random_range(0..scans.len());
@@ -143,6 +170,7 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
     let mut firsts = Vec::with_capacity(config.pairs);
     let mut seconds = Vec::with_capacity(config.pairs);
     let mut points = Vec::with_capacity(config.pairs);
+    let mut second_points = Vec::with_capacity(config.pairs);
     for pair in 0..config.pairs {
         // The shared voxel: inside the body, its z in this pair's stratum when spreading.
         let mut centre = DVec3::ZERO;
@@ -174,6 +202,75 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
             }
             (corner + spacing * 0.5, spacing)
         };
+        let box_of = |o: DVec3, s: DVec3| {
+            WorldBox::new(o - s * 0.5, o + s * (extent_voxels - DVec3::splat(0.5)))
+        };
+        let cross = match teacher {
+            Some(t) if pair < config.cross_pairs && paired && t.len() == scans.len() => {
+                cross_pair(config, scans, scan_index, centre, t, &mut rng)
+            }
+            _ => None,
+        };
+        if let Some(c) = cross {
+            let (origin1, spacing1) = draw_crop(&mut rng);
+            let first_box = box_of(origin1, spacing1);
+            let other = &scans[c.partner];
+            let (origin2, spacing2) = {
+                let s_xy = rng.random_range(regime.spacing_xy[0]..=regime.spacing_xy[1]);
+                let s_z = rng.random_range(spacing_z[0]..=spacing_z[1]);
+                let spacing = DVec3::new(s_xy, s_xy, s_z);
+                let extent = spacing * extent_voxels;
+                let u = DVec3::new(
+                    rng.random_range(0.15..0.85),
+                    rng.random_range(0.15..0.85),
+                    rng.random_range(0.15..0.85),
+                );
+                (c.affine.apply(centre) - u * extent + spacing * 0.5, spacing)
+            };
+            let second_box = box_of(origin2, spacing2).intersection(&other.volume.world_bounds());
+            let mut pts = Vec::with_capacity(config.positives_per_pair);
+            let mut there = Vec::with_capacity(config.positives_per_pair);
+            if let (Some(first), Some(second)) = (first_box.intersection(&scan_bounds), second_box)
+            {
+                let mut tries = 0;
+                while pts.len() < config.positives_per_pair
+                    && tries < 50 * config.positives_per_pair
+                {
+                    tries += 1;
+                    let t = DVec3::new(rng.random(), rng.random(), rng.random());
+                    let p = first.min + (first.max - first.min) * t;
+                    let q = c.affine.apply(p);
+                    if second.contains(q) && scan.is_body(p) && other.is_body(q) {
+                        pts.push(p);
+                        there.push(q);
+                    }
+                }
+            }
+            while pts.len() < config.positives_per_pair {
+                pts.push(centre);
+                there.push(c.affine.apply(centre));
+            }
+            firsts.push(make_crop(
+                scan,
+                origin1,
+                spacing1,
+                size,
+                config.augment,
+                &mut rng,
+            ));
+            seconds.push(make_crop(
+                other,
+                origin2,
+                spacing2,
+                size,
+                config.augment,
+                &mut rng,
+            ));
+            points.push(pts);
+            second_points.push(there);
+            continue;
+        }
+        second_points.push(Vec::new());
         let (origin1, spacing1) = draw_crop(&mut rng);
         let (origin2, spacing2) = if paired {
             draw_crop(&mut rng)
@@ -182,9 +279,6 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
         };
         // Positives: body voxels inside both crops (and inside the scan); the first
         // `outside_per_pair` anywhere in the overlap.
-        let box_of = |o: DVec3, s: DVec3| {
-            WorldBox::new(o - s * 0.5, o + s * (extent_voxels - DVec3::splat(0.5)))
-        };
         let overlap = box_of(origin1, spacing1)
             .intersection(&box_of(origin2, spacing2))
             .and_then(|b| b.intersection(&scan.volume.world_bounds()));
@@ -226,11 +320,37 @@ pub fn make_batch(config: &TrainConfig, scans: &[TrainScan], step: usize) -> Bat
     crops.extend(seconds);
     Batch {
         step,
+        scan: scan_index,
         crops,
         points,
+        second_points,
         x_weight: regime.x_weight,
         z_weight: regime.z_weight,
     }
+}
+
+/// A cross pair's partner scan and the teacher's local affine from this scan to it.
+struct CrossPair {
+    partner: usize,
+    affine: ape::transfer::LocalAffine,
+}
+
+/// Draws the partner of a cross pair about `centre` of scan `from` (`None`: the teacher finds
+/// no consistent neighbourhood there, and the pair stays an ordinary one).
+fn cross_pair(
+    config: &TrainConfig,
+    scans: &[TrainScan],
+    from: usize,
+    centre: DVec3,
+    teacher: &Teacher,
+    rng: &mut StdRng,
+) -> Option<CrossPair> {
+    if scans.len() < 2 || config.cross_pairs == 0 {
+        return None;
+    }
+    let partner = (from + rng.random_range(1..scans.len())) % scans.len();
+    let affine = teacher.carry(from, centre, partner)?;
+    Some(CrossPair { partner, affine })
 }
 
 /// The crop corner nearest to `corner` that puts a crop of `extent` inside `bounds`; along an

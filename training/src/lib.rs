@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: the training configuration, saved beside checkpoints.
 //! - [`data`]: scans in memory, crop pairs at random spacings, positives, augmentations.
+//! - [`cross`]: cross-scan pairs, placed by a teacher model's landmark transfer.
 //! - [`loss`]: the distance and equivariance terms.
 //! - [`fused`]: the distance term as one op with its own backward on the CPU backend.
 //! - [`train`]: the loop, checkpoints, resume, loss CSV.
@@ -10,6 +11,7 @@
 //! - [`plot`]: the loss curves as a PNG.
 
 pub mod config;
+pub mod cross;
 pub mod data;
 pub mod evaluate;
 pub mod fused;

@@ -16,7 +16,8 @@ use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::config::{TrainConfig, Variant};
-use crate::data::{Batch, TrainScan, make_batch};
+use crate::cross::Teacher;
+use crate::data::{Batch, TrainScan, make_batch_with};
 use crate::evaluate::HeldOut;
 use crate::loss::{Targets, ape_loss, normalised_positions};
 
@@ -205,7 +206,7 @@ impl Trainer {
         let input = Tensor::<5>::from_data(batch.to_tensor_data(config), &self.device);
         let mut cells = Vec::with_capacity(crops.len() * k * 3);
         for (index, crop) in crops.iter().enumerate() {
-            for p in &batch.points[index % pairs] {
+            for p in batch.points_of_crop(index) {
                 cells.extend_from_slice(&crop.cell_of(*p));
             }
         }
@@ -349,6 +350,11 @@ pub fn run(
 ) -> anyhow::Result<Vec<StepLoss>> {
     let config = trainer.config.clone();
     let start_step = trainer.step;
+    let teacher = if config.cross_pairs > 0 {
+        Some(Arc::new(teacher_of(trainer, &scans, out)?))
+    } else {
+        None
+    };
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Batch>(2);
     let worker_scans = Arc::clone(&scans);
     let worker_config = config.clone();
@@ -364,7 +370,9 @@ pub fn run(
             }
             let batches: Vec<Batch> = (first..(first + batch_threads).min(end))
                 .into_par_iter()
-                .map(|step| make_batch(&worker_config, &worker_scans, step))
+                .map(|step| {
+                    make_batch_with(&worker_config, &worker_scans, step, teacher.as_deref())
+                })
                 .collect();
             for batch in batches {
                 if sender.send(batch).is_err() {
@@ -434,6 +442,32 @@ pub fn run(
     drop(worker);
     csv.flush()?;
     Ok(losses)
+}
+
+/// The run's teacher for cross pairs: `teacher.apemodel` in `out`, written from the trainer's
+/// model when the run first needs one (so that a resumed run pairs its crops as before), and
+/// its maps of the training scans.
+fn teacher_of(trainer: &Trainer, scans: &[TrainScan], out: &Path) -> anyhow::Result<Teacher> {
+    let cpu = ape::model::backend::cpu();
+    let path = out.join("teacher.apemodel");
+    let model = if path.is_file() {
+        ApeModel::load(&path, &cpu.device)
+            .with_context(|| format!("the run's teacher {}", path.display()))?
+    } else {
+        let model = trainer.model();
+        model.save(&path)?;
+        ApeModel::load(&path, &cpu.device)?
+    };
+    let began = Instant::now();
+    // The scans were windowed with the trained model's window; undone with the same.
+    let teacher = Teacher::embed(&model, scans, trainer.meta.hu_window, &cpu.device)?;
+    println!(
+        "teacher for cross pairs: {} ({} scans embedded in {:.1} s)",
+        path.display(),
+        teacher.len(),
+        began.elapsed().as_secs_f64()
+    );
+    Ok(teacher)
 }
 
 /// The loss CSV, keeping only rows before `start_step` (so a resumed run continues it).

@@ -670,3 +670,117 @@ fn init_grows_a_model_into_a_network_with_context_levels() {
         "{err}"
     );
 }
+
+/// Where the demo cohort's phantom `i` has its body (`ape::phantom::write_demo_cohort`).
+fn demo_body(i: usize) -> (DVec3, f64) {
+    let t = i as f64;
+    (
+        DVec3::new(6.0 * t - 9.0, 4.0 * (t % 2.0) - 2.0, 10.0 * t - 15.0),
+        0.92 + 0.05 * t,
+    )
+}
+
+/// Phantom `i`'s point corresponding to `p` of phantom `j`: the same place in the body.
+fn corresponding(p: DVec3, from: usize, to: usize) -> DVec3 {
+    let ((c0, s0), (c1, s1)) = (demo_body(from), demo_body(to));
+    c1 + (p - c0) * (s1 / s0)
+}
+
+/// A cross pair's second crop is of another scan, and its positives sit there at the points
+/// the teacher's transfer carries them to: with a teacher of perfect maps (each voxel's
+/// position in its body), exactly the corresponding points; ordinary pairs keep one list.
+#[test]
+fn cross_pairs_put_their_second_positives_where_the_teacher_carries_them() {
+    use ape::ape_map::ApeMap;
+    use ape::retrieval::MapIndex;
+    use ape_training::cross::Teacher;
+    use ape_training::data::make_batch_with;
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = ape::phantom::write_demo_cohort(dir.path(), 2).unwrap();
+    let scans: Vec<TrainScan> = files
+        .iter()
+        .map(|f| TrainScan::load(f, HuWindow::MODEL).unwrap())
+        .collect();
+    let perfect = |i: usize| {
+        let bounds = scans[i].volume.world_bounds();
+        let spacing = DVec3::new(8.0, 8.0, 12.0);
+        let affine = ape::Affine::from_spacing(spacing, bounds.min + spacing * 0.5).unwrap();
+        let n = (bounds.size() / spacing).floor();
+        let (centre, scale) = demo_body(i);
+        let cells =
+            ape::Volume::from_fn([n.x as usize, n.y as usize, n.z as usize], affine, |a, b, c| {
+                let w = affine.to_world(DVec3::new(a as f64, b as f64, c as f64));
+                let p = (w - centre) / (scale * 100.0);
+                [p.x as f32, p.y as f32, p.z as f32]
+            })
+            .unwrap();
+        let map = ApeMap::new(cells);
+        let index = MapIndex::build(&map);
+        (map, index)
+    };
+    let teacher = Teacher::from_maps(vec![perfect(0), perfect(1)]);
+    let config = TrainConfig::new(Variant::Equiv)
+        .with_augment(false)
+        .with_pairs(3)
+        .with_positives_per_pair(64)
+        .with_crop_size([48, 48, 32])
+        .with_cross_pairs(1);
+    let mut crossed = 0;
+    for step in 0..6 {
+        let batch = make_batch_with(&config, &scans, step, Some(&teacher));
+        assert_eq!(batch.second_points.len(), 3);
+        assert!(batch.second_points[1].is_empty() && batch.second_points[2].is_empty());
+        // Without a teacher the same config makes ordinary pairs only.
+        let plain = make_batch_with(&config, &scans, step, None);
+        assert!(plain.second_points.iter().all(Vec::is_empty));
+        let second = &batch.second_points[0];
+        if second.is_empty() {
+            continue;
+        }
+        crossed += 1;
+        let from = batch.scan;
+        let crop = &batch.crops[3];
+        for (p, q) in batch.points[0].iter().zip(second) {
+            let expected = corresponding(*p, from, 1 - from);
+            // Within a cell of the perfect maps: the affine is fitted within 100 mm of the
+            // crops' shared voxel, and near the scan's last slices supports whose match is
+            // clamped at the edge by less than the cycle tolerance bias it by a few mm.
+            assert!((*q - expected).length() < 10.0, "{p} → {q}, expected {expected}");
+            // Inside the second crop.
+            let cell = crop.cell_of(*q);
+            assert!(cell.iter().all(|c| (-1.0..13.0).contains(c)), "{cell:?}");
+        }
+        assert_eq!(batch.points_of_crop(3), &second[..]);
+        assert_eq!(batch.points_of_crop(0), &batch.points[0][..]);
+        assert_eq!(batch.points_of_crop(4), &batch.points[1][..]);
+    }
+    assert!(crossed >= 4, "only {crossed} of 6 steps had a cross pair");
+}
+
+/// The teacher embeds the training scans with a real model and carries a point of one demo
+/// phantom to the same place in the other.
+#[test]
+fn a_teacher_of_the_bundled_model_carries_points_between_phantoms() {
+    use ape_training::cross::Teacher;
+
+    let dir = tempfile::tempdir().unwrap();
+    let files = ape::phantom::write_demo_cohort(dir.path(), 2).unwrap();
+    let scans: Vec<TrainScan> = files
+        .iter()
+        .map(|f| TrainScan::load(f, HuWindow::MODEL).unwrap())
+        .collect();
+    let cpu = backend::cpu();
+    let model = ape::model::ApeModel::bundled(&cpu.device).unwrap();
+    let teacher = Teacher::embed(&model, &scans, model.meta.hu_window, &cpu.device).unwrap();
+    assert_eq!(teacher.len(), 2);
+    for p in [DVec3::new(0.0, 0.0, 0.0), DVec3::new(60.0, -50.0, -50.0)] {
+        let fit = teacher.carry(0, p, 1).expect("a consistent neighbourhood");
+        let expected = corresponding(p, 0, 1);
+        let found = fit.apply(p);
+        assert!(
+            (found - expected).length() < 20.0,
+            "{p} → {found}, expected {expected}"
+        );
+    }
+}
