@@ -186,7 +186,8 @@ pub fn make_batch_with(
                 break;
             }
         }
-        let draw_crop = |rng: &mut StdRng| {
+        // A crop holding `around` at a random place, inside `bounds` when the config asks.
+        let draw_crop_about = |rng: &mut StdRng, around: DVec3, bounds: &WorldBox| {
             let s_xy = rng.random_range(regime.spacing_xy[0]..=regime.spacing_xy[1]);
             let s_z = rng.random_range(spacing_z[0]..=spacing_z[1]);
             let spacing = DVec3::new(s_xy, s_xy, s_z);
@@ -196,12 +197,13 @@ pub fn make_batch_with(
                 rng.random_range(0.15..0.85),
                 rng.random_range(0.15..0.85),
             );
-            let mut corner = centre - u * extent;
+            let mut corner = around - u * extent;
             if config.crops_inside {
-                corner = inside(corner, extent, &scan_bounds);
+                corner = inside(corner, extent, bounds);
             }
             (corner + spacing * 0.5, spacing)
         };
+        let draw_crop = |rng: &mut StdRng| draw_crop_about(rng, centre, &scan_bounds);
         let box_of = |o: DVec3, s: DVec3| {
             WorldBox::new(o - s * 0.5, o + s * (extent_voxels - DVec3::splat(0.5)))
         };
@@ -215,18 +217,11 @@ pub fn make_batch_with(
             let (origin1, spacing1) = draw_crop(&mut rng);
             let first_box = box_of(origin1, spacing1);
             let other = &scans[c.partner];
-            let (origin2, spacing2) = {
-                let s_xy = rng.random_range(regime.spacing_xy[0]..=regime.spacing_xy[1]);
-                let s_z = rng.random_range(spacing_z[0]..=spacing_z[1]);
-                let spacing = DVec3::new(s_xy, s_xy, s_z);
-                let extent = spacing * extent_voxels;
-                let u = DVec3::new(
-                    rng.random_range(0.15..0.85),
-                    rng.random_range(0.15..0.85),
-                    rng.random_range(0.15..0.85),
-                );
-                (c.affine.apply(centre) - u * extent + spacing * 0.5, spacing)
-            };
+            let (origin2, spacing2) = draw_crop_about(
+                &mut rng,
+                c.affine.apply(centre),
+                &other.volume.world_bounds(),
+            );
             let second_box = box_of(origin2, spacing2).intersection(&other.volume.world_bounds());
             let mut pts = Vec::with_capacity(config.positives_per_pair);
             let mut there = Vec::with_capacity(config.positives_per_pair);

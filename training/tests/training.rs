@@ -708,13 +708,16 @@ fn cross_pairs_put_their_second_positives_where_the_teacher_carries_them() {
         let affine = ape::Affine::from_spacing(spacing, bounds.min + spacing * 0.5).unwrap();
         let n = (bounds.size() / spacing).floor();
         let (centre, scale) = demo_body(i);
-        let cells =
-            ape::Volume::from_fn([n.x as usize, n.y as usize, n.z as usize], affine, |a, b, c| {
+        let cells = ape::Volume::from_fn(
+            [n.x as usize, n.y as usize, n.z as usize],
+            affine,
+            |a, b, c| {
                 let w = affine.to_world(DVec3::new(a as f64, b as f64, c as f64));
                 let p = (w - centre) / (scale * 100.0);
                 [p.x as f32, p.y as f32, p.z as f32]
-            })
-            .unwrap();
+            },
+        )
+        .unwrap();
         let map = ApeMap::new(cells);
         let index = MapIndex::build(&map);
         (map, index)
@@ -746,7 +749,10 @@ fn cross_pairs_put_their_second_positives_where_the_teacher_carries_them() {
             // Within a cell of the perfect maps: the affine is fitted within 100 mm of the
             // crops' shared voxel, and near the scan's last slices supports whose match is
             // clamped at the edge by less than the cycle tolerance bias it by a few mm.
-            assert!((*q - expected).length() < 10.0, "{p} → {q}, expected {expected}");
+            assert!(
+                (*q - expected).length() < 10.0,
+                "{p} → {q}, expected {expected}"
+            );
             // Inside the second crop.
             let cell = crop.cell_of(*q);
             assert!(cell.iter().all(|c| (-1.0..13.0).contains(c)), "{cell:?}");
