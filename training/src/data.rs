@@ -213,20 +213,22 @@ pub fn make_batch_with(
             }
             _ => None,
         };
-        if let Some(c) = cross {
-            let (origin1, spacing1) = draw_crop(&mut rng);
-            let first_box = box_of(origin1, spacing1);
+        let (origin1, spacing1) = draw_crop(&mut rng);
+        // The second crop's scan and place, the positives, and (cross pairs only) where the
+        // positives lie in the second crop.
+        let (partner, (origin2, spacing2), pts, there) = if let Some(c) = cross {
             let other = &scans[c.partner];
-            let (origin2, spacing2) = draw_crop_about(
+            let second_crop = draw_crop_about(
                 &mut rng,
                 c.affine.apply(centre),
                 &other.volume.world_bounds(),
             );
-            let second_box = box_of(origin2, spacing2).intersection(&other.volume.world_bounds());
+            let second_box =
+                box_of(second_crop.0, second_crop.1).intersection(&other.volume.world_bounds());
+            let first_box = box_of(origin1, spacing1).intersection(&scan_bounds);
             let mut pts = Vec::with_capacity(config.positives_per_pair);
             let mut there = Vec::with_capacity(config.positives_per_pair);
-            if let (Some(first), Some(second)) = (first_box.intersection(&scan_bounds), second_box)
-            {
+            if let (Some(first), Some(second)) = (first_box, second_box) {
                 let mut tries = 0;
                 while pts.len() < config.positives_per_pair
                     && tries < 50 * config.positives_per_pair
@@ -245,54 +247,38 @@ pub fn make_batch_with(
                 pts.push(centre);
                 there.push(c.affine.apply(centre));
             }
-            firsts.push(make_crop(
-                scan,
-                origin1,
-                spacing1,
-                size,
-                config.augment,
-                &mut rng,
-            ));
-            seconds.push(make_crop(
-                other,
-                origin2,
-                spacing2,
-                size,
-                config.augment,
-                &mut rng,
-            ));
-            points.push(pts);
-            second_points.push(there);
-            continue;
-        }
-        second_points.push(Vec::new());
-        let (origin1, spacing1) = draw_crop(&mut rng);
-        let (origin2, spacing2) = if paired {
-            draw_crop(&mut rng)
+            (c.partner, second_crop, pts, there)
         } else {
-            (origin1, spacing1)
-        };
-        // Positives: body voxels inside both crops (and inside the scan); the first
-        // `outside_per_pair` anywhere in the overlap.
-        let overlap = box_of(origin1, spacing1)
-            .intersection(&box_of(origin2, spacing2))
-            .and_then(|b| b.intersection(&scan.volume.world_bounds()));
-        let mut pts = Vec::with_capacity(config.positives_per_pair);
-        if let Some(overlap) = overlap {
-            let mut tries = 0;
-            while pts.len() < config.positives_per_pair && tries < 50 * config.positives_per_pair {
-                tries += 1;
-                let t = DVec3::new(rng.random(), rng.random(), rng.random());
-                let p = overlap.min + (overlap.max - overlap.min) * t;
-                if pts.len() < config.outside_per_pair || scan.is_body(p) {
-                    pts.push(p);
+            let second_crop = if paired {
+                draw_crop(&mut rng)
+            } else {
+                (origin1, spacing1)
+            };
+            // Positives: body voxels inside both crops (and inside the scan); the first
+            // `outside_per_pair` anywhere in the overlap.
+            let overlap = box_of(origin1, spacing1)
+                .intersection(&box_of(second_crop.0, second_crop.1))
+                .and_then(|b| b.intersection(&scan_bounds));
+            let mut pts = Vec::with_capacity(config.positives_per_pair);
+            if let Some(overlap) = overlap {
+                let mut tries = 0;
+                while pts.len() < config.positives_per_pair
+                    && tries < 50 * config.positives_per_pair
+                {
+                    tries += 1;
+                    let t = DVec3::new(rng.random(), rng.random(), rng.random());
+                    let p = overlap.min + (overlap.max - overlap.min) * t;
+                    if pts.len() < config.outside_per_pair || scan.is_body(p) {
+                        pts.push(p);
+                    }
                 }
             }
-        }
-        // Rare (a crop in air): fall back to the centre so that the batch keeps its shape.
-        while pts.len() < config.positives_per_pair {
-            pts.push(centre);
-        }
+            // Rare (a crop in air): fall back to the centre so that the batch keeps its shape.
+            while pts.len() < config.positives_per_pair {
+                pts.push(centre);
+            }
+            (scan_index, second_crop, pts, Vec::new())
+        };
         firsts.push(make_crop(
             scan,
             origin1,
@@ -302,13 +288,14 @@ pub fn make_batch_with(
             &mut rng,
         ));
         seconds.push(make_crop(
-            scan,
+            &scans[partner],
             origin2,
             spacing2,
             size,
             config.augment && paired,
             &mut rng,
         ));
+        second_points.push(there);
         points.push(pts);
     }
     let mut crops = firsts;

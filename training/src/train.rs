@@ -450,14 +450,12 @@ pub fn run(
 fn teacher_of(trainer: &Trainer, scans: &[TrainScan], out: &Path) -> anyhow::Result<Teacher> {
     let cpu = ape::model::backend::cpu();
     let path = out.join("teacher.apemodel");
-    let model = if path.is_file() {
-        ApeModel::load(&path, &cpu.device)
-            .with_context(|| format!("the run's teacher {}", path.display()))?
-    } else {
-        let model = trainer.model();
-        model.save(&path)?;
-        ApeModel::load(&path, &cpu.device)?
-    };
+    if !path.is_file() {
+        trainer.model().save(&path)?;
+    }
+    // Read back from the file either way: on the CPU, whatever the training backend.
+    let model = ApeModel::load(&path, &cpu.device)
+        .with_context(|| format!("the run's teacher {}", path.display()))?;
     let began = Instant::now();
     // The scans were windowed with the trained model's window; undone with the same.
     let teacher = Teacher::embed(&model, scans, trainer.meta.hu_window, &cpu.device)?;

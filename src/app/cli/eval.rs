@@ -100,7 +100,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
     if let Some(spacing) = spacing {
         model = model.with_input_spacing(spacing)?;
     }
-    let also: Vec<ape::model::ApeModel> = match &args.also_spacing {
+    let mut also: Vec<ape::model::ApeModel> = match &args.also_spacing {
         None => Vec::new(),
         Some(list) => list
             .split(';')
@@ -118,7 +118,6 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             })
             .collect::<anyhow::Result<_>>()?,
     };
-    let mut also = also;
     for path in &args.also_model {
         let other = ape::model::ApeModel::load(path, &compute.device)?
             .with_input_spacing(model.meta.input_spacing_mm)?;
