@@ -140,9 +140,23 @@ pub struct TrainConfig {
     /// from) carries the first crop's to ([`crate::cross`]). 0: none (method.md).
     #[config(default = 0)]
     pub cross_pairs: usize,
+    /// Divide the positions of the target distances (and the axis anchor's) by these fixed
+    /// lengths, mm (x, y, z), instead of by each step's spread (method.md), so that the target
+    /// unit is the same at every step and in every scan. `normalise` then has no effect.
+    pub position_scale_mm: Option<[f64; 3]>,
 }
 
 impl TrainConfig {
+    /// How the positions of a step's positives become target units.
+    pub fn position_scale(&self) -> crate::loss::PositionScale {
+        match self.position_scale_mm {
+            Some(mm) => crate::loss::PositionScale::Fixed(glam::DVec3::from_array(mm)),
+            None => crate::loss::PositionScale::Batch {
+                isotropic: self.normalise == Normalise::Isotropic,
+            },
+        }
+    }
+
     /// Learning rate at a step: linear warm-up, then cosine decay to 5 % of the peak.
     pub fn learning_rate_at(&self, step: usize) -> f64 {
         let peak = self.learning_rate;

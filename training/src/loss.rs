@@ -15,36 +15,61 @@ pub fn pairwise_distances(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     (a2 + b2 - cross.mul_scalar(2.0)).clamp_min(1e-9).sqrt()
 }
 
-/// Positions normalised to zero mean and unit standard deviation over the batch, per axis
-/// (method.md) or with one scale for all axes (`isotropic`: the root mean variance), with the
-/// axes weighted by `weights`: the target distances are the distances between these.
-pub fn target_positions(points: &[DVec3], weights: DVec3, isotropic: bool) -> Vec<DVec3> {
-    let n = points.len();
-    let mean = points.iter().fold(DVec3::ZERO, |a, p| a + *p) / n as f64;
-    let var = points
-        .iter()
-        .fold(DVec3::ZERO, |a, p| a + (*p - mean) * (*p - mean))
-        / n as f64;
-    let var = var.max(DVec3::splat(1e-6));
-    let var = if isotropic {
-        DVec3::splat((var.x + var.y + var.z) / 3.0)
-    } else {
-        var
-    };
-    let std = DVec3::new(var.x.sqrt(), var.y.sqrt(), var.z.sqrt());
-    let scale = weights / std;
-    points.iter().map(|p| (*p - mean) * scale).collect()
+/// How a step's positive positions become target units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PositionScale {
+    /// Each axis divided by the batch's own standard deviation (method.md), or all axes by one
+    /// (`isotropic`: the root mean variance). The unit then changes from step to step with how
+    /// far the step's crops happen to lie apart (along S–I 47 to 191 mm on our scans).
+    Batch { isotropic: bool },
+    /// Each axis divided by a fixed length, mm: the same unit at every step and in every scan.
+    Fixed(DVec3),
+}
+
+impl PositionScale {
+    /// The per-axis divisors for these points.
+    fn divisors(self, centred: &[DVec3]) -> DVec3 {
+        match self {
+            Self::Fixed(scale) => scale.max(DVec3::splat(1e-6)),
+            Self::Batch { isotropic } => {
+                let n = centred.len().max(1) as f64;
+                let var = centred.iter().fold(DVec3::ZERO, |a, p| a + *p * *p) / n;
+                let var = var.max(DVec3::splat(1e-6));
+                let var = if isotropic {
+                    DVec3::splat((var.x + var.y + var.z) / 3.0)
+                } else {
+                    var
+                };
+                DVec3::new(var.x.sqrt(), var.y.sqrt(), var.z.sqrt())
+            }
+        }
+    }
+}
+
+/// The points less their mean.
+fn centred(points: &[DVec3]) -> Vec<DVec3> {
+    let n = points.len().max(1) as f64;
+    let mean = points.iter().fold(DVec3::ZERO, |a, p| a + *p) / n;
+    points.iter().map(|p| *p - mean).collect()
+}
+
+/// Positions centred on the batch's mean, divided per axis as `scale` says and weighted by
+/// `weights`: the target distances are the distances between these.
+pub fn target_positions(points: &[DVec3], weights: DVec3, scale: PositionScale) -> Vec<DVec3> {
+    let centred = centred(points);
+    let factor = weights / scale.divisors(&centred);
+    centred.iter().map(|p| *p * factor).collect()
 }
 
 /// Target distances between the [`target_positions`]: `[N, N]`.
 pub fn target_distances(
     points: &[DVec3],
     weights: DVec3,
-    isotropic: bool,
+    scale: PositionScale,
     device: &Device,
 ) -> Tensor<2> {
     let n = points.len();
-    let normalised = target_positions(points, weights, isotropic);
+    let normalised = target_positions(points, weights, scale);
     // N² distances (16 M at 8 pairs of 512 positives): rows in parallel.
     let mut d = vec![0.0f32; n * n];
     d.par_chunks_mut(n.max(1))
@@ -70,9 +95,9 @@ pub enum Targets {
 impl Targets {
     /// The targets of a step's positive points: positions where the fused term applies on
     /// `device`, else the distance matrix.
-    pub fn of(points: &[DVec3], weights: DVec3, isotropic: bool, device: &Device) -> Self {
+    pub fn of(points: &[DVec3], weights: DVec3, scale: PositionScale, device: &Device) -> Self {
         if crate::fused::applies(device) {
-            let data: Vec<f32> = target_positions(points, weights, isotropic)
+            let data: Vec<f32> = target_positions(points, weights, scale)
                 .iter()
                 .flat_map(|p| p.to_array().map(|v| v as f32))
                 .collect();
@@ -81,27 +106,22 @@ impl Targets {
                 device,
             ))
         } else {
-            Self::Distances(target_distances(points, weights, isotropic, device))
+            Self::Distances(target_distances(points, weights, scale, device))
         }
     }
 }
 
-/// Positions normalised to zero mean and unit standard deviation per axis over the batch,
-/// unweighted: `[N, 3]`, channel c = world axis c (R, A, S).
-pub fn normalised_positions(points: &[DVec3], device: &Device) -> Tensor<2> {
-    let n = points.len().max(1);
-    let mean = points.iter().fold(DVec3::ZERO, |a, p| a + *p) / n as f64;
-    let var = points
+/// Positions for the axis anchor, unweighted: centred, and divided per axis by the batch's
+/// standard deviation, or by the fixed lengths of a [`PositionScale::Fixed`]: `[N, 3]`,
+/// channel c = world axis c (R, A, S).
+pub fn normalised_positions(points: &[DVec3], scale: PositionScale, device: &Device) -> Tensor<2> {
+    let scale = match scale {
+        PositionScale::Batch { .. } => PositionScale::Batch { isotropic: false },
+        fixed => fixed,
+    };
+    let data: Vec<f32> = target_positions(points, DVec3::ONE, scale)
         .iter()
-        .fold(DVec3::ZERO, |a, p| a + (*p - mean) * (*p - mean))
-        / n as f64;
-    let std = var.max(DVec3::splat(1e-6)).to_array().map(f64::sqrt);
-    let data: Vec<f32> = points
-        .iter()
-        .flat_map(|p| {
-            let q = (*p - mean).to_array();
-            [0, 1, 2].map(|c| (q[c] / std[c]) as f32)
-        })
+        .flat_map(|p| p.to_array().map(|v| v as f32))
         .collect();
     Tensor::from_data(TensorData::new(data, [points.len(), 3]), device)
 }
@@ -215,10 +235,15 @@ mod tests {
             DVec3::new(0.0, 5.0, 0.0),
         ];
         let device = ape::model::backend::cpu().device;
-        target_distances(&points, DVec3::ONE, isotropic, &device)
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap_or_default()
+        target_distances(
+            &points,
+            DVec3::ONE,
+            PositionScale::Batch { isotropic },
+            &device,
+        )
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap_or_default()
     }
 
     fn tensor(rows: &[[f32; 3]]) -> Tensor<2> {
@@ -240,7 +265,7 @@ mod tests {
             DVec3::new(50.0, 0.0, -300.0),
         ];
         let device = ape::model::backend::cpu().device;
-        let p = normalised_positions(&points, &device);
+        let p = normalised_positions(&points, PositionScale::Batch { isotropic: false }, &device);
         let rows = p
             .clone()
             .into_data()
@@ -318,5 +343,40 @@ mod tests {
         );
         // Symmetric, zero on the diagonal.
         assert!(iso[0].abs() < 1e-3 && (iso[1] - iso[4]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn fixed_scale_targets_do_not_depend_on_the_rest_of_the_batch() {
+        let scale = PositionScale::Fixed(DVec3::new(80.0, 60.0, 110.0));
+        let a = DVec3::new(10.0, -20.0, 30.0);
+        let b = DVec3::new(50.0, 10.0, -80.0);
+        let expected = ((b - a) / DVec3::new(80.0, 60.0, 110.0)).length();
+        let near = [a, b, DVec3::new(20.0, 0.0, 0.0)];
+        let far = [a, b, DVec3::new(400.0, -300.0, 900.0), DVec3::ZERO];
+        let gap = |points: &[DVec3], scale| {
+            let t = target_positions(points, DVec3::ONE, scale);
+            (t[1] - t[0]).length()
+        };
+        assert!((gap(&near, scale) - expected).abs() < 1e-12);
+        assert!((gap(&far, scale) - expected).abs() < 1e-12);
+        // The batch's own scale moves the same two points' target with the other points.
+        let batch = PositionScale::Batch { isotropic: false };
+        assert!(gap(&near, batch) > 1.5 * gap(&far, batch));
+        // The anchor's positions use the same fixed lengths, unweighted.
+        let device = Default::default();
+        let p = normalised_positions(&near, scale, &device)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let d = DVec3::new(
+            (p[3] - p[0]) as f64,
+            (p[4] - p[1]) as f64,
+            (p[5] - p[2]) as f64,
+        );
+        assert!((d.length() - expected).abs() < 1e-6, "{d}");
+        // Weights still weigh the axes.
+        let weighted = target_positions(&near, DVec3::new(1.0, 1.0, 2.0), scale);
+        let dz = (weighted[1] - weighted[0]).z;
+        assert!((dz - 2.0 * (b - a).z / 110.0).abs() < 1e-12);
     }
 }

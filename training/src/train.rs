@@ -224,10 +224,11 @@ impl Trainer {
         let forward_done = Instant::now();
         let points: Vec<_> = batch.points.iter().flatten().copied().collect();
         let weights = glam::DVec3::new(batch.x_weight, 1.0, batch.z_weight);
-        let isotropic = config.normalise == crate::config::Normalise::Isotropic;
-        let target = Targets::of(&points, weights, isotropic, &self.device);
+        let scale = config.position_scale();
+        let target = Targets::of(&points, weights, scale, &self.device);
         let weights = config.loss_weights();
-        let positions = (weights.axis > 0.0).then(|| normalised_positions(&points, &self.device));
+        let positions =
+            (weights.axis > 0.0).then(|| normalised_positions(&points, scale, &self.device));
         let terms = ape_loss(a, a_plus, target, weights, positions);
         let scalar = |t: &Tensor<1>| {
             t.clone()
