@@ -144,6 +144,11 @@ pub struct TrainConfig {
     /// lengths, mm (x, y, z), instead of by each step's spread (method.md), so that the target
     /// unit is the same at every step and in every scan. `normalise` then has no effect.
     pub position_scale_mm: Option<[f64; 3]>,
+    /// What masked blocks are filled with. method.md's 0 is, in the model's window, fat or air
+    /// (≤ −125 HU): fake anatomy. A value outside the window's [0, 1] (such as −1) is one no
+    /// scan has, so the network can tell a masked block from tissue.
+    #[config(default = 0.0)]
+    pub mask_value: f32,
 }
 
 impl TrainConfig {

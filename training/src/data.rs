@@ -285,6 +285,7 @@ pub fn make_batch_with(
             spacing1,
             size,
             config.augment,
+            config.mask_value,
             &mut rng,
         ));
         seconds.push(make_crop(
@@ -293,6 +294,7 @@ pub fn make_batch_with(
             spacing2,
             size,
             config.augment && paired,
+            config.mask_value,
             &mut rng,
         ));
         second_points.push(there);
@@ -350,6 +352,7 @@ fn make_crop(
     spacing: DVec3,
     size: [usize; 3],
     augment: bool,
+    mask_value: f32,
     rng: &mut StdRng,
 ) -> Crop {
     let affine = Affine::from_spacing(spacing, origin).unwrap_or_else(|_| *scan.volume.affine());
@@ -357,7 +360,7 @@ fn make_crop(
         .map(Volume::into_data)
         .unwrap_or_else(|_| vec![0.0; size.iter().product()]);
     if augment {
-        augment_crop(&mut voxels, size, spacing, rng);
+        augment_crop(&mut voxels, size, spacing, mask_value, rng);
     }
     Crop {
         voxels,
@@ -366,8 +369,15 @@ fn make_crop(
     }
 }
 
-/// Blur or sharpen in-plane, noise, brightness, contrast, gamma, block masking (method.md).
-pub fn augment_crop(v: &mut [f32], size: [usize; 3], spacing: DVec3, rng: &mut StdRng) {
+/// Blur or sharpen in-plane, noise, brightness, contrast, gamma, block masking (method.md):
+/// masked blocks are set to `mask_value`.
+pub fn augment_crop(
+    v: &mut [f32],
+    size: [usize; 3],
+    spacing: DVec3,
+    mask_value: f32,
+    rng: &mut StdRng,
+) {
     if rng.random_bool(0.8) {
         let sigma_mm = rng.random_range(0.0..1.5);
         let blurred = blur_in_plane(v, size, sigma_mm / spacing.x);
@@ -416,7 +426,7 @@ pub fn augment_crop(v: &mut [f32], size: [usize; 3], spacing: DVec3, rng: &mut S
                         for j in by * block[1]..((by + 1) * block[1]).min(size[1]) {
                             let row = size[0] * (j + size[1] * k);
                             let (a, b) = (bx * block[0], ((bx + 1) * block[0]).min(size[0]));
-                            v[row + a..row + b].iter_mut().for_each(|x| *x = 0.0);
+                            v[row + a..row + b].iter_mut().for_each(|x| *x = mask_value);
                         }
                     }
                 }
@@ -535,5 +545,24 @@ mod tests {
         assert!(b[centre - 1] > 0.0 && b[centre - 9] > 0.0);
         assert_eq!(b[centre - 63], 0.0);
         assert_eq!(b[centre + 63], 0.0);
+    }
+
+    #[test]
+    fn masked_blocks_hold_the_mask_value_and_nothing_else_does() {
+        use rand::SeedableRng;
+        let size = [48, 48, 32];
+        let block = 24 * 24 * 16;
+        let mut masked_some = false;
+        for seed in 0..20 {
+            let mut v = vec![0.5f32; size.iter().product()];
+            let mut rng = StdRng::seed_from_u64(seed);
+            augment_crop(&mut v, size, DVec3::splat(2.0), -1.0, &mut rng);
+            let masked = v.iter().filter(|&&x| x == -1.0).count();
+            // Whole blocks, and no augmentation brings tissue near the mask value.
+            assert_eq!(masked % block, 0, "seed {seed}: {masked}");
+            assert!(v.iter().all(|&x| x == -1.0 || x > -0.5), "seed {seed}");
+            masked_some |= masked > 0;
+        }
+        assert!(masked_some);
     }
 }
