@@ -586,6 +586,13 @@ impl ApeNet {
         self
     }
 
+    /// The same network with its output norm fixed to its running statistics in training too
+    /// (`fixed`), or back to batch statistics in training.
+    pub fn with_fixed_output_norm(mut self, fixed: bool) -> Self {
+        self.out_norm.fixed = fixed;
+        self
+    }
+
     /// The same network for inference on the CPU without burn (`cpu_net`): batch norms folded
     /// into the convolutions with their running statistics.
     pub fn cpu_inference(&self) -> Result<CpuNet, String> {

@@ -16,13 +16,17 @@ pub struct PlainBatchNormConfig {
 }
 
 /// `y = (x − mean) / sqrt(var + ε)` per channel: batch statistics while training (and running
-/// averages updated), the running averages at inference.
+/// averages updated), the running averages at inference; with `fixed`, the running averages in
+/// training too (and left as they are), so that training and inference normalise alike.
 #[derive(Module, Debug)]
 pub struct PlainBatchNorm {
     pub running_mean: RunningState<Tensor<1>>,
     pub running_var: RunningState<Tensor<1>>,
     pub momentum: f64,
     pub epsilon: f64,
+    /// Not saved: a training choice, set by the trainer on the network it trains.
+    #[module(skip)]
+    pub fixed: bool,
 }
 
 impl PlainBatchNormConfig {
@@ -32,6 +36,7 @@ impl PlainBatchNormConfig {
             running_var: RunningState::new(Tensor::ones([self.num_features], device)),
             momentum: self.momentum,
             epsilon: self.epsilon,
+            fixed: false,
         }
     }
 }
@@ -42,7 +47,8 @@ impl PlainBatchNorm {
     pub fn forward(&self, input: Tensor<5>) -> Tensor<5> {
         let device = input.device();
         let [_, channels, _, _, _] = input.dims();
-        if device.is_autodiff() && super::ops::norm::enabled() {
+        let training = device.is_autodiff() && !self.fixed;
+        if training && super::ops::norm::enabled() {
             // One fused op with its own backward (`ops::norm`), γ = 1 and β = 0 untracked.
             let ones = Tensor::ones([channels], &device);
             let zeros = Tensor::zeros([channels], &device);
@@ -52,7 +58,7 @@ impl PlainBatchNorm {
             super::ops::norm::update(&self.running_var, var, self.momentum);
             return y;
         }
-        let (mean, var) = if device.is_autodiff() {
+        let (mean, var) = if training {
             // Statistics over batch and space: move channels first and flatten the rest.
             let flat: Tensor<2> = input.clone().swap_dims(0, 1).flatten(1, 4);
             let mean = flat.clone().mean_dim(1); // [channels, 1]

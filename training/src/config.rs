@@ -149,6 +149,11 @@ pub struct TrainConfig {
     /// scan has, so the network can tell a masked block from tissue.
     #[config(default = 0.0)]
     pub mask_value: f32,
+    /// Train with the output norm fixed to its running statistics, as inference uses it,
+    /// instead of the statistics of each step's crops (all of one scan): the embedding's scale
+    /// and offset are then the network's own in training and inference alike.
+    #[config(default = false)]
+    pub fixed_output_norm: bool,
 }
 
 impl TrainConfig {

@@ -366,7 +366,7 @@ mod tests {
         let device = Default::default();
         let p = normalised_positions(&near, scale, &device)
             .into_data()
-            .to_vec::<f32>()
+            .try_to_vec::<f32>()
             .unwrap();
         let d = DVec3::new(
             (p[3] - p[0]) as f64,

@@ -79,15 +79,20 @@ fn optimizer_config(config: &TrainConfig) -> AdamWConfig {
         .with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip_norm)))
 }
 
+/// The network as the config trains it.
+fn prepared(config: &TrainConfig, net: ApeNet) -> ApeNet {
+    net.with_fixed_output_norm(config.fixed_output_norm)
+}
+
 impl Trainer {
     /// A new run starting from the weights of an existing model (fine-tuning).
     pub fn from_model(config: TrainConfig, model: ApeModel, device: Device) -> Self {
         let device = device.autodiff();
         let optim = optimizer_config(&config).init();
         Self {
+            net: prepared(&config, model.net.to_device(&device).train()),
             config,
             meta: model.meta,
-            net: model.net.to_device(&device).train(),
             optim,
             device,
             step: 0,
@@ -168,9 +173,9 @@ impl Trainer {
                 _ => None,
             };
             return Ok(Self {
+                net: prepared(&config, model.net.train()),
                 config,
                 meta: model.meta,
-                net: model.net.train(),
                 optim,
                 device,
                 step,
@@ -180,9 +185,9 @@ impl Trainer {
         }
         let model = ApeModel::initialised(meta, config.seed, &device);
         Ok(Self {
+            net: prepared(&config, model.net),
             config,
             meta: model.meta,
-            net: model.net,
             optim: optim_config.init(),
             device,
             step: 0,

@@ -790,3 +790,39 @@ fn a_teacher_of_the_bundled_model_carries_points_between_phantoms() {
         );
     }
 }
+
+/// With `fixed_output_norm` the output norm keeps its running statistics through training (and
+/// normalises with them, as inference does), while every other statistic moves as before; the
+/// model still trains, and its saved copy embeds as the trained network does.
+#[test]
+fn a_fixed_output_norm_keeps_its_statistics_while_the_network_trains() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let files = ape::phantom::write_demo_cohort(dir.path(), 1).unwrap();
+    let scans = vec![TrainScan::load(&files[0], HuWindow::MODEL).unwrap()];
+    let statistics = |trainer: &Trainer| -> Vec<(String, Vec<f32>)> {
+        trainer
+            .model()
+            .net
+            .named_tensors()
+            .into_iter()
+            .filter(|t| t.name.contains("running"))
+            .map(|t| (t.name, t.values))
+            .collect()
+    };
+    for fixed in [false, true] {
+        let config = tiny_config().with_fixed_output_norm(fixed);
+        let mut trainer = fresh_trainer(&config, &backend::cpu().device, dir.path());
+        let before = statistics(&trainer);
+        let losses: Vec<f32> = (0..3)
+            .map(|s| trainer.train_step(&make_batch(&config, &scans, s)).total)
+            .collect();
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        let after = statistics(&trainer);
+        for ((name, b), (_, a)) in before.iter().zip(&after) {
+            let moved = b.iter().zip(a).any(|(x, y)| x != y);
+            let expected = !(fixed && name.starts_with("out_norm"));
+            assert_eq!(moved, expected, "{name} (fixed {fixed})");
+        }
+    }
+}
