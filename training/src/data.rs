@@ -229,19 +229,15 @@ pub fn make_batch_with(
             let mut pts = Vec::with_capacity(config.positives_per_pair);
             let mut there = Vec::with_capacity(config.positives_per_pair);
             if let (Some(first), Some(second)) = (first_box, second_box) {
-                let mut tries = 0;
-                while pts.len() < config.positives_per_pair
-                    && tries < 50 * config.positives_per_pair
-                {
-                    tries += 1;
-                    let t = DVec3::new(rng.random(), rng.random(), rng.random());
-                    let p = first.min + (first.max - first.min) * t;
+                draw_points(&mut rng, &first, config.positives_per_pair, |p| {
                     let q = c.affine.apply(p);
-                    if second.contains(q) && scan.is_body(p) && other.is_body(q) {
+                    let keep = second.contains(q) && scan.is_body(p) && other.is_body(q);
+                    if keep {
                         pts.push(p);
                         there.push(q);
                     }
-                }
+                    keep
+                });
             }
             while pts.len() < config.positives_per_pair {
                 pts.push(centre);
@@ -261,17 +257,13 @@ pub fn make_batch_with(
                 .and_then(|b| b.intersection(&scan_bounds));
             let mut pts = Vec::with_capacity(config.positives_per_pair);
             if let Some(overlap) = overlap {
-                let mut tries = 0;
-                while pts.len() < config.positives_per_pair
-                    && tries < 50 * config.positives_per_pair
-                {
-                    tries += 1;
-                    let t = DVec3::new(rng.random(), rng.random(), rng.random());
-                    let p = overlap.min + (overlap.max - overlap.min) * t;
-                    if pts.len() < config.outside_per_pair || scan.is_body(p) {
+                draw_points(&mut rng, &overlap, config.positives_per_pair, |p| {
+                    let keep = pts.len() < config.outside_per_pair || scan.is_body(p);
+                    if keep {
                         pts.push(p);
                     }
-                }
+                    keep
+                });
             }
             // Rare (a crop in air): fall back to the centre so that the batch keeps its shape.
             while pts.len() < config.positives_per_pair {
@@ -335,6 +327,26 @@ fn cross_pair(
     let partner = (from + rng.random_range(1..scans.len())) % scans.len();
     let affine = teacher.carry(from, centre, partner)?;
     Some(CrossPair { partner, affine })
+}
+
+/// Draws uniform points in `region` and offers each to `keep` until it has kept `wanted` of
+/// them, or after 50 tries per point wanted (a region mostly outside the body).
+fn draw_points(
+    rng: &mut StdRng,
+    region: &WorldBox,
+    wanted: usize,
+    mut keep: impl FnMut(DVec3) -> bool,
+) {
+    let mut kept = 0;
+    for _ in 0..50 * wanted {
+        if kept == wanted {
+            break;
+        }
+        let t = DVec3::new(rng.random(), rng.random(), rng.random());
+        if keep(region.min + (region.max - region.min) * t) {
+            kept += 1;
+        }
+    }
 }
 
 /// The crop corner nearest to `corner` that puts a crop of `extent` inside `bounds`; along an
