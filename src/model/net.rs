@@ -6,7 +6,7 @@
 //! 20 cm at 2 mm voxels, enough to see where along the body a patch lies.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig3d};
 use burn::tensor::{Device, Tensor};
@@ -33,6 +33,15 @@ pub struct ApeNetConfig {
     /// without them ([`ApeNet::grown`]) computes the same function at its first step.
     /// `None` (model files from before): no such levels, no heads.
     pub context_widths: Option<Vec<usize>>,
+    /// The value that marks masked voxels in training crops (outside the window's [0, 1], such
+    /// as −1). With it the stem reads a second input channel, 1 where a voxel holds this value
+    /// and 0 elsewhere, so that the network can tell a masked block from tissue: the reference
+    /// code's mask channel. Its learned mask token would add nothing here: the stem is linear
+    /// before its norm, so the mask channel's own weights already give masked voxels any
+    /// constant response. Windowed scans never hold the value, so at inference the channel is
+    /// zero and only the stem's first input channel counts. `None` (model files from before):
+    /// one input channel.
+    pub mask_channel: Option<f32>,
 }
 
 struct LayerCost {
@@ -78,6 +87,9 @@ impl Level {
 
 #[derive(Module, Debug)]
 pub struct ApeNet {
+    /// `ApeNetConfig::mask_channel`: the stem's second input channel marks voxels of this value.
+    #[module(skip)]
+    mask_value: Option<f32>,
     stem: ConvBlock,
     encoders: Vec<Level>,
     /// Stride-2 2×2×2 convolutions into each deeper level.
@@ -103,6 +115,11 @@ impl ApeNetConfig {
     /// Whether every level below 1/4 has an output head (with context levels).
     pub fn has_level_heads(&self) -> bool {
         !self.context().is_empty()
+    }
+
+    /// The stem's input channels: the image, and the mask channel where there is one.
+    pub fn input_channels(&self) -> usize {
+        1 + usize::from(self.mask_channel.is_some())
     }
 
     /// All levels: the UNet's, then the context ones.
@@ -173,7 +190,7 @@ impl ApeNetConfig {
             params: cin * cout * k * k * k + if norm { 2 * cout } else { cout },
             flops: 2 * (cin * cout * k * k * k) as u64 * cells,
         };
-        out.push(conv(1, w[0], 4, cells(0), true));
+        out.push(conv(self.input_channels(), w[0], 4, cells(0), true));
         for (level, &width) in w.iter().enumerate() {
             if level > 0 {
                 out.push(conv(w[level - 1], width, 2, cells(level), true));
@@ -246,6 +263,14 @@ impl ApeNetConfig {
         if self.out_channels == 0 {
             return Err("out_channels must be positive".to_owned());
         }
+        if let Some(value) = self.mask_channel {
+            // Inside the window's range it would mark tissue as masked, at inference too.
+            if !value.is_finite() || (0.0..=1.0).contains(&value) {
+                return Err(format!(
+                    "the mask channel's value {value} must be finite and outside the window's [0, 1]"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -266,7 +291,8 @@ impl ApeNetConfig {
                 .collect(),
         };
         ApeNet {
-            stem: ConvBlock::new(1, w[0], 4, 4, device),
+            mask_value: self.mask_channel,
+            stem: ConvBlock::new(self.input_channels(), w[0], 4, 4, device),
             encoders: w.iter().map(|&width| level(width, width)).collect(),
             downs: w
                 .windows(2)
@@ -306,11 +332,16 @@ impl ApeNetConfig {
         }
     }
 
-    /// Whether a network of `self` grows into one of `bigger` by [`ApeNet::grown`]: the same
-    /// UNet, and context levels where `self` has none.
+    /// Whether a network of `self` grows into a different one of `bigger` by
+    /// [`ApeNet::grown`]: the same UNet; context levels where `self` has none, or the same ones;
+    /// a mask channel where `self` has none, or the same one.
     pub fn grows_into(&self, bigger: &Self) -> bool {
-        self.context().is_empty()
-            && bigger.has_level_heads()
+        let context = self.context() == bigger.context()
+            || (self.context().is_empty() && bigger.has_level_heads());
+        let mask = self.mask_channel == bigger.mask_channel || self.mask_channel.is_none();
+        context
+            && mask
+            && self != bigger
             && self.widths == bigger.widths
             && self.convs_per_level == bigger.convs_per_level
             && self.out_channels == bigger.out_channels
@@ -322,6 +353,14 @@ impl ApeNet {
     ///   [`ApeNetConfig::size_multiple`]
     /// - output: `[batch, out_channels, z/4, y/4, x/4]`, the APE map at 1/4 resolution
     pub fn forward(&self, input: Tensor<5>) -> Tensor<5> {
+        let input = match self.mask_value {
+            Some(value) => {
+                // A constant of the batch: no gradient flows into it.
+                let mask = input.clone().equal_elem(value).float();
+                Tensor::cat(vec![input, mask], 1)
+            }
+            None => input,
+        };
         let mut x = self.stem.forward(input); // [b, w0, z/4, y/4, x/4]
         let mut skips = Vec::with_capacity(self.encoders.len());
         for (depth, encoder) in self.encoders.iter().enumerate() {
@@ -366,9 +405,10 @@ impl ApeNet {
         self.out_norm.forward(out)
     }
 
-    /// This network with `config`'s context levels added: its own modules kept, the new
-    /// levels freshly initialised and every level head zero, so that it computes the same
-    /// function until training moves the heads. `own` is this network's config.
+    /// This network grown into `config` (see [`ApeNetConfig::grows_into`]): its own modules
+    /// kept; context levels added freshly initialised with every level head zero; a mask
+    /// channel added with zero weights in the stem. It computes the same function until
+    /// training moves the new weights. `own` is this network's config.
     pub fn grown(
         self,
         own: &ApeNetConfig,
@@ -377,17 +417,27 @@ impl ApeNet {
     ) -> Result<Self, String> {
         if !own.grows_into(config) {
             return Err(format!(
-                "a network of widths {:?} ({} convolutions per level, context {:?}) does not grow into widths {:?} with context {:?}",
+                "a network of widths {:?} ({} convolutions per level, context {:?}, mask channel {:?}) does not grow into widths {:?} with context {:?} and mask channel {:?}",
                 own.widths,
                 own.convs_per_level,
                 own.context(),
+                own.mask_channel,
                 config.widths,
-                config.context()
+                config.context(),
+                config.mask_channel
             ));
         }
         let fresh = config.init(device);
-        Ok(Self {
-            stem: self.stem,
+        let mut stem = self.stem;
+        if own.mask_channel.is_none() && config.mask_channel.is_some() {
+            let weight = stem.conv.weight.val();
+            let zeros = weight.zeros_like();
+            // A new leaf: the concatenation itself is not one under autodiff.
+            stem.conv.weight = Param::from_tensor(Tensor::cat(vec![weight, zeros], 1).detach());
+        }
+        let grown = Self {
+            mask_value: config.mask_channel,
+            stem,
             encoders: self.encoders,
             downs: self.downs,
             ups: self.ups,
@@ -395,7 +445,17 @@ impl ApeNet {
             head: self.head,
             out_norm: self.out_norm,
             ..fresh
-        })
+        };
+        if own.context() == config.context() {
+            Ok(Self {
+                context_downs: self.context_downs,
+                context_levels: self.context_levels,
+                heads: self.heads,
+                ..grown
+            })
+        } else {
+            Ok(grown)
+        }
     }
 }
 
@@ -410,6 +470,21 @@ impl ApeNet {
                 .with_bias(false)
                 .init(device);
         }
+        self
+    }
+
+    /// The same network with random weights on the stem's mask channel (grown ones are zero),
+    /// so that tests see it at work.
+    pub(crate) fn with_random_mask_weights(mut self, device: &Device) -> Self {
+        let weight = self.stem.conv.weight.val();
+        let [cout, cin, k, ..] = weight.dims();
+        assert_eq!(cin, 2, "a stem with a mask channel");
+        let random: Conv3d = Conv3dConfig::new([1, cout], [k; 3])
+            .with_bias(false)
+            .init(device);
+        let image = weight.narrow(1, 0, 1);
+        self.stem.conv.weight =
+            Param::from_tensor(Tensor::cat(vec![image, random.weight.val()], 1));
         self
     }
 }
@@ -594,7 +669,8 @@ impl ApeNet {
     }
 
     /// The same network for inference on the CPU without burn (`cpu_net`): batch norms folded
-    /// into the convolutions with their running statistics.
+    /// into the convolutions with their running statistics. A mask channel is left out: it is
+    /// zero on every windowed scan, so the stem reads the image alone.
     pub fn cpu_inference(&self) -> Result<CpuNet, String> {
         fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, String> {
             t.into_data()
@@ -602,7 +678,11 @@ impl ApeNet {
                 .map_err(|e| format!("{e:?}"))
         }
         fn block(b: &ConvBlock) -> Result<CpuLayer, String> {
-            let weight = b.conv.weight.val();
+            block_reading(b, b.conv.weight.dims()[1])
+        }
+        /// A block whose convolution reads only its first `inputs` input channels.
+        fn block_reading(b: &ConvBlock, inputs: usize) -> Result<CpuLayer, String> {
+            let weight = b.conv.weight.val().narrow(1, 0, inputs);
             let [cout, cin, kernel, _, _] = weight.dims();
             let gamma = values(b.norm.gamma.val())?;
             let beta = values(b.norm.beta.val())?;
@@ -632,7 +712,7 @@ impl ApeNet {
             bias.as_deref(),
         );
         Ok(CpuNet {
-            stem: block(&self.stem)?,
+            stem: block_reading(&self.stem, 1)?,
             encoders: self.encoders.iter().map(level).collect::<Result<_, _>>()?,
             downs: self.downs.iter().map(block).collect::<Result<_, _>>()?,
             ups: self.ups.iter().map(block).collect::<Result<_, _>>()?,
@@ -773,11 +853,133 @@ mod tests {
         assert_eq!(up, [0.0, 0.25, 0.75, 1.25, 1.75, 2.0]);
     }
 
+    /// A mask channel grown into the bundled network: the same function on any input while its
+    /// weights are zero; once they move, a masked block changes the output and nothing else
+    /// does, and `cpu_net` (which reads the image alone) still computes what burn computes on
+    /// windowed scans. Values inside the window's range are refused as mask values.
+    #[test]
+    fn a_mask_channel_grows_in_unseen_and_sees_only_masked_voxels() {
+        let device = crate::model::backend::cpu().device;
+        let model = crate::model::ApeModel::bundled(&device).unwrap();
+        let own = model.meta.net.clone();
+        let masked = own.clone().with_mask_channel(Some(-1.0));
+        assert!(masked.validate().is_ok());
+        for inside in [0.0, 0.5, 1.0, f32::NAN] {
+            let err = own.clone().with_mask_channel(Some(inside)).validate();
+            assert!(err.is_err(), "{inside} accepted");
+        }
+        assert!(own.grows_into(&masked) && !masked.grows_into(&own));
+        assert_eq!(masked.input_channels(), 2);
+        assert_eq!(
+            masked.parameter_count(),
+            own.parameter_count() + 64 * own.widths[0]
+        );
+        let both = masked.clone().with_context_widths(Some(vec![64]));
+        assert!(own.grows_into(&both) && masked.grows_into(&both));
+        let grown = model.net.clone().grown(&own, &masked, &device).unwrap();
+
+        let dims = [32usize, 48, 64];
+        let n: usize = dims.iter().product();
+        let image: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 + i / 97) % 1000) as f32 / 1000.0)
+            .collect();
+        // One 8×8×8 block of voxels masked, away from the edges.
+        let mut with_block = image.clone();
+        for z in 8..16 {
+            for y in 16..24 {
+                for x in 24..32 {
+                    with_block[(z * dims[1] + y) * dims[2] + x] = -1.0;
+                }
+            }
+        }
+        let tensor = |v: &[f32]| {
+            Tensor::<5>::from_data(TensorData::new(v.to_vec(), [1, 1, 32, 48, 64]), &device)
+        };
+        let read = |t: Tensor<5>| t.into_data().try_into_vec::<f32>().unwrap();
+        for input in [&image, &with_block] {
+            let before = read(model.net.forward(tensor(input)));
+            let after = read(grown.forward(tensor(input)));
+            assert!(
+                relative(&before, &after) < 1e-6,
+                "growth changed the output"
+            );
+        }
+
+        let live = grown.with_random_mask_weights(&device);
+        let plain = read(model.net.forward(tensor(&image)));
+        let live_plain = read(live.forward(tensor(&image)));
+        assert!(
+            relative(&plain, &live_plain) < 1e-6,
+            "the mask channel sees tissue"
+        );
+        let blind = read(model.net.forward(tensor(&with_block)));
+        let seeing = read(live.forward(tensor(&with_block)));
+        assert!(
+            relative(&blind, &seeing) > 1e-3,
+            "the mask channel sees nothing"
+        );
+        let ours = live.cpu_inference().unwrap().forward(&image, dims);
+        assert!(
+            relative(&live_plain, &ours) < 1e-4,
+            "{}",
+            relative(&live_plain, &ours)
+        );
+    }
+
+    /// In training a masked voxel reaches the mask channel's weights: they get gradients, and
+    /// the rest of the network gets those it had before the channel was added.
+    #[test]
+    fn the_mask_channels_weights_learn_from_masked_voxels() {
+        let device = Device::flex().autodiff();
+        // Seeded draws, not interleaved with another test's.
+        let _init = crate::model::weights::init_lock();
+        device.seed(6);
+        let own = ApeNetConfig::new()
+            .with_widths(vec![8, 16])
+            .with_convs_per_level(1);
+        let masked = own.clone().with_mask_channel(Some(-1.0));
+        let net = own.init(&device);
+        let grown = net.clone().grown(&own, &masked, &device).unwrap();
+        let dims = [2, 1, 32, 32, 32];
+        let mut v = values(2 * 32 * 32 * 32, 1);
+        v[..4096].iter_mut().for_each(|x| *x = -1.0);
+        let x = Tensor::<5>::from_data(TensorData::new(v, dims), &device);
+        let r = Tensor::<5>::from_data(
+            TensorData::new(values(2 * 3 * 8 * 8 * 8, 2), [2, 3, 8, 8, 8]),
+            &device,
+        );
+        let old = gradients(&net, &x, &r);
+        let new = gradients(&grown, &x, &r);
+        for ((name, a), (_, b)) in old.iter().zip(&new) {
+            if name == "block 0 weight" {
+                // [cout, 2, k, k, k]: the image's half is the old gradient, the mask's is new.
+                let taps = a.len() / 8;
+                let image: Vec<f32> = b.chunks_exact(taps).step_by(2).flatten().copied().collect();
+                let mask: Vec<f32> = b
+                    .chunks_exact(taps)
+                    .skip(1)
+                    .step_by(2)
+                    .flatten()
+                    .copied()
+                    .collect();
+                assert!(relative(a, &image) < 1e-5, "{}", relative(a, &image));
+                assert!(
+                    mask.iter().any(|g| g.abs() > 1e-6),
+                    "the mask channel learns nothing"
+                );
+            } else {
+                assert!(relative(a, b) < 1e-5, "{name}: {}", relative(a, b));
+            }
+        }
+    }
+
     /// Growing leaves training where it was: at the first step the old parameters get the
     /// gradients they had, and the heads get some (they learn from there).
     #[test]
     fn a_grown_network_trains_from_the_same_gradients() {
         let device = Device::flex().autodiff();
+        // Seeded draws, not interleaved with another test's.
+        let _init = crate::model::weights::init_lock();
         device.seed(5);
         let own = ApeNetConfig::new()
             .with_widths(vec![8, 16])
@@ -812,6 +1014,8 @@ mod tests {
     #[test]
     fn the_fused_norm_gives_the_networks_gradients_as_burns() {
         let device = Device::flex().autodiff();
+        // Seeded draws, not interleaved with another test's.
+        let _init = crate::model::weights::init_lock();
         device.seed(3);
         let net = ApeNetConfig::new().init(&device).materialize();
         let dims = [2, 1, 32, 32, 32];

@@ -278,7 +278,7 @@ impl ApeModel {
 
 /// burn's random initialisation draws from one global generator per device. Every network
 /// initialisation holds this lock, so that a seeded one is never interleaved with another's draws.
-fn init_lock() -> std::sync::MutexGuard<'static, ()> {
+pub(crate) fn init_lock() -> std::sync::MutexGuard<'static, ()> {
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
     INIT.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -149,6 +149,12 @@ pub struct TrainConfig {
     /// scan has, so the network can tell a masked block from tissue.
     #[config(default = 0.0)]
     pub mask_value: f32,
+    /// Give the network a mask channel (`ApeNetConfig::mask_channel`): the stem reads, beside
+    /// the image, 1 where a voxel holds `mask_value` (which must then lie outside [0, 1]) and 0
+    /// elsewhere, as the reference code's mask channel. A run started with `--init` from a
+    /// model without one grows it (zero weights: the same function at step 0).
+    #[config(default = false)]
+    pub mask_channel: bool,
     /// Train with the output norm fixed to its running statistics, as inference uses it,
     /// instead of the statistics of each step's crops (all of one scan): the embedding's scale
     /// and offset are then the network's own in training and inference alike.

@@ -253,7 +253,9 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let files = data::training_files(&args.data, &args.hold_out)?;
     anyhow::ensure!(!files.is_empty(), "no scans found in {:?}", args.data);
     let meta = ModelMeta {
-        net: ape::model::ApeNetConfig::new().with_context_widths(config.context_widths.clone()),
+        net: ape::model::ApeNetConfig::new()
+            .with_context_widths(config.context_widths.clone())
+            .with_mask_channel(config.mask_channel.then_some(config.mask_value)),
         trained: true,
         held_out: args
             .hold_out
@@ -268,6 +270,9 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
             config.seed
         ))
     };
+    meta.net
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: the network: {e}", saved.display()))?;
     let mut scans = Vec::with_capacity(files.len());
     for path in &files {
         scans.push(data::TrainScan::load(path, meta.hu_window)?);

@@ -103,7 +103,8 @@ impl Trainer {
 
     /// How a run starts: from the last checkpoint in `out` when `resume` and there is one; else
     /// from the weights of the model file `init` when given (fine-tuning, fresh optimiser; its
-    /// network must be the one `meta` describes, or grow into it by context levels; its input
+    /// network must be the one `meta` describes, or grow into it by context levels or a mask
+    /// channel; its input
     /// spacing is kept); else from a seeded initialisation.
     pub fn start(
         config: TrainConfig,
@@ -118,7 +119,8 @@ impl Trainer {
             Some(path) if !resumable => {
                 let mut model = ApeModel::load(path, &device)?;
                 if model.meta.net != meta.net && model.meta.net.grows_into(&meta.net) {
-                    // Context levels added: the same function until their heads move.
+                    // Context levels or a mask channel added: the same function until their
+                    // new weights move.
                     model.net = model
                         .net
                         .grown(&model.meta.net, &meta.net, &device)

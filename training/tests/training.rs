@@ -156,8 +156,12 @@ struct InitModel {
 }
 
 fn init_model(path: &std::path::Path) -> InitModel {
+    init_model_with(path, tiny_config())
+}
+
+/// As [`init_model`], training with `config`.
+fn init_model_with(path: &std::path::Path, config: TrainConfig) -> InitModel {
     let scans = vec![TrainScan::load(path, HuWindow::MODEL).unwrap()];
-    let config = tiny_config();
     let device = backend::cpu().device;
     let dir = tempfile::tempdir().unwrap();
     let batch = make_batch(&config, &scans, 0);
@@ -678,6 +682,96 @@ fn init_grows_a_model_into_a_network_with_context_levels() {
         err.contains("init.apemodel") && err.contains("grows"),
         "{err}"
     );
+}
+
+/// A run with a mask channel started from a model without one grows it: the first step's loss
+/// is the model's own on the same masked crops, the channel's weights start at zero and move,
+/// and a mask value inside the window's range is refused by name.
+#[test]
+fn init_grows_a_model_into_a_network_with_a_mask_channel() {
+    let Some(path) = shared_scan("init_grows_a_model_into_a_network_with_a_mask_channel") else {
+        return;
+    };
+    let _serial = one_at_a_time();
+    let config = tiny_config().with_mask_value(-1.0).with_mask_channel(true);
+    let InitModel {
+        scans,
+        config,
+        device,
+        batch,
+        weights,
+        expected,
+        _dir,
+    } = init_model_with(&path, config);
+    let masked_voxels = (0..8)
+        .map(|step| make_batch(&config, &scans, step))
+        .flat_map(|b| b.crops)
+        .map(|c| c.voxels.iter().filter(|&&v| v == -1.0).count())
+        .sum::<usize>();
+    assert!(masked_voxels > 0, "no crop is masked");
+
+    let masked = ModelMeta {
+        net: meta().net.with_mask_channel(Some(-1.0)),
+        ..meta()
+    };
+    let out = tempfile::tempdir().unwrap();
+    let mut grown = Trainer::start(
+        config.clone(),
+        masked.clone(),
+        device.clone(),
+        out.path(),
+        false,
+        Some(&weights),
+    )
+    .unwrap();
+    assert_eq!(grown.meta.net, masked.net);
+    let mask_weights = |t: &Trainer| -> Vec<f32> {
+        let stem = t
+            .model()
+            .net
+            .named_tensors()
+            .into_iter()
+            .find(|t| t.name == "stem.conv.weight")
+            .unwrap();
+        assert_eq!(stem.shape[1], 2, "{:?}", stem.shape);
+        let taps = stem.shape[2..].iter().product::<usize>();
+        stem.values
+            .chunks_exact(taps)
+            .skip(1)
+            .step_by(2)
+            .flatten()
+            .copied()
+            .collect()
+    };
+    assert!(mask_weights(&grown).iter().all(|&w| w == 0.0));
+    let first = grown.train_step(&batch).total;
+    assert!(
+        (first - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+        "{first} vs {expected}"
+    );
+    for step in 1..4 {
+        assert!(
+            grown
+                .train_step(&make_batch(&config, &scans, step))
+                .total
+                .is_finite()
+        );
+    }
+    assert!(
+        mask_weights(&grown).iter().any(|&w| w != 0.0),
+        "the mask channel learns nothing"
+    );
+    let copy = out.path().join("masked.apemodel");
+    grown.model().save(&copy).unwrap();
+    let loaded = ape::model::ApeModel::load(&copy, &device).unwrap();
+    assert_eq!(loaded.meta.net, masked.net);
+
+    // A mask value inside the window would mark tissue as masked, at inference too.
+    let inside = ModelMeta {
+        net: meta().net.with_mask_channel(Some(0.0)),
+        ..meta()
+    };
+    assert!(inside.net.validate().is_err());
 }
 
 /// Where the demo cohort's phantom `i` has its body (`ape::phantom::write_demo_cohort`).
