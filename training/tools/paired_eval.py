@@ -5,6 +5,12 @@ interval over target scans, as `ape eval` draws its own intervals, but resamplin
 differences, so that the scans' shared difficulty cancels.
 
     python3 training/tools/paired_eval.py A/results.json B/results.json [all|held_out]
+    python3 training/tools/paired_eval.py A1/results.json,A2/results.json B1/results.json,B2/results.json
+
+Lists of runs (comma-separated, as many in A as in B) are replicates: twin runs at other seeds,
+or other copies of the same two runs. Each centre's difference is then the mean of its
+B_i - A_i over the replicates, so that one run's own noise weighs less; each replicate's own
+difference is printed too, since the interval is over target scans only, not over seeds.
 
 `held_out`: the pairs within the scans the models were trained without (the report's held-out
 section) instead of all pairs.
@@ -45,14 +51,32 @@ def load(path, section):
     return names, targets, errors, baseline
 
 
+def mean_errors(paths, section):
+    """The runs' scans, targets and baseline (the same for all), and each centre's mean error."""
+    runs = [load(p, section) for p in paths]
+    names, targets, _, baseline = runs[0]
+    for path, (n, t, _, b) in zip(paths, runs):
+        if (n, t, b) != (names, targets, baseline):
+            sys.exit(f"{path} is not of the same scans, organs and baseline as {paths[0]}")
+    errors = [sum(r[2][i] for r in runs) / len(runs) for i in range(len(targets))]
+    return names, targets, errors, baseline, [r[2] for r in runs]
+
+
 def main():
     if len(sys.argv) not in (3, 4) or sys.argv[3:] not in ([], ["all"], ["held_out"]):
         sys.exit(__doc__)
     section = sys.argv[3] if len(sys.argv) == 4 else "all"
-    na, ta, ea, ba = load(sys.argv[1], section)
-    nb, tb, eb, bb = load(sys.argv[2], section)
+    paths_a, paths_b = sys.argv[1].split(","), sys.argv[2].split(",")
+    if len(paths_a) != len(paths_b):
+        sys.exit(f"{len(paths_a)} runs in A, {len(paths_b)} in B: replicates come in pairs")
+    na, ta, ea, ba, runs_a = mean_errors(paths_a, section)
+    nb, tb, eb, bb, runs_b = mean_errors(paths_b, section)
     if (na, ta, ba) != (nb, tb, bb):
         sys.exit("the two runs are not of the same scans, organs and baseline")
+    if len(paths_a) > 1:
+        for i, (ra, rb) in enumerate(zip(runs_a, runs_b)):
+            d = (sum(rb) - sum(ra)) / len(ra)
+            print(f"replicate {i + 1}: B - A = {d:+.2f} mm ({paths_a[i]} -> {paths_b[i]})")
     per_scan = {}
     for t, x, y in zip(ta, ea, eb):
         s = per_scan.setdefault(t, [0.0, 0.0, 0])
