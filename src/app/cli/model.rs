@@ -29,6 +29,11 @@ pub fn info(args: &ModelArgs) -> anyhow::Result<ExitCode> {
             net.size_multiple()
         );
     }
+    if let Some(value) = net.mask_channel {
+        say!(
+            "mask channel a second stem input, 1 where training crops held {value} (masked blocks); zero at inference"
+        );
+    }
     say!(
         "parameters   {} learnable (+{} batch-norm running statistics)",
         net.parameter_count(),
