@@ -772,7 +772,6 @@ mod tests {
     use super::*;
     use crate::model::ApeModel;
     use crate::model::backend;
-    use burn::tensor::{Tensor, TensorData};
 
     /// burn's forward pass is the reference: the bundled (trained) weights, an input of
     /// unequal sides with values across the model's range.
@@ -782,14 +781,8 @@ mod tests {
         let model = ApeModel::bundled(&device).expect("bundled model");
         let net = model.net.cpu_inference().expect("fold");
         let dims = [32usize, 48, 64];
-        let n: usize = dims.iter().product();
-        let input: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919 + i / 97) % 1000) as f32 / 1000.0)
-            .collect();
-        let tensor = Tensor::<5>::from_data(
-            TensorData::new(input.clone(), [1, 1, dims[0], dims[1], dims[2]]),
-            &device,
-        );
+        let input = crate::model::test_values::image(dims);
+        let tensor = crate::model::test_values::input(&input, dims, &device);
         let reference: Vec<f32> = model
             .net
             .forward(tensor)

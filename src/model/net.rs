@@ -758,7 +758,7 @@ mod tests {
     use super::*;
     use burn::tensor::TensorData;
 
-    use crate::model::test_values::relative;
+    use crate::model::test_values::{image, input as network_input, read, relative};
 
     /// Values in [0, 1).
     fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -817,13 +817,8 @@ mod tests {
         let grown = model.net.clone().grown(&own, &bigger, &device).unwrap();
 
         let dims = [64usize, 64, 96];
-        let n: usize = dims.iter().product();
-        let input: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919 + i / 97) % 1000) as f32 / 1000.0)
-            .collect();
-        let tensor =
-            || Tensor::<5>::from_data(TensorData::new(input.clone(), [1, 1, 64, 64, 96]), &device);
-        let read = |t: Tensor<5>| t.into_data().try_into_vec::<f32>().unwrap();
+        let input = image(dims);
+        let tensor = || network_input(&input, dims, &device);
         let before = read(model.net.forward(tensor()));
         let after = read(grown.forward(tensor()));
         assert!(
@@ -879,10 +874,7 @@ mod tests {
         let grown = model.net.clone().grown(&own, &masked, &device).unwrap();
 
         let dims = [32usize, 48, 64];
-        let n: usize = dims.iter().product();
-        let image: Vec<f32> = (0..n)
-            .map(|i| ((i * 7919 + i / 97) % 1000) as f32 / 1000.0)
-            .collect();
+        let image = image(dims);
         // One 8×8×8 block of voxels masked, away from the edges.
         let mut with_block = image.clone();
         for z in 8..16 {
@@ -892,10 +884,7 @@ mod tests {
                 }
             }
         }
-        let tensor = |v: &[f32]| {
-            Tensor::<5>::from_data(TensorData::new(v.to_vec(), [1, 1, 32, 48, 64]), &device)
-        };
-        let read = |t: Tensor<5>| t.into_data().try_into_vec::<f32>().unwrap();
+        let tensor = |v: &[f32]| network_input(v, dims, &device);
         for input in [&image, &with_block] {
             let before = read(model.net.forward(tensor(input)));
             let after = read(grown.forward(tensor(input)));

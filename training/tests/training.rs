@@ -186,6 +186,42 @@ fn init_model_with(path: &std::path::Path, config: TrainConfig) -> InitModel {
     }
 }
 
+/// A run of `net` started from `init`'s weights in a fresh folder (returned beside it); its
+/// network is `net`.
+fn start_from_init(init: &InitModel, net: ApeNetConfig) -> (Trainer, tempfile::TempDir) {
+    let out = tempfile::tempdir().unwrap();
+    let meta = ModelMeta { net, ..meta() };
+    let trainer = Trainer::start(
+        init.config.clone(),
+        meta.clone(),
+        init.device.clone(),
+        out.path(),
+        false,
+        Some(&init.weights),
+    )
+    .unwrap();
+    assert_eq!(trainer.meta.net, meta.net);
+    (trainer, out)
+}
+
+/// The first step on `init.batch` gives the loss the init model's own next step gives.
+fn assert_first_loss_is_the_init_models(trainer: &mut Trainer, init: &InitModel) {
+    let first = trainer.train_step(&init.batch).total;
+    let expected = init.expected;
+    assert!(
+        (first - expected).abs() <= 1e-5 * expected.abs().max(1.0),
+        "{first} vs {expected}"
+    );
+}
+
+/// The run's copies are models of its network that load.
+fn assert_copies_load(trainer: &Trainer, out: &std::path::Path, device: &burn::tensor::Device) {
+    let copy = out.join("grown.apemodel");
+    trainer.model().save(&copy).unwrap();
+    let loaded = ape::model::ApeModel::load(&copy, device).unwrap();
+    assert_eq!(loaded.meta.net, trainer.meta.net);
+}
+
 #[test]
 fn init_starts_from_the_given_weights() {
     let Some(path) = shared_scan("init_starts_from_the_given_weights") else {
@@ -631,53 +667,32 @@ fn init_grows_a_model_into_a_network_with_context_levels() {
         return;
     };
     let _serial = one_at_a_time();
-    let InitModel {
-        scans,
-        config,
-        device,
-        batch,
-        weights,
-        expected,
-        _dir,
-    } = init_model(&path);
-
-    let bigger = ModelMeta {
-        net: meta().net.with_context_widths(Some(vec![16])),
-        ..meta()
-    };
-    let out = tempfile::tempdir().unwrap();
-    let mut grown = Trainer::start(
-        config.clone(),
-        bigger.clone(),
-        device.clone(),
-        out.path(),
-        false,
-        Some(&weights),
-    )
-    .unwrap();
-    assert_eq!(grown.meta.net, bigger.net);
-    let first = grown.train_step(&batch).total;
-    assert!(
-        (first - expected).abs() <= 1e-5 * expected.abs().max(1.0),
-        "{first} vs {expected}"
-    );
-    let next = grown.train_step(&make_batch(&config, &scans, 1)).total;
+    let init = init_model(&path);
+    let (mut grown, out) = start_from_init(&init, meta().net.with_context_widths(Some(vec![16])));
+    assert_first_loss_is_the_init_models(&mut grown, &init);
+    let next = grown
+        .train_step(&make_batch(&init.config, &init.scans, 1))
+        .total;
     assert!(next.is_finite());
     // Its copies are models of the bigger network that load and embed.
-    let copy = out.path().join("grown.apemodel");
-    grown.model().save(&copy).unwrap();
-    let loaded = ape::model::ApeModel::load(&copy, &device).unwrap();
-    assert_eq!(loaded.meta.net, bigger.net);
+    assert_copies_load(&grown, out.path(), &init.device);
 
     // A network it cannot grow into is refused by name.
     let other = ModelMeta {
         net: ApeNetConfig::new().with_widths(vec![8, 16, 32]),
         ..meta()
     };
-    let err = Trainer::start(config, other, device, out.path(), false, Some(&weights))
-        .err()
-        .unwrap()
-        .to_string();
+    let err = Trainer::start(
+        init.config.clone(),
+        other,
+        init.device.clone(),
+        out.path(),
+        false,
+        Some(&init.weights),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(
         err.contains("init.apemodel") && err.contains("grows"),
         "{err}"
@@ -686,45 +701,27 @@ fn init_grows_a_model_into_a_network_with_context_levels() {
 
 /// A run with a mask channel started from a model without one grows it: the first step's loss
 /// is the model's own on the same masked crops, the channel's weights start at zero and move,
-/// and a mask value inside the window's range is refused by name.
+/// and its copies load. (A mask value inside the window's range is refused by the network's
+/// own validation, which `ape-train` runs before training.)
 #[test]
 fn init_grows_a_model_into_a_network_with_a_mask_channel() {
     let Some(path) = shared_scan("init_grows_a_model_into_a_network_with_a_mask_channel") else {
         return;
     };
     let _serial = one_at_a_time();
-    let config = tiny_config().with_mask_value(-1.0).with_mask_channel(true);
-    let InitModel {
-        scans,
-        config,
-        device,
-        batch,
-        weights,
-        expected,
-        _dir,
-    } = init_model_with(&path, config);
+    let init = init_model_with(
+        &path,
+        tiny_config().with_mask_value(-1.0).with_mask_channel(true),
+    );
+    let (config, scans) = (&init.config, &init.scans);
     let masked_voxels = (0..8)
-        .map(|step| make_batch(&config, &scans, step))
+        .map(|step| make_batch(config, scans, step))
         .flat_map(|b| b.crops)
         .map(|c| c.voxels.iter().filter(|&&v| v == -1.0).count())
         .sum::<usize>();
     assert!(masked_voxels > 0, "no crop is masked");
 
-    let masked = ModelMeta {
-        net: meta().net.with_mask_channel(Some(-1.0)),
-        ..meta()
-    };
-    let out = tempfile::tempdir().unwrap();
-    let mut grown = Trainer::start(
-        config.clone(),
-        masked.clone(),
-        device.clone(),
-        out.path(),
-        false,
-        Some(&weights),
-    )
-    .unwrap();
-    assert_eq!(grown.meta.net, masked.net);
+    let (mut grown, out) = start_from_init(&init, meta().net.with_mask_channel(Some(-1.0)));
     let mask_weights = |t: &Trainer| -> Vec<f32> {
         let stem = t
             .model()
@@ -744,15 +741,11 @@ fn init_grows_a_model_into_a_network_with_a_mask_channel() {
             .collect()
     };
     assert!(mask_weights(&grown).iter().all(|&w| w == 0.0));
-    let first = grown.train_step(&batch).total;
-    assert!(
-        (first - expected).abs() <= 1e-5 * expected.abs().max(1.0),
-        "{first} vs {expected}"
-    );
+    assert_first_loss_is_the_init_models(&mut grown, &init);
     for step in 1..4 {
         assert!(
             grown
-                .train_step(&make_batch(&config, &scans, step))
+                .train_step(&make_batch(config, scans, step))
                 .total
                 .is_finite()
         );
@@ -761,17 +754,11 @@ fn init_grows_a_model_into_a_network_with_a_mask_channel() {
         mask_weights(&grown).iter().any(|&w| w != 0.0),
         "the mask channel learns nothing"
     );
-    let copy = out.path().join("masked.apemodel");
-    grown.model().save(&copy).unwrap();
-    let loaded = ape::model::ApeModel::load(&copy, &device).unwrap();
-    assert_eq!(loaded.meta.net, masked.net);
+    assert_copies_load(&grown, out.path(), &init.device);
 
     // A mask value inside the window would mark tissue as masked, at inference too.
-    let inside = ModelMeta {
-        net: meta().net.with_mask_channel(Some(0.0)),
-        ..meta()
-    };
-    assert!(inside.net.validate().is_err());
+    let inside = meta().net.with_mask_channel(Some(0.0));
+    assert!(inside.validate().is_err());
 }
 
 /// Where the demo cohort's phantom `i` has its body (`ape::phantom::write_demo_cohort`).
