@@ -112,6 +112,10 @@ struct TrainArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
+    /// With --resume: a fresh AdamW instead of the checkpoint's state (for a checkpoint whose
+    /// optimizer.bin was lost, as the repository's copies of long runs; not an exact resume).
+    #[arg(long, requires = "resume")]
+    fresh_optimizer: bool,
     /// Start from the weights of this model file instead of a fresh initialisation.
     #[arg(long, conflicts_with = "resume")]
     init: Option<PathBuf>,
@@ -302,11 +306,20 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         meta,
         compute.device.clone(),
         &args.out,
-        args.resume,
+        match (args.resume, args.fresh_optimizer) {
+            (false, _) => train::Resume::No,
+            (true, false) => train::Resume::Exact,
+            (true, true) => train::Resume::FreshOptimizer,
+        },
         args.init.as_deref(),
     )?;
     if trainer.step > 0 {
-        println!("resuming at step {}", trainer.step);
+        let optimiser = if args.fresh_optimizer {
+            " with a fresh optimiser"
+        } else {
+            ""
+        };
+        println!("resuming at step {}{optimiser}", trainer.step);
     }
     let started = std::time::Instant::now();
     let first = trainer.step;

@@ -57,6 +57,24 @@ pub struct StepTimes {
     pub optimizer: f64,
 }
 
+/// Whether a run continues from the last checkpoint in its folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// A new run (or one started from `--init`).
+    No,
+    /// Weights, AdamW state and step as saved: the run continues exactly.
+    Exact,
+    /// Weights and step as saved, a fresh AdamW: for a checkpoint whose optimiser state was lost
+    /// (the repository keeps only the model of a long run's checkpoint). Not an exact resume.
+    FreshOptimizer,
+}
+
+impl From<bool> for Resume {
+    fn from(resume: bool) -> Self {
+        if resume { Self::Exact } else { Self::No }
+    }
+}
+
 pub struct Trainer {
     pub config: TrainConfig,
     pub meta: ModelMeta,
@@ -111,10 +129,11 @@ impl Trainer {
         meta: ModelMeta,
         device: Device,
         out: &Path,
-        resume: bool,
+        resume: impl Into<Resume>,
         init: Option<&Path>,
     ) -> anyhow::Result<Self> {
-        let resumable = resume && checkpoint_dir(out).is_some();
+        let resume = resume.into();
+        let resumable = resume != Resume::No && checkpoint_dir(out).is_some();
         match init {
             Some(path) if !resumable => {
                 let mut model = ApeModel::load(path, &device)?;
@@ -154,21 +173,36 @@ impl Trainer {
         meta: ModelMeta,
         device: Device,
         out: &Path,
-        resume: bool,
+        resume: impl Into<Resume>,
     ) -> anyhow::Result<Self> {
         let device = device.autodiff();
         let optim_config = optimizer_config(&config);
-        if let (true, Some(checkpoint)) = (resume, checkpoint_dir(out)) {
+        let resume = resume.into();
+        if let (Resume::Exact | Resume::FreshOptimizer, Some(checkpoint)) =
+            (resume, checkpoint_dir(out))
+        {
             let state: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(checkpoint.join("state.json"))?)?;
             let step = state["step"]
                 .as_u64()
                 .context("checkpoint state has no step")? as usize;
             let model = ApeModel::load(&checkpoint.join("model.apemodel"), &device)?;
-            let optim = optim_config
-                .init()
-                .load(checkpoint.join("optimizer.bin"))
-                .map_err(|e| anyhow::anyhow!("loading optimizer state: {e:?}"))?;
+            let optimizer_file = checkpoint.join("optimizer.bin");
+            let optim = match resume {
+                Resume::FreshOptimizer => optim_config.init(),
+                _ => {
+                    anyhow::ensure!(
+                        optimizer_file.is_file(),
+                        "{}: missing, so the AdamW state of this checkpoint is lost; \
+                         --resume --fresh-optimizer continues from its weights and step \
+                         with a fresh optimiser (not an exact resume)",
+                        optimizer_file.display()
+                    );
+                    optim_config.init().load(&optimizer_file).map_err(|e| {
+                        anyhow::anyhow!("{}: optimizer state: {e:?}", optimizer_file.display())
+                    })?
+                }
+            };
             let ema_path = checkpoint.join("ema.apemodel");
             let ema = match (config.ema_decay > 0.0, ema_path.is_file()) {
                 (true, true) => Some(ApeModel::load(&ema_path, &device.clone().inner())?),

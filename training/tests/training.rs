@@ -11,7 +11,7 @@ use ape::model::{ApeNetConfig, ModelMeta};
 use ape::resample::sample_linear;
 use ape_training::config::{TrainConfig, Variant};
 use ape_training::data::{TrainScan, make_batch};
-use ape_training::train::Trainer;
+use ape_training::train::{Resume, Trainer};
 use glam::DVec3;
 
 fn shared_scan(test: &str) -> Option<PathBuf> {
@@ -138,6 +138,61 @@ fn a_resumed_run_gives_exactly_the_next_loss() {
             "resumed {after:?} vs uninterrupted {uninterrupted:?}"
         );
     }
+}
+
+/// The repository keeps only the model and step of a long run's checkpoint: resuming it asks for
+/// a fresh optimiser by name, and then continues from the saved weights at the saved step.
+#[test]
+fn a_checkpoint_without_its_optimizer_state_resumes_only_with_a_fresh_optimizer() {
+    let _serial = one_at_a_time();
+    let phantoms = tempfile::tempdir().unwrap();
+    let scans = phantom_scans(phantoms.path(), 1);
+    let config = tiny_config();
+    let device = backend::cpu().device;
+    let exact = tempfile::tempdir().unwrap();
+    let mut first = fresh_trainer(&config, &device, exact.path());
+    for s in 0..2 {
+        first.train_step(&make_batch(&config, &scans, s));
+    }
+    first.save_checkpoint(exact.path()).unwrap();
+    drop(first);
+    let lost = tempfile::tempdir().unwrap();
+    std::fs::create_dir(lost.path().join("checkpoint")).unwrap();
+    for file in ["model.apemodel", "state.json"] {
+        std::fs::copy(
+            exact.path().join("checkpoint").join(file),
+            lost.path().join("checkpoint").join(file),
+        )
+        .unwrap();
+    }
+
+    let refused = Trainer::new(config.clone(), meta(), device.clone(), lost.path(), true)
+        .expect_err("an exact resume without optimizer.bin");
+    let message = format!("{refused:#}");
+    assert!(
+        message.contains("optimizer.bin") && message.contains("--fresh-optimizer"),
+        "{message}"
+    );
+
+    let batch = make_batch(&config, &scans, 2);
+    let mut resumed =
+        Trainer::new(config.clone(), meta(), device.clone(), exact.path(), true).unwrap();
+    let mut fresh = Trainer::new(
+        config.clone(),
+        meta(),
+        device,
+        lost.path(),
+        Resume::FreshOptimizer,
+    )
+    .unwrap();
+    assert_eq!(fresh.step, 2);
+    // The loss is taken before the update: the same weights give the same first loss.
+    let (a, b) = (
+        resumed.train_step(&batch).total,
+        fresh.train_step(&batch).total,
+    );
+    assert!((a - b).abs() <= 1e-6 * a.abs().max(1.0), "{a} vs {b}");
+    assert_eq!(fresh.step, 3);
 }
 
 /// The input spacing of the `--init` model of [`InitModel`].
