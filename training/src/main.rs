@@ -301,23 +301,24 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let handler_stop = Arc::clone(&stop);
     let _ = ctrlc::set_handler(move || handler_stop.store(true, Ordering::Relaxed));
 
+    // clap lets --fresh-optimizer come only with --resume.
+    let resume = match (args.resume, args.fresh_optimizer) {
+        (false, _) => train::Resume::No,
+        (true, false) => train::Resume::Exact,
+        (true, true) => train::Resume::FreshOptimizer,
+    };
     let mut trainer = train::Trainer::start(
         config,
         meta,
         compute.device.clone(),
         &args.out,
-        match (args.resume, args.fresh_optimizer) {
-            (false, _) => train::Resume::No,
-            (true, false) => train::Resume::Exact,
-            (true, true) => train::Resume::FreshOptimizer,
-        },
+        resume,
         args.init.as_deref(),
     )?;
     if trainer.step > 0 {
-        let optimiser = if args.fresh_optimizer {
-            " with a fresh optimiser"
-        } else {
-            ""
+        let optimiser = match resume {
+            train::Resume::FreshOptimizer => " with a fresh optimiser",
+            train::Resume::No | train::Resume::Exact => "",
         };
         println!("resuming at step {}{optimiser}", trainer.step);
     }

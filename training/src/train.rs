@@ -190,7 +190,7 @@ impl Trainer {
             let optimizer_file = checkpoint.join("optimizer.bin");
             let optim = match resume {
                 Resume::FreshOptimizer => optim_config.init(),
-                _ => {
+                Resume::Exact | Resume::No => {
                     anyhow::ensure!(
                         optimizer_file.is_file(),
                         "{}: missing, so the AdamW state of this checkpoint is lost; \

@@ -68,6 +68,20 @@ fn fresh_trainer(
     Trainer::new(config.clone(), meta(), device.clone(), out, false).unwrap()
 }
 
+/// A new run in `out` trained on the batches of steps 0 and 1, its checkpoint saved there.
+fn checkpoint_after_two_steps(
+    config: &TrainConfig,
+    scans: &[TrainScan],
+    device: &burn::tensor::Device,
+    out: &std::path::Path,
+) {
+    let mut trainer = fresh_trainer(config, device, out);
+    for s in 0..2 {
+        trainer.train_step(&make_batch(config, scans, s));
+    }
+    trainer.save_checkpoint(out).unwrap();
+}
+
 fn meta() -> ModelMeta {
     ModelMeta {
         net: ApeNetConfig::new()
@@ -121,12 +135,7 @@ fn a_resumed_run_gives_exactly_the_next_loss() {
         .collect();
 
     let dir = tempfile::tempdir().unwrap();
-    let mut first = fresh_trainer(&config, &device, dir.path());
-    for s in 0..2 {
-        first.train_step(&make_batch(&config, &scans, s));
-    }
-    first.save_checkpoint(dir.path()).unwrap();
-    drop(first);
+    checkpoint_after_two_steps(&config, &scans, &device, dir.path());
     let mut resumed = Trainer::new(config.clone(), meta(), device, dir.path(), true).unwrap();
     assert_eq!(resumed.step, 2);
     let after: Vec<f32> = (2..4)
@@ -150,12 +159,7 @@ fn a_checkpoint_without_its_optimizer_state_resumes_only_with_a_fresh_optimizer(
     let config = tiny_config();
     let device = backend::cpu().device;
     let exact = tempfile::tempdir().unwrap();
-    let mut first = fresh_trainer(&config, &device, exact.path());
-    for s in 0..2 {
-        first.train_step(&make_batch(&config, &scans, s));
-    }
-    first.save_checkpoint(exact.path()).unwrap();
-    drop(first);
+    checkpoint_after_two_steps(&config, &scans, &device, exact.path());
     let lost = tempfile::tempdir().unwrap();
     std::fs::create_dir(lost.path().join("checkpoint")).unwrap();
     for file in ["model.apemodel", "state.json"] {
