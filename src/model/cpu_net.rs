@@ -137,7 +137,11 @@ pub struct CpuNet {
 impl CpuNet {
     /// Runs the network on one block of model input, `[z][y][x]` row-major with each side a
     /// multiple of the network's size multiple; returns `[channels][z/4][y/4][x/4]`.
-    pub fn forward(&self, input: &[f32], [z, y, x]: [usize; 3]) -> Vec<f32> {
+    pub fn forward(&self, input: &[f32], dims: [usize; 3]) -> Vec<f32> {
+        super::backend::on_cpu_pool(|| self.forward_here(input, dims))
+    }
+
+    fn forward_here(&self, input: &[f32], [z, y, x]: [usize; 3]) -> Vec<f32> {
         let mut pool = Pool::default();
         let stride = self.stem.kernel;
         let source = Strided::dense(input, [z, y, x]);

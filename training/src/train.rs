@@ -234,6 +234,12 @@ impl Trainer {
 
     /// One optimisation step on a batch.
     pub fn train_step(&mut self, batch: &Batch) -> StepLoss {
+        // A step opens hundreds of parallel regions: entered from a pool thread, none of them
+        // puts the caller to sleep.
+        ape::model::backend::on_cpu_pool(|| self.step_here(batch))
+    }
+
+    fn step_here(&mut self, batch: &Batch) -> StepLoss {
         let began = Instant::now();
         let config = &self.config;
         let pairs = config.pairs;
