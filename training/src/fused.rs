@@ -11,6 +11,10 @@
 //! A backend extension (`#[backend_extension(Flex, Autodiff)]`) like `ape::model::ops`; the loss
 //! takes it only on the CPU backend (`applies`), and burn's tensor operations elsewhere.
 //! Distances below √1e-9 count as √1e-9 with no gradient, as `loss::pairwise_distances` does.
+//!
+//! The columns (b_j, p_j) are held as coordinate arrays and visited in blocks of [`LANES`], each
+//! row's sums kept in as many partial sums, so that the inner loops compile to vector code: the
+//! term and its gradients in about half the time of a loop over 3-vectors (Session 16).
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -92,16 +96,81 @@ fn inputs(a: &FlexTensor, b: &FlexTensor, p: &FlexTensor) -> (Vec<f32>, Vec<f32>
 
 /// ‖p − q‖ of two 3-vectors.
 /// The sum of squares in f64 (as `loss::target_distances` computes it), the root in f32.
+#[cfg(test)]
 fn length(p: &[f32], q: &[f32]) -> f32 {
     let d = [0, 1, 2].map(|c| f64::from(p[c]) - f64::from(q[c]));
     ((d[0] * d[0] + d[1] * d[1] + d[2] * d[2]) as f32).sqrt()
 }
 
-/// The distance of a_i to b_j (clamped as burn's) and whether it was not clamped.
-fn distance(a: &[f32], b: &[f32]) -> (f32, bool) {
-    let d: [f32; 3] = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
-    let sq = d[0] * d[0] + d[1] * d[1] + d[2] * d[2];
-    (sq.max(FLOOR).sqrt(), sq >= FLOOR)
+/// Lanes of the inner loops: each row's sums are kept in this many partial sums, so that the
+/// loop over j runs on whole vectors (16 f32 fill an AVX-512 register, two AVX2 ones).
+const LANES: usize = 16;
+
+/// `[N, 3]` points as three coordinate arrays, padded to a whole number of lanes: the inner
+/// loops over j read whole vectors with no remainder. `valid[j]` is 1 for a real point and 0 for
+/// padding, so padded columns weigh nothing.
+struct Columns {
+    coords: [Vec<f32>; 3],
+    valid: Vec<f32>,
+}
+
+impl Columns {
+    fn of(points: &[f32]) -> Self {
+        let n = points.len() / 3;
+        let padded = n.div_ceil(LANES) * LANES;
+        let coords = [0, 1, 2].map(|c| {
+            let mut v: Vec<f32> = points.chunks_exact(3).map(|p| p[c]).collect();
+            v.resize(padded, 0.0);
+            v
+        });
+        let mut valid = vec![1.0f32; n];
+        valid.resize(padded, 0.0);
+        Self { coords, valid }
+    }
+
+    fn lanes(&self) -> impl Iterator<Item = [&[f32; LANES]; 4]> {
+        let [x, y, z] = &self.coords;
+        let (x, _) = x.as_chunks::<LANES>();
+        let (y, _) = y.as_chunks::<LANES>();
+        let (z, _) = z.as_chunks::<LANES>();
+        let (v, _) = self.valid.as_chunks::<LANES>();
+        x.iter().zip(y).zip(z).zip(v).map(|(((x, y), z), v)| [x, y, z, v])
+    }
+}
+
+/// For one row (a_i, p_i) and one block of columns (b_j, p_j): the predicted distances
+/// ‖a_i − b_j‖ (squares under [`FLOOR`] count as it), the target distances ‖p_i − p_j‖ (their
+/// sums of squares in f64, as `loss::target_distances`, the roots in f32), and 1 where the
+/// prediction was not clamped (and the column is real), else 0.
+#[inline(always)]
+fn block(
+    ai: [f32; 3],
+    pi: [f64; 3],
+    b: [&[f32; LANES]; 4],
+    p: [&[f32; LANES]; 4],
+) -> ([f32; LANES], [f32; LANES], [f32; LANES]) {
+    let (mut d, mut t, mut free) = ([0.0f32; LANES], [0.0f32; LANES], [0.0f32; LANES]);
+    for l in 0..LANES {
+        let q = [ai[0] - b[0][l], ai[1] - b[1][l], ai[2] - b[2][l]];
+        let sq = q[0] * q[0] + q[1] * q[1] + q[2] * q[2];
+        d[l] = sq.max(FLOOR).sqrt();
+        free[l] = if sq >= FLOOR { b[3][l] } else { 0.0 };
+        let e = [
+            pi[0] - f64::from(p[0][l]),
+            pi[1] - f64::from(p[1][l]),
+            pi[2] - f64::from(p[2][l]),
+        ];
+        t[l] = ((e[0] * e[0] + e[1] * e[1] + e[2] * e[2]) as f32).sqrt();
+    }
+    (d, t, free)
+}
+
+fn row(v: &[f32]) -> [f32; 3] {
+    [v[0], v[1], v[2]]
+}
+
+fn row_f64(v: &[f32]) -> [f64; 3] {
+    [v[0], v[1], v[2]].map(f64::from)
 }
 
 impl DistanceLossBackend for Flex {
@@ -111,16 +180,22 @@ impl DistanceLossBackend for Flex {
         target: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         let (a, b, p, n) = inputs(&a, &b, &target);
+        let (bc, pc) = (Columns::of(&b), Columns::of(&p));
         let total: f64 = a
             .par_chunks(3)
             .zip(p.par_chunks(3))
             .map(|(ai, pi)| {
-                let mut sum = 0.0f64;
-                for (bj, pj) in b.chunks_exact(3).zip(p.chunks_exact(3)) {
-                    let e = distance(ai, bj).0 - length(pi, pj);
-                    sum += f64::from(e * e);
+                let (ai, pi) = (row(ai), row_f64(pi));
+                let mut sums = [0.0f64; LANES];
+                for (bj, pj) in bc.lanes().zip(pc.lanes()) {
+                    let (d, t, _) = block(ai, pi, bj, pj);
+                    for l in 0..LANES {
+                        // Padded columns are masked by p's validity (b's is the same).
+                        let e = (d[l] - t[l]) * pj[3][l];
+                        sums[l] += f64::from(e * e);
+                    }
                 }
-                sum
+                sums.iter().sum::<f64>()
             })
             .sum();
         let mean = if n == 0 {
@@ -142,59 +217,72 @@ impl DistanceLossGrads for Flex {
         let upstream = values(&grad).first().copied().unwrap_or(0.0);
         let (a, b, p, n) = inputs(&a, &b, &target);
         let scale = 2.0 * upstream / (n * n).max(1) as f32;
+        let (bc, pc) = (Columns::of(&b), Columns::of(&p));
+        let padded = bc.valid.len();
         // Rows in chunks: each chunk gives its rows' a-gradients and its share of the
-        // b-gradients' two sums, Σ_i w_ij and Σ_i w_ij a_i, per column j.
+        // b-gradients' two sums, Σ_i w_ij and Σ_i w_ij a_i, per column j (four column arrays).
         let rows = n.div_ceil(4 * rayon::current_num_threads()).max(1);
-        let parts: Vec<(Vec<f32>, Vec<f32>)> = a
+        let parts: Vec<(Vec<f32>, [Vec<f32>; 4])> = a
             .par_chunks(3 * rows)
             .zip(p.par_chunks(3 * rows))
             .map(|(a_rows, p_rows)| {
                 let mut ga = vec![0.0f32; a_rows.len()];
-                let mut columns = vec![0.0f32; 4 * n];
+                let mut columns: [Vec<f32>; 4] = Default::default();
+                for c in &mut columns {
+                    c.resize(padded, 0.0);
+                }
                 for ((ai, pi), g) in a_rows
                     .chunks_exact(3)
                     .zip(p_rows.chunks_exact(3))
                     .zip(ga.chunks_exact_mut(3))
                 {
-                    let (mut wsum, mut wb) = (0.0f32, [0.0f32; 3]);
-                    for ((bj, pj), col) in b
-                        .chunks_exact(3)
-                        .zip(p.chunks_exact(3))
-                        .zip(columns.chunks_exact_mut(4))
-                    {
-                        let tij = length(pi, pj);
-                        let (d, free) = distance(ai, bj);
-                        if !free {
-                            continue;
+                    let (ai, pi) = (row(ai), row_f64(pi));
+                    let mut wsum = [0.0f32; LANES];
+                    let mut wb = [[0.0f32; LANES]; 3];
+                    let [cw, cx, cy, cz] = &mut columns;
+                    let (cw, _) = cw.as_chunks_mut::<LANES>();
+                    let (cx, _) = cx.as_chunks_mut::<LANES>();
+                    let (cy, _) = cy.as_chunks_mut::<LANES>();
+                    let (cz, _) = cz.as_chunks_mut::<LANES>();
+                    let out = cw.iter_mut().zip(cx).zip(cy).zip(cz);
+                    for ((bj, pj), (((cw, cx), cy), cz)) in bc.lanes().zip(pc.lanes()).zip(out) {
+                        let (d, t, free) = block(ai, pi, bj, pj);
+                        for l in 0..LANES {
+                            let w = scale * (d[l] - t[l]) / d[l] * free[l];
+                            wsum[l] += w;
+                            for c in 0..3 {
+                                wb[c][l] += w * bj[c][l];
+                            }
+                            cw[l] += w;
+                            cx[l] += w * ai[0];
+                            cy[l] += w * ai[1];
+                            cz[l] += w * ai[2];
                         }
-                        let w = scale * (d - tij) / d;
-                        wsum += w;
-                        for c in 0..3 {
-                            wb[c] += w * bj[c];
-                            col[1 + c] += w * ai[c];
-                        }
-                        col[0] += w;
                     }
+                    let wsum: f32 = wsum.iter().sum();
                     for c in 0..3 {
-                        g[c] = wsum * ai[c] - wb[c];
+                        g[c] = wsum * ai[c] - wb[c].iter().sum::<f32>();
                     }
                 }
                 (ga, columns)
             })
             .collect();
         let mut ga = Vec::with_capacity(3 * n);
-        let mut columns = vec![0.0f32; 4 * n];
+        let mut columns: [Vec<f32>; 4] = Default::default();
+        for c in &mut columns {
+            c.resize(padded, 0.0);
+        }
         for (part_a, part_columns) in parts {
             ga.extend(part_a);
-            columns
-                .iter_mut()
-                .zip(&part_columns)
-                .for_each(|(u, v)| *u += v);
+            for (total, part) in columns.iter_mut().zip(&part_columns) {
+                total.iter_mut().zip(part).for_each(|(u, v)| *u += v);
+            }
         }
+        let [cw, cx, cy, cz] = &columns;
         let gb: Vec<f32> = b
             .chunks_exact(3)
-            .zip(columns.chunks_exact(4))
-            .flat_map(|(bj, col)| [0, 1, 2].map(|c| col[0] * bj[c] - col[1 + c]))
+            .enumerate()
+            .flat_map(|(j, bj)| [(0, cx), (1, cy), (2, cz)].map(|(c, ca)| cw[j] * bj[c] - ca[j]))
             .collect();
         (tensor(ga, vec![n, 3]), tensor(gb, vec![n, 3]))
     }
@@ -285,13 +373,25 @@ mod tests {
         worst / b.iter().map(|y| y.abs()).fold(0.0, f32::max).max(1e-12)
     }
 
-    /// The fused term and both its gradients equal burn's composition on autodiff flex.
+    /// The fused term and both its gradients equal burn's composition on autodiff flex: a size
+    /// under one block of lanes, and one over several blocks with a remainder, where some b_j
+    /// coincide with an a_i (distances clamped, no gradient through them).
     #[test]
     fn the_fused_distance_term_and_its_gradients_equal_burns() {
+        for n in [13, 150] {
+            let av = values(3 * n, 1);
+            let mut bv = values(3 * n, 2);
+            for i in (0..n).step_by(7) {
+                let j = (i * 5) % n;
+                let a_row = [av[3 * i], av[3 * i + 1], av[3 * i + 2]];
+                bv[3 * j..3 * j + 3].copy_from_slice(&a_row);
+            }
+            compare_with_burn(n, av, bv);
+        }
+    }
+
+    fn compare_with_burn(n: usize, av: Vec<f32>, bv: Vec<f32>) {
         let device = Device::flex().autodiff();
-        let n = 37;
-        let av = values(3 * n, 1);
-        let bv = values(3 * n, 2);
         let pv = values(3 * n, 3);
         let tv: Vec<f32> = pv
             .chunks(3)
