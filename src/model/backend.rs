@@ -165,3 +165,23 @@ pub fn on_cpu_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
         rayon::scope(|_| work())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_pool_work_runs_on_a_pool_thread_from_outside_and_inside_the_pool() {
+        // A test thread is outside rayon's pool: the work is handed over once.
+        assert_eq!(rayon::current_thread_index(), None);
+        let (index, value) = on_cpu_pool(|| (rayon::current_thread_index(), 6 * 7));
+        assert!(index.is_some());
+        assert_eq!(value, 42);
+        // Inside the pool it runs where it is called.
+        let (outer, inner) = on_cpu_pool(|| {
+            let outer = rayon::current_thread_index();
+            (outer, on_cpu_pool(rayon::current_thread_index))
+        });
+        assert_eq!(outer, inner);
+    }
+}
