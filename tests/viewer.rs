@@ -148,8 +148,13 @@ fn without_a_model_the_viewer_still_opens_and_shows_the_scan() {
 /// adapter can render it.
 fn snapshot(harness: &mut Harness<'_, ApeApp>, name: &str) {
     // The images live in the top-level tests/snapshots, whichever package runs the test.
+    // Up to 500 of the window's 1.1 M pixels may differ: the same code drew the accepted-box
+    // picture with 227 pixels of the sagittal view a shade apart in two sittings of one session
+    // (cause not found; training/README.md, Session 16). A real change of the picture moves
+    // far more (a new model: 260,000).
     let options = egui_kittest::SnapshotOptions::new()
-        .output_path(common::repository().join("tests/snapshots"));
+        .output_path(common::repository().join("tests/snapshots"))
+        .max_failed_pixels(500);
     match harness.try_snapshot_options(name, &options) {
         Ok(()) => {}
         Err(SnapshotError::RenderError { err }) => {
