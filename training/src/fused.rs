@@ -94,14 +94,6 @@ fn inputs(a: &FlexTensor, b: &FlexTensor, p: &FlexTensor) -> (Vec<f32>, Vec<f32>
     (a, b, p, n)
 }
 
-/// ‖p − q‖ of two 3-vectors.
-/// The sum of squares in f64 (as `loss::target_distances` computes it), the root in f32.
-#[cfg(test)]
-fn length(p: &[f32], q: &[f32]) -> f32 {
-    let d = [0, 1, 2].map(|c| f64::from(p[c]) - f64::from(q[c]));
-    ((d[0] * d[0] + d[1] * d[1] + d[2] * d[2]) as f32).sqrt()
-}
-
 /// Lanes of the inner loops: each row's sums are kept in this many partial sums, so that the
 /// loop over j runs on whole vectors (16 f32 fill an AVX-512 register, two AVX2 ones).
 const LANES: usize = 16;
@@ -227,10 +219,7 @@ impl DistanceLossGrads for Flex {
             .zip(p.par_chunks(3 * rows))
             .map(|(a_rows, p_rows)| {
                 let mut ga = vec![0.0f32; a_rows.len()];
-                let mut columns: [Vec<f32>; 4] = Default::default();
-                for c in &mut columns {
-                    c.resize(padded, 0.0);
-                }
+                let mut columns: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0; padded]);
                 for ((ai, pi), g) in a_rows
                     .chunks_exact(3)
                     .zip(p_rows.chunks_exact(3))
@@ -268,10 +257,7 @@ impl DistanceLossGrads for Flex {
             })
             .collect();
         let mut ga = Vec::with_capacity(3 * n);
-        let mut columns: [Vec<f32>; 4] = Default::default();
-        for c in &mut columns {
-            c.resize(padded, 0.0);
-        }
+        let mut columns: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0; padded]);
         for (part_a, part_columns) in parts {
             ga.extend(part_a);
             for (total, part) in columns.iter_mut().zip(&part_columns) {
@@ -362,6 +348,13 @@ mod tests {
                 (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
             })
             .collect()
+    }
+
+    /// ‖p − q‖ of two 3-vectors: the sum of squares in f64 (as `loss::target_distances`
+    /// computes it), the root in f32.
+    fn length(p: &[f32], q: &[f32]) -> f32 {
+        let d = [0, 1, 2].map(|c| f64::from(p[c]) - f64::from(q[c]));
+        ((d[0] * d[0] + d[1] * d[1] + d[2] * d[2]) as f32).sqrt()
     }
 
     fn relative(a: &[f32], b: &[f32]) -> f32 {
