@@ -10,7 +10,10 @@
 //!
 //! Environment: `APE_BENCH_PAIRS=4,8` (which pair counts), `APE_BENCH_STEPS=5` (timed steps
 //! after 2 warm-up steps), `APE_BENCH_PATHS=burn,ape` (which ops: `burn` all burn's, `conv` ape's
-//! convolutions with burn's batch norms, `ape` ape's convolutions and fused batch norm + ReLU).
+//! convolutions with burn's batch norms, `ape` ape's convolutions and fused batch norm + ReLU),
+//! `APE_BENCH_DEVICE=wgpu` (the same on burn's wgpu backend: `burn` burn's convolutions, `ape`
+//! ape's CubeCL kernels, `ape::model::ops::cube`; the torch reference then uses CUDA when it
+//! has it), `APE_BENCH_LAYERS=1` (each kind of layer alone, burn's against ape's).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -79,7 +82,12 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (scan, scan_name) = training_scan(dir.path())?;
     let scans = Arc::new(vec![scan]);
-    let device = ape::model::backend::cpu();
+    let on_wgpu = std::env::var("APE_BENCH_DEVICE").is_ok_and(|v| v == "wgpu");
+    let device = if on_wgpu {
+        ape::model::backend::wgpu()?
+    } else {
+        ape::model::backend::cpu()
+    };
     println!(
         "train_step: 2 × pairs crops of 96×96×64, 512 positives per pair, {scan_name}, {}",
         device.description
@@ -102,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             };
             ops::set_enabled(fast);
             ops::norm::set_enabled(norm);
+            ops::set_cube_kernels(fast);
             let model =
                 ApeModel::initialised(ModelMeta::fresh("bench".to_owned()), 7, &device.device);
             let mut trainer = Trainer::from_model(config.clone(), model, device.device.clone());
@@ -162,17 +171,19 @@ fn main() -> anyhow::Result<()> {
     ops::set_enabled(true);
     ops::norm::set_enabled(true);
     if std::env::var("APE_BENCH_LAYERS").is_ok_and(|v| v != "0") {
-        layers(timed)?;
+        layers(&device.device, timed)?;
     }
-    torch_reference(&pairs_list, timed);
+    torch_reference(&pairs_list, timed, on_wgpu);
     Ok(())
 }
 
 /// Each kind of layer of the default network at 4 crop pairs (8 crops of 96×96×64), forward
-/// and backward on autodiff flex, burn's convolutions against ape's: where a step's time goes.
-fn layers(timed: usize) -> anyhow::Result<()> {
+/// and backward under autodiff, burn's convolutions against ape's: where a step's time goes.
+/// Each timing ends by waiting for the device, so that a GPU's queued work is counted.
+fn layers(device: &burn::tensor::Device, timed: usize) -> anyhow::Result<()> {
     use burn::tensor::{Distribution, Tensor};
-    let device = burn::tensor::Device::flex().autodiff();
+    let device = device.clone().autodiff();
+    let sync = || device.sync().map_err(|e| anyhow::anyhow!("device: {e:?}"));
     let b = 8;
     // (name, cin, cout, kernel, input d/h/w, how many the network has)
     type Layer = (&'static str, usize, usize, usize, [usize; 3], usize);
@@ -207,6 +218,7 @@ fn layers(timed: usize) -> anyhow::Result<()> {
         let mut cells = Vec::new();
         for (path, fast) in [(0, false), (1, true)] {
             ops::set_enabled(fast);
+            ops::set_cube_kernels(fast);
             let x = Tensor::<5>::random([b, cin, d, h, w], Distribution::Default, &device)
                 .require_grad();
             let weight = Tensor::<5>::random([cout, cin, k, k, k], Distribution::Default, &device)
@@ -214,15 +226,19 @@ fn layers(timed: usize) -> anyhow::Result<()> {
             let mut fwd = Vec::new();
             let mut bwd = Vec::new();
             for _ in 0..timed + 1 {
+                sync()?;
                 let began = Instant::now();
                 let out = ops::conv3d(x.clone(), weight.clone(), stride, padding);
                 let out_dims = out.dims();
                 std::hint::black_box(&out);
+                sync()?;
                 fwd.push(began.elapsed().as_secs_f64());
                 let r = Tensor::<5>::ones(out_dims, &device);
                 let loss = (out * r).sum();
+                sync()?;
                 let began = Instant::now();
                 std::hint::black_box(loss.backward());
+                sync()?;
                 bwd.push(began.elapsed().as_secs_f64());
             }
             fwd.remove(0);
@@ -248,13 +264,17 @@ fn layers(timed: usize) -> anyhow::Result<()> {
             let r = Tensor::<5>::random([b, c, d, h, w], Distribution::Default, &device);
             let mut bwd = Vec::new();
             let f = time(&mut || {
+                let _ = sync();
                 let began = Instant::now();
                 let out = ops::norm::batch_norm(&norm, x.clone(), true);
+                let _ = sync();
                 let t = began.elapsed().as_secs_f64();
                 // A contiguous output gradient, as the next convolution gives.
                 let loss = (out * r.clone()).sum();
+                let _ = sync();
                 let began = Instant::now();
                 std::hint::black_box(loss.backward());
+                let _ = sync();
                 bwd.push(began.elapsed().as_secs_f64());
                 t
             });
@@ -267,6 +287,7 @@ fn layers(timed: usize) -> anyhow::Result<()> {
         println!("| {name} | {count} | {} | {} |", cells[0], cells[1]);
     }
     ops::set_enabled(true);
+    ops::set_cube_kernels(false);
     println!(
         "| all of these, summed by count | | {:.0} / {:.0} | {:.0} / {:.0} |",
         totals[0][0], totals[0][1], totals[1][0], totals[1][1]
@@ -274,7 +295,7 @@ fn layers(timed: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn torch_reference(pairs: &[usize], timed: usize) {
+fn torch_reference(pairs: &[usize], timed: usize, gpu: bool) {
     let local = Path::new("benches/torch_train_step.py");
     let script = if local.is_file() {
         local.to_path_buf()
@@ -290,6 +311,8 @@ fn torch_reference(pairs: &[usize], timed: usize) {
         .arg(timed.to_string())
         .arg("--threads")
         .arg(rayon::current_num_threads().to_string())
+        .arg("--device")
+        .arg(if gpu { "cuda" } else { "cpu" })
         .output();
     match output {
         Ok(out) if out.status.success() => print!("{}", String::from_utf8_lossy(&out.stdout)),

@@ -10,7 +10,8 @@
 //!   CPU has them (`cpu_net`'s kernel), `gemm` elsewhere, threads over tiles of voxels.
 //! - `Autodiff<B>` for any such `B`: the backward step calls `B`'s two backward functions, so
 //!   that training on `Autodiff<Flex>` runs the fast kernels forward and backward.
-//! - `Cube` (wgpu): burn's own convolutions (the defaults).
+//! - `Cube` (wgpu): ape's CubeCL kernels ([`cube`]), direct convolutions forward and backward,
+//!   when [`set_cube_kernels`] says so; burn's own convolutions otherwise.
 //!
 //! The fast path covers what the network uses (and a changed network would): stride-1 "same"
 //! convolutions of odd kernels (3×3×3), and convolutions whose stride equals their kernel with
@@ -18,7 +19,7 @@
 //! that is not f32, takes burn's convolution. [`set_enabled`] turns the fast path off for the
 //! whole process (the benchmark compares the two; tests compare every op with burn's).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -30,10 +31,13 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Cube, Dispatch, Flex, backend_extension};
 use burn::tensor::Tensor;
 
+pub mod cube;
 pub mod kernels;
 pub mod norm;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
+/// 0: not yet decided (read `APE_CUBE_KERNELS` on first use), 1: off, 2: on.
+static CUBE_KERNELS: AtomicU8 = AtomicU8::new(0);
 
 /// Turns ape's convolutions on or off for the whole process (on by default); off, every
 /// convolution is burn's own.
@@ -44,6 +48,32 @@ pub fn set_enabled(enabled: bool) {
 /// Whether ape's convolutions are on.
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
+}
+
+/// Chooses between ape's CubeCL convolutions and burn's on the wgpu backend for the whole
+/// process. Off by default: burn's own (implicit GEMM, autotuned per device) have not yet been
+/// timed against ape's on a GPU; `APE_CUBE_KERNELS=1` turns them on for the trainer and benches.
+pub fn set_cube_kernels(on: bool) {
+    CUBE_KERNELS.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
+/// Whether ape's CubeCL convolutions run on the wgpu backend: as [`set_cube_kernels`] last
+/// said, else as the environment says (`APE_CUBE_KERNELS=1`).
+pub fn cube_kernels() -> bool {
+    match CUBE_KERNELS.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("APE_CUBE_KERNELS").is_ok_and(|v| v == "1");
+            // A racing set_cube_kernels wins over the environment.
+            let _ = CUBE_KERNELS.compare_exchange(
+                0,
+                if on { 2 } else { 1 },
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            CUBE_KERNELS.load(Ordering::Relaxed) == 2
+        }
+        state => state == 2,
+    }
 }
 
 /// A cubic convolution's geometry: the same stride and padding along every axis.
@@ -114,7 +144,55 @@ pub trait ApeConvBackend: Backend {
     }
 }
 
-impl ApeConvBackend for Cube {}
+impl ApeConvBackend for Cube {
+    fn ape_conv3d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self> {
+        let geometry = ConvGeometry { stride, padding };
+        if cube_kernels()
+            && let Some(out) = cube::forward(x.clone(), weight.clone(), geometry)
+        {
+            return out;
+        }
+        Self::conv3d(x, weight, None, geometry.options())
+    }
+
+    fn ape_conv3d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self> {
+        let geometry = ConvGeometry { stride, padding };
+        if cube_kernels()
+            && let Some(out) = cube::x_backward(x.clone(), weight.clone(), grad.clone(), geometry)
+        {
+            return out;
+        }
+        Self::conv3d_x_backward(x, weight, grad, geometry.options())
+    }
+
+    fn ape_conv3d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        stride: usize,
+        padding: usize,
+    ) -> FloatTensor<Self> {
+        let geometry = ConvGeometry { stride, padding };
+        if cube_kernels()
+            && let Some(out) =
+                cube::weight_backward(x.clone(), weight.clone(), grad.clone(), geometry)
+        {
+            return out;
+        }
+        Self::conv3d_weight_backward(x, weight, grad, geometry.options())
+    }
+}
 
 impl ApeConvBackend for Flex {
     fn ape_conv3d(
@@ -319,7 +397,20 @@ mod tests {
         r: &[f32],
         ape: bool,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let device = Device::flex().autodiff();
+        run_on(&Device::flex(), s, x, w, r, ape)
+    }
+
+    /// [`run`] on any device (under autodiff): `ape` through [`ApeConvBackend`], else burn's
+    /// own convolution.
+    fn run_on(
+        device: &Device,
+        s: &ConvShape,
+        x: &[f32],
+        w: &[f32],
+        r: &[f32],
+        ape: bool,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let device = device.clone().autodiff();
         let x = Tensor::<5>::from_data(TensorData::new(x.to_vec(), s.input_dims()), &device)
             .require_grad();
         let w = Tensor::<5>::from_data(
@@ -415,6 +506,67 @@ mod tests {
                     let e = relative(ours, reference);
                     assert!(e < 1e-4, "{path:?} {s:?} {name}: relative error {e}");
                 }
+            }
+        }
+    }
+
+    /// ape's CubeCL kernels on wgpu (Mesa's lavapipe without a GPU) equal burn's own wgpu
+    /// convolution and its gradients, on the network's kinds of convolution and on strides and
+    /// paddings the CPU kernels do not cover.
+    #[test]
+    fn cube_kernels_equal_burn_on_wgpu() {
+        let gpu = match crate::model::backend::wgpu() {
+            Ok(gpu) => gpu,
+            Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("no wgpu adapter under CI=true: {e}")
+            }
+            Err(e) => {
+                eprintln!(
+                    "SKIPPED cube_kernels_equal_burn_on_wgpu: {e} (install mesa-vulkan-drivers)"
+                );
+                return;
+            }
+        };
+        set_cube_kernels(true);
+        let mut cases = shapes();
+        cases.extend([
+            ConvShape {
+                batch: 2,
+                cin: 3,
+                cout: 4,
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+                input: [5, 6, 7],
+            },
+            ConvShape {
+                batch: 1,
+                cin: 2,
+                cout: 6,
+                kernel: 2,
+                stride: 1,
+                padding: 0,
+                input: [3, 5, 4],
+            },
+        ]);
+        for (i, s) in cases.into_iter().enumerate() {
+            let seed = 500 + i as u64 * 3;
+            let x = values(s.input_dims().iter().product(), seed + 1);
+            let w = values(s.cout * s.cin * s.kernel.pow(3), seed + 2);
+            let r = values(s.output_dims().iter().product(), seed + 3);
+            let ours = run_on(&gpu.device, &s, &x, &w, &r, true);
+            let reference = run_on(&gpu.device, &s, &x, &w, &r, false);
+            for (name, ours, reference) in [
+                ("forward", &ours.0, &reference.0),
+                ("input gradient", &ours.1, &reference.1),
+                ("weight gradient", &ours.2, &reference.2),
+            ] {
+                let e = relative(ours, reference);
+                assert!(
+                    e < 1e-4,
+                    "{} {s:?} {name}: relative error {e}",
+                    gpu.description
+                );
             }
         }
     }

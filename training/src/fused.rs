@@ -126,7 +126,11 @@ impl Columns {
         let (y, _) = y.as_chunks::<LANES>();
         let (z, _) = z.as_chunks::<LANES>();
         let (v, _) = self.valid.as_chunks::<LANES>();
-        x.iter().zip(y).zip(z).zip(v).map(|(((x, y), z), v)| [x, y, z, v])
+        x.iter()
+            .zip(y)
+            .zip(z)
+            .zip(v)
+            .map(|(((x, y), z), v)| [x, y, z, v])
     }
 }
 

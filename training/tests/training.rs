@@ -678,6 +678,55 @@ fn the_fast_convolutions_give_the_losses_of_burns() {
     }
 }
 
+/// The same on wgpu (Mesa's lavapipe without a GPU): ape's CubeCL convolutions
+/// (`ape::model::ops::cube`) train to the losses of burn's own wgpu convolutions.
+#[test]
+fn the_cube_kernels_give_the_losses_of_burns_on_wgpu() {
+    let _serial = one_at_a_time();
+    let gpu = match backend::wgpu() {
+        Ok(gpu) => gpu,
+        Err(e) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("no wgpu adapter under CI=true: {e}")
+        }
+        Err(e) => {
+            eprintln!("SKIPPED the_cube_kernels_give_the_losses_of_burns_on_wgpu: {e}");
+            return;
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let scans = phantom_scans(dir.path(), 1);
+    let meta = ModelMeta::fresh("test".to_owned());
+    let config = tiny_config()
+        .with_learning_rate(1e-4)
+        .with_adam_epsilon(1e-3);
+    let batches: Vec<_> = (0..4).map(|s| make_batch(&config, &scans, s)).collect();
+    let losses = |cube: bool| -> Vec<f32> {
+        ape::model::ops::set_cube_kernels(cube);
+        let mut trainer = Trainer::new(
+            config.clone(),
+            meta.clone(),
+            gpu.device.clone(),
+            dir.path(),
+            false,
+        )
+        .unwrap();
+        batches
+            .iter()
+            .map(|b| trainer.train_step(b).total)
+            .collect()
+    };
+    let burn = losses(false);
+    let ape = losses(true);
+    ape::model::ops::set_cube_kernels(false);
+    eprintln!("{}\nburn {burn:?}\nape  {ape:?}", gpu.description);
+    for (a, b) in ape.iter().zip(&burn) {
+        assert!(
+            (a - b).abs() <= 1e-3 * b.abs().max(1.0),
+            "{ape:?} vs {burn:?}"
+        );
+    }
+}
+
 /// `ape-train average --input-spacing` writes the same weights embedding at the spacing given
 /// (how a run's copy gets the spacing chosen for it), and refuses a spacing that is not X,Y,Z.
 #[test]

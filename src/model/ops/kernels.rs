@@ -70,12 +70,14 @@ impl ConvShape {
         }
     }
 
-    /// Output size (d, h, w).
+    /// Output size (d, h, w): `(n + 2·padding − kernel) / stride + 1` per axis, 0 where the
+    /// window does not fit.
     pub fn output(&self) -> [usize; 3] {
-        match self.kind() {
-            Some(Kind::Patch) => self.input.map(|n| n / self.stride),
-            _ => self.input,
-        }
+        self.input.map(|n| {
+            (n + 2 * self.padding)
+                .checked_sub(self.kernel)
+                .map_or(0, |span| span / self.stride.max(1) + 1)
+        })
     }
 
     pub fn input_dims(&self) -> [usize; 5] {
