@@ -62,10 +62,29 @@ fn wgpu_runtime() -> &'static Result<(Device, String, bool), String> {
                 );
                 Ok((device, text, software))
             }
+            Ok(Err(e)) if e.to_string().contains("already initialized") => {
+                default_wgpu_device().ok_or_else(|| e.to_string())
+            }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("the wgpu runtime panicked while looking for an adapter".to_owned()),
         }
     })
+}
+
+/// burn's default wgpu device, when something in this process set wgpu's runtime up before ape
+/// asked (burn's optimiser loading does: `--resume` materialises AdamW's state on
+/// `Device::default()`, which is wgpu when it is compiled in). Its adapter cannot be asked what
+/// it is, so it counts as a software one: `--backend auto` keeps the CPU; `--backend wgpu` gets it.
+fn default_wgpu_device() -> Option<(Device, String, bool)> {
+    std::panic::catch_unwind(|| {
+        let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+        let probe = burn::tensor::Tensor::<1>::ones([4], &device).sum();
+        probe.try_into_data().ok()?;
+        let text = "wgpu: the default adapter (set up earlier in this process)".to_owned();
+        Some((device, text, true))
+    })
+    .ok()
+    .flatten()
 }
 
 /// The CPU device.
