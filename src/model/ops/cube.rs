@@ -34,7 +34,7 @@ use super::ConvGeometry;
 fn channel_block(channels: usize) -> usize {
     [8, 4, 3, 2, 1]
         .into_iter()
-        .find(|b| channels % b == 0)
+        .find(|b| channels.is_multiple_of(*b))
         .unwrap_or(1)
 }
 
