@@ -89,6 +89,24 @@ impl ConvGeometry {
     }
 }
 
+/// The convolution of `x` `[b, cin, d, h, w]` by `weight` `[cout, cin, k, k, k]` as a
+/// [`kernels::ConvShape`]: `None` for other ranks, channel counts that disagree, a kernel that
+/// is not cubic, or a stride or kernel of 0.
+fn conv_shape(x: &[usize], w: &[usize], g: ConvGeometry) -> Option<kernels::ConvShape> {
+    let (&[batch, cin, d, h, wd], &[cout, wcin, k, k2, k3]) = (x, w) else {
+        return None;
+    };
+    (wcin == cin && k2 == k && k3 == k && k > 0 && g.stride > 0).then_some(kernels::ConvShape {
+        batch,
+        cin,
+        cout,
+        kernel: k,
+        stride: g.stride,
+        padding: g.padding,
+        input: [d, h, wd],
+    })
+}
+
 /// A 3-D convolution without bias: `x` `[b, cin, d, h, w]`, `weight` `[cout, cin, k, k, k]`,
 /// the same stride and padding along every axis. Differentiable on every backend.
 pub fn conv3d(x: Tensor<5>, weight: Tensor<5>, stride: usize, padding: usize) -> Tensor<5> {
@@ -329,19 +347,7 @@ mod flex {
 
     /// The convolution's shape, when the fast path covers it.
     fn shape_of(x: &[usize], w: &[usize], g: ConvGeometry) -> Option<ConvShape> {
-        let (&[b, cin, d, h, wd], &[cout, wcin, k, k2, k3]) = (x, w) else {
-            return None;
-        };
-        let shape = ConvShape {
-            batch: b,
-            cin,
-            cout,
-            kernel: k,
-            stride: g.stride,
-            padding: g.padding,
-            input: [d, h, wd],
-        };
-        (wcin == cin && k2 == k && k3 == k && kernels::covers(&shape)).then_some(shape)
+        super::conv_shape(x, w, g).filter(kernels::covers)
     }
 
     pub fn forward(x: &FlexTensor, w: &FlexTensor, g: ConvGeometry) -> Option<FlexTensor> {

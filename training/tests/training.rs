@@ -649,18 +649,7 @@ fn the_fast_convolutions_give_the_losses_of_burns() {
         let batches: Vec<_> = (0..steps).map(|s| make_batch(&config, &scans, s)).collect();
         ape::model::ops::set_enabled(conv);
         ape::model::ops::norm::set_enabled(norm);
-        let mut trainer = Trainer::new(
-            config.clone(),
-            meta.clone(),
-            backend::cpu().device,
-            dir.path(),
-            false,
-        )
-        .unwrap();
-        batches
-            .iter()
-            .map(|b| trainer.train_step(b).total)
-            .collect()
+        losses_of_a_fresh_run(&config, &meta, &backend::cpu().device, dir.path(), &batches)
     };
     let (lr, steps) = (1e-4, 4);
     let burn = losses(false, false, lr, steps);
@@ -668,13 +657,34 @@ fn the_fast_convolutions_give_the_losses_of_burns() {
         let ape = losses(true, norm, lr, steps);
         ape::model::ops::set_enabled(true);
         ape::model::ops::norm::set_enabled(true);
-        eprintln!("lr {lr}, fused norm {norm}\nburn {burn:?}\nape  {ape:?}");
-        for (a, b) in ape.iter().zip(&burn) {
-            assert!(
-                (a - b).abs() <= 1e-3 * b.abs().max(1.0),
-                "fused norm {norm}: {ape:?} vs {burn:?}"
-            );
-        }
+        assert_losses_agree(&ape, &burn, &format!("lr {lr}, fused norm {norm}"));
+    }
+}
+
+/// The losses of a new run of `config` trained on `batches`, one step each.
+fn losses_of_a_fresh_run(
+    config: &TrainConfig,
+    meta: &ModelMeta,
+    device: &burn::tensor::Device,
+    out: &std::path::Path,
+    batches: &[ape_training::data::Batch],
+) -> Vec<f32> {
+    let mut trainer =
+        Trainer::new(config.clone(), meta.clone(), device.clone(), out, false).unwrap();
+    batches
+        .iter()
+        .map(|b| trainer.train_step(b).total)
+        .collect()
+}
+
+/// ape's ops train to burn's losses within 1e-3 (relative above 1).
+fn assert_losses_agree(ape: &[f32], burn: &[f32], what: &str) {
+    eprintln!("{what}\nburn {burn:?}\nape  {ape:?}");
+    for (a, b) in ape.iter().zip(burn) {
+        assert!(
+            (a - b).abs() <= 1e-3 * b.abs().max(1.0),
+            "{what}: {ape:?} vs {burn:?}"
+        );
     }
 }
 
@@ -702,29 +712,12 @@ fn the_cube_kernels_give_the_losses_of_burns_on_wgpu() {
     let batches: Vec<_> = (0..4).map(|s| make_batch(&config, &scans, s)).collect();
     let losses = |cube: bool| -> Vec<f32> {
         ape::model::ops::set_cube_kernels(cube);
-        let mut trainer = Trainer::new(
-            config.clone(),
-            meta.clone(),
-            gpu.device.clone(),
-            dir.path(),
-            false,
-        )
-        .unwrap();
-        batches
-            .iter()
-            .map(|b| trainer.train_step(b).total)
-            .collect()
+        losses_of_a_fresh_run(&config, &meta, &gpu.device, dir.path(), &batches)
     };
     let burn = losses(false);
     let ape = losses(true);
     ape::model::ops::set_cube_kernels(false);
-    eprintln!("{}\nburn {burn:?}\nape  {ape:?}", gpu.description);
-    for (a, b) in ape.iter().zip(&burn) {
-        assert!(
-            (a - b).abs() <= 1e-3 * b.abs().max(1.0),
-            "{ape:?} vs {burn:?}"
-        );
-    }
+    assert_losses_agree(&ape, &burn, &gpu.description);
 }
 
 /// `ape-train average --input-spacing` writes the same weights embedding at the spacing given

@@ -26,7 +26,8 @@ use burn_cubecl::tensor::CubeTensor;
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
-use super::ConvGeometry;
+use super::kernels::ConvShape;
+use super::{ConvGeometry, conv_shape};
 
 /// Output channels (or input channels, for the input gradient) one thread computes: the
 /// largest of these that divides the count, so that every input value read serves several
@@ -299,50 +300,31 @@ fn weight_backward_kernel(
     }
 }
 
-/// An f32 tensor in row-major order, or `None` for other dtypes.
+/// An f32 tensor in row-major order (burn's `into_contiguous` returns one that already is as
+/// it is), or `None` for other dtypes.
 fn contiguous_f32(t: CubeTensor) -> Option<CubeTensor> {
-    if t.dtype != DType::F32 {
-        return None;
-    }
-    Some(if t.is_contiguous() {
-        t
-    } else {
-        into_contiguous(t)
-    })
+    (t.dtype == DType::F32).then(|| into_contiguous(t))
 }
 
-fn dims5(t: &CubeTensor) -> Option<[usize; 5]> {
-    t.meta.shape().as_slice().try_into().ok()
+/// The convolution's shape, checked, when the window fits the padded input along every axis
+/// (burn's convolution reports the error otherwise).
+fn shape_of(x: &CubeTensor, w: &CubeTensor, g: ConvGeometry) -> Option<ConvShape> {
+    let shape = conv_shape(x.meta.shape().as_slice(), w.meta.shape().as_slice(), g)?;
+    shape
+        .input
+        .iter()
+        .all(|&n| n + 2 * g.padding >= shape.kernel)
+        .then_some(shape)
 }
 
-/// The output's spatial size, or `None` when the window does not fit.
-fn output_size(input: usize, kernel: usize, g: ConvGeometry) -> Option<usize> {
-    (input + 2 * g.padding)
-        .checked_sub(kernel)
-        .map(|n| n / g.stride.max(1) + 1)
+/// Whether `grad` has the shape of the convolution's output.
+fn is_output_of(grad: &CubeTensor, shape: &ConvShape) -> bool {
+    grad.meta.shape().as_slice() == shape.output_dims()
 }
 
-/// The convolution's shapes, checked: `x` `[b, cin, d, h, w]`, `w` `[cout, cin, k, k, k]`;
-/// returns `(x dims, w dims, output dims)`.
-fn shapes(
-    x: &CubeTensor,
-    w: &CubeTensor,
-    g: ConvGeometry,
-) -> Option<([usize; 5], [usize; 5], [usize; 5])> {
-    let xs = dims5(x)?;
-    let ws = dims5(w)?;
-    let k = ws[2];
-    if g.stride == 0 || ws[1] != xs[1] || ws[3] != k || ws[4] != k || k == 0 {
-        return None;
-    }
-    let out = [
-        xs[0],
-        ws[0],
-        output_size(xs[2], k, g)?,
-        output_size(xs[3], k, g)?,
-        output_size(xs[4], k, g)?,
-    ];
-    Some((xs, ws, out))
+fn weight_dims(shape: &ConvShape) -> [usize; 5] {
+    let k = shape.kernel;
+    [shape.cout, shape.cin, k, k, k]
 }
 
 fn empty_like(template: &CubeTensor, dims: [usize; 5]) -> CubeTensor {
@@ -366,11 +348,12 @@ const FORWARD_RUN: usize = 4;
 
 /// `conv3d(x, w)`; `None` when declined.
 pub fn forward(x: CubeTensor, w: CubeTensor, g: ConvGeometry) -> Option<CubeTensor> {
-    let (_, ws, out_dims) = shapes(&x, &w, g)?;
+    let shape = shape_of(&x, &w, g)?;
     let x = contiguous_f32(x)?;
     let w = contiguous_f32(w)?;
+    let out_dims = shape.output_dims();
     let out = empty_like(&x, out_dims);
-    let block = channel_block(ws[0]);
+    let block = channel_block(shape.cout);
     let run = FORWARD_RUN;
     let [b, cout, od, oh, ow] = out_dims;
     let units = b * (cout / block) * od * oh * ow.div_ceil(run);
@@ -379,7 +362,7 @@ pub fn forward(x: CubeTensor, w: CubeTensor, g: ConvGeometry) -> Option<CubeTens
     }
     let (count, dim) = grid(&x, units);
     // SAFETY: every index the kernel forms lies inside the contiguous tensors whose shapes
-    // `shapes` checked: thread positions past the work return first.
+    // `shape_of` checked: thread positions past the work return first.
     unsafe {
         forward_kernel::launch_unchecked(
             &x.client,
@@ -388,7 +371,7 @@ pub fn forward(x: CubeTensor, w: CubeTensor, g: ConvGeometry) -> Option<CubeTens
             x.clone().into_tensor_arg(),
             w.into_tensor_arg(),
             out.clone().into_tensor_arg(),
-            ws[2],
+            shape.kernel,
             g.stride,
             g.padding,
             block,
@@ -405,14 +388,15 @@ pub fn x_backward(
     grad: CubeTensor,
     g: ConvGeometry,
 ) -> Option<CubeTensor> {
-    let (xs, ws, out_dims) = shapes(&x, &w, g)?;
-    if dims5(&grad)? != out_dims {
+    let shape = shape_of(&x, &w, g)?;
+    if !is_output_of(&grad, &shape) {
         return None;
     }
     let w = contiguous_f32(w)?;
     let grad = contiguous_f32(grad)?;
+    let xs = shape.input_dims();
     let dx = empty_like(&grad, xs);
-    let block = channel_block(xs[1]);
+    let block = channel_block(shape.cin);
     let units = xs.iter().product::<usize>() / block;
     if units == 0 {
         return Some(dx);
@@ -427,7 +411,7 @@ pub fn x_backward(
             grad.clone().into_tensor_arg(),
             w.into_tensor_arg(),
             dx.clone().into_tensor_arg(),
-            ws[2],
+            shape.kernel,
             g.stride,
             g.padding,
             block,
@@ -446,15 +430,16 @@ pub fn weight_backward(
     grad: CubeTensor,
     g: ConvGeometry,
 ) -> Option<CubeTensor> {
-    let (_, ws, out_dims) = shapes(&x, &w, g)?;
-    if dims5(&grad)? != out_dims {
+    let shape = shape_of(&x, &w, g)?;
+    if !is_output_of(&grad, &shape) {
         return None;
     }
     let x = contiguous_f32(x)?;
     let grad = contiguous_f32(grad)?;
-    let block = channel_block(ws[0]);
+    let ws = weight_dims(&shape);
+    let block = channel_block(shape.cout);
     let per_share = ws.iter().product::<usize>() / block;
-    let rows = out_dims[0] * out_dims[2];
+    let rows = shape.batch * shape.output()[0];
     let shares = (WEIGHT_GRADIENT_THREADS / per_share.max(1)).clamp(1, rows.max(1));
     let partial = empty_like(&x, [shares, ws[0], ws[1], ws[2], ws[3] * ws[4]]);
     let (count, dim) = grid(&x, shares * per_share);
@@ -467,7 +452,7 @@ pub fn weight_backward(
             x.clone().into_tensor_arg(),
             grad.into_tensor_arg(),
             partial.clone().into_tensor_arg(),
-            ws[2],
+            shape.kernel,
             g.stride,
             g.padding,
             shares,
