@@ -129,6 +129,9 @@ pub struct CpuNet {
     pub(super) context_downs: Vec<CpuLayer>,
     pub(super) context_levels: Vec<Vec<CpuLayer>>,
     pub(super) heads: Vec<CpuLayer>,
+    /// The sigmoid output's scale per channel (`ApeNetConfig::output_scale`), applied after
+    /// the heads are summed; `None`: the output batch norm, folded into the heads.
+    pub(super) output_scale: Option<Vec<f32>>,
     /// Whether convolutions may use the AVX-512 kernel where the CPU has it (else `gemm`
     /// only; tests compare the two).
     pub(super) wide_kernel: bool,
@@ -222,6 +225,14 @@ impl CpuNet {
             if head.len() == out.len() {
                 for (o, h) in out.iter_mut().zip(&head) {
                     *o += h;
+                }
+            }
+        }
+        if let Some(scale) = &self.output_scale {
+            let cells = out.len() / channels.max(1);
+            for (channel, &s) in out.chunks_exact_mut(cells.max(1)).zip(scale) {
+                for v in channel {
+                    *v = s / (1.0 + (-*v).exp());
                 }
             }
         }

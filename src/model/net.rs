@@ -1,5 +1,6 @@
 //! The APE network: a 4×4×4 stride-4 stem, a compact UNet at 1/4 resolution, and a batch norm
-//! without affine parameters before the 3-channel output (method.md).
+//! without affine parameters before the 3-channel output (method.md), or instead a sigmoid
+//! times a learned scale (`ApeNetConfig::output_scale`, the reference code's output).
 //!
 //! Widths default to 16, 32, 64 over three levels with two 3×3×3 convolutions each (about 0.5 M
 //! parameters): small enough to train on a 2-core CPU in hours, and a receptive field of about
@@ -9,7 +10,7 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig3d};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, activation};
 
 use super::cpu_net::{CpuLayer, CpuNet, FoldedNorm};
 use super::norm::{PlainBatchNorm, PlainBatchNormConfig};
@@ -42,6 +43,11 @@ pub struct ApeNetConfig {
     /// zero and only the stem's first input channel counts. `None` (model files from before):
     /// one input channel.
     pub mask_channel: Option<f32>,
+    /// The output layer. `None` (model files from before): a batch norm without affine
+    /// parameters (method.md), whose statistics are one scan's crops in training and a running
+    /// average at inference. `Some(s)`: a sigmoid times a learned scale per channel starting at
+    /// `s`, as the reference code's output: the same function in training and at inference.
+    pub output_scale: Option<f32>,
 }
 
 struct LayerCost {
@@ -98,7 +104,10 @@ pub struct ApeNet {
     ups: Vec<ConvBlock>,
     decoders: Vec<Level>,
     head: Conv3d,
-    out_norm: PlainBatchNorm,
+    /// The output batch norm (`ApeNetConfig::output_scale` is `None`).
+    out_norm: Option<PlainBatchNorm>,
+    /// The sigmoid output's learned scale per channel (`ApeNetConfig::output_scale` is `Some`).
+    out_scale: Option<Param<Tensor<1>>>,
     /// Stride-2 downsamplings into each context level (empty without them).
     context_downs: Vec<ConvBlock>,
     context_levels: Vec<Level>,
@@ -263,6 +272,13 @@ impl ApeNetConfig {
         if self.out_channels == 0 {
             return Err("out_channels must be positive".to_owned());
         }
+        if let Some(scale) = self.output_scale
+            && !(scale.is_finite() && scale > 0.0)
+        {
+            return Err(format!(
+                "the output's starting scale {scale} must be finite and positive"
+            ));
+        }
         if let Some(value) = self.mask_channel {
             // Inside the window's range it would mark tissue as masked, at inference too.
             if !value.is_finite() || (0.0..=1.0).contains(&value) {
@@ -307,7 +323,13 @@ impl ApeNetConfig {
                 .map(|&width| level(width, 2 * width))
                 .collect(),
             head: Conv3dConfig::new([w[0], self.out_channels], [1, 1, 1]).init(device),
-            out_norm: PlainBatchNormConfig::new(self.out_channels).init(device),
+            out_norm: self
+                .output_scale
+                .is_none()
+                .then(|| PlainBatchNormConfig::new(self.out_channels).init(device)),
+            out_scale: self
+                .output_scale
+                .map(|s| Param::from_tensor(Tensor::full([self.out_channels], s, device))),
             context_downs: std::iter::once(w[w.len() - 1])
                 .chain(self.context().iter().copied())
                 .collect::<Vec<_>>()
@@ -341,6 +363,7 @@ impl ApeNetConfig {
         let mask = self.mask_channel == bigger.mask_channel || self.mask_channel.is_none();
         context
             && mask
+            && self.output_scale.is_some() == bigger.output_scale.is_some()
             && self != bigger
             && self.widths == bigger.widths
             && self.convs_per_level == bigger.convs_per_level
@@ -402,7 +425,19 @@ impl ApeNet {
         for (level, head) in level_outputs {
             out = out + (0..level).fold(head, |h, _| upsample_linear2(h));
         }
-        self.out_norm.forward(out)
+        self.output(out)
+    }
+
+    /// The output layer on the summed heads: the batch norm, or the scaled sigmoid.
+    fn output(&self, out: Tensor<5>) -> Tensor<5> {
+        match (&self.out_norm, &self.out_scale) {
+            (_, Some(scale)) => {
+                let channels = scale.dims()[0];
+                activation::sigmoid(out) * scale.val().reshape([1, channels, 1, 1, 1])
+            }
+            (Some(norm), None) => norm.forward(out),
+            (None, None) => out,
+        }
     }
 
     /// This network grown into `config` (see [`ApeNetConfig::grows_into`]): its own modules
@@ -444,6 +479,7 @@ impl ApeNet {
             decoders: self.decoders,
             head: self.head,
             out_norm: self.out_norm,
+            out_scale: self.out_scale,
             ..fresh
         };
         if own.context() == config.context() {
@@ -625,16 +661,21 @@ impl ApeNet {
         if let Some(bias) = &self.head.bias {
             push(&mut out, "head.bias".to_owned(), bias.val());
         }
-        push(
-            &mut out,
-            "out_norm.running_mean".to_owned(),
-            self.out_norm.running_mean.value(),
-        );
-        push(
-            &mut out,
-            "out_norm.running_var".to_owned(),
-            self.out_norm.running_var.value(),
-        );
+        if let Some(norm) = &self.out_norm {
+            push(
+                &mut out,
+                "out_norm.running_mean".to_owned(),
+                norm.running_mean.value(),
+            );
+            push(
+                &mut out,
+                "out_norm.running_var".to_owned(),
+                norm.running_var.value(),
+            );
+        }
+        if let Some(scale) = &self.out_scale {
+            push(&mut out, "out_scale".to_owned(), scale.val());
+        }
         out
     }
 }
@@ -657,14 +698,18 @@ impl ApeNet {
         for block in blocks {
             block.norm.momentum = momentum;
         }
-        self.out_norm.momentum = momentum;
+        if let Some(norm) = &mut self.out_norm {
+            norm.momentum = momentum;
+        }
         self
     }
 
     /// The same network with its output norm fixed to its running statistics in training too
     /// (`fixed`), or back to batch statistics in training.
     pub fn with_fixed_output_norm(mut self, fixed: bool) -> Self {
-        self.out_norm.fixed = fixed;
+        if let Some(norm) = &mut self.out_norm {
+            norm.fixed = fixed;
+        }
         self
     }
 
@@ -704,13 +749,29 @@ impl ApeNet {
             .as_ref()
             .map(|b| values(b.val()))
             .transpose()?;
-        let out_norm = FoldedNorm::new(
-            &values(self.out_norm.running_mean.value())?,
-            &values(self.out_norm.running_var.value())?,
-            self.out_norm.epsilon,
-            None,
-            bias.as_deref(),
-        );
+        // The batch norm folds into the head; the sigmoid output keeps the head as it is (its
+        // bias only) and is applied after the level heads are summed in.
+        let out_norm = match &self.out_norm {
+            Some(norm) => FoldedNorm::new(
+                &values(norm.running_mean.value())?,
+                &values(norm.running_var.value())?,
+                norm.epsilon,
+                None,
+                bias.as_deref(),
+            ),
+            None => FoldedNorm::new(
+                &vec![0.0; cout],
+                &vec![1.0; cout],
+                0.0,
+                None,
+                bias.as_deref(),
+            ),
+        };
+        let output_scale = self
+            .out_scale
+            .as_ref()
+            .map(|scale| values(scale.val()))
+            .transpose()?;
         Ok(CpuNet {
             stem: block_reading(&self.stem, 1)?,
             encoders: self.encoders.iter().map(level).collect::<Result<_, _>>()?,
@@ -748,6 +809,7 @@ impl ApeNet {
                     CpuLayer::conv_norm(&values(weight)?, [cout, cin, kernel], &scaled, false)
                 })
                 .collect::<Result<_, _>>()?,
+            output_scale,
             wide_kernel: true,
         })
     }
@@ -1021,5 +1083,78 @@ mod tests {
             let apart = relative(a, b);
             assert!(apart < 1e-4, "{name}: {apart} of its largest");
         }
+    }
+
+    /// The reference code's output: a scaled sigmoid, within (0, scale) in training and at
+    /// inference alike (no batch statistics); `cpu_net` computes it, level heads included; its
+    /// scale learns; a model file keeps it; a batch-norm network does not grow into it.
+    #[test]
+    fn a_sigmoid_output_stays_within_its_learned_scale_and_cpu_net_follows() {
+        let device = crate::model::backend::cpu().device;
+        let config = ApeNetConfig::new()
+            .with_context_widths(Some(vec![32]))
+            .with_output_scale(Some(4.0));
+        assert!(config.validate().is_ok());
+        assert!(
+            config
+                .clone()
+                .with_output_scale(Some(0.0))
+                .validate()
+                .is_err()
+        );
+        assert!(!ApeNetConfig::new().grows_into(&config));
+        let mut net = {
+            // Seeded draws, not interleaved with another test's; released before loading below.
+            let _init = crate::model::weights::init_lock();
+            device.seed(5);
+            config.init(&device).with_random_heads(&device)
+        };
+        assert!(net.out_norm.is_none());
+        let scales = [2.0f32, 3.0, 5.0];
+        net.out_scale = Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(scales.to_vec(), [3]),
+            &device,
+        )));
+        let names: Vec<String> = net.named_tensors().into_iter().map(|t| t.name).collect();
+        assert!(names.contains(&"out_scale".to_owned()));
+        assert!(!names.iter().any(|n| n.starts_with("out_norm")));
+
+        let dims = [64usize, 64, 64];
+        let input = image(dims);
+        let inference = read(net.forward(network_input(&input, dims, &device)));
+        let cells = inference.len() / 3;
+        for (c, channel) in inference.chunks_exact(cells).enumerate() {
+            assert!(channel.iter().all(|&v| v > 0.0 && v < scales[c]));
+            let spread = channel.iter().fold(0.0f32, |m, &v| m.max(v))
+                - channel.iter().fold(f32::MAX, |m, &v| m.min(v));
+            assert!(spread > 1e-3, "channel {c} is constant");
+        }
+        let ours = net.cpu_inference().unwrap().forward(&input, dims);
+        let apart = relative(&inference, &ours);
+        assert!(apart < 1e-4, "cpu_net: {apart}");
+
+        let autodiff = device.clone().autodiff();
+        let training = net.clone().to_device(&autodiff).train();
+        let out = training.forward(network_input(&input, dims, &autodiff));
+        // The hidden blocks use batch statistics here; the output layer none.
+        for (c, channel) in read(out.clone()).chunks_exact(cells).enumerate() {
+            assert!(channel.iter().all(|&v| v > 0.0 && v < scales[c]));
+        }
+        let grads = out.sum().backward();
+        let scale_grad = training
+            .out_scale
+            .as_ref()
+            .and_then(|s| s.val().grad(&grads))
+            .map(|g| g.into_data().try_into_vec::<f32>().unwrap());
+        assert!(scale_grad.is_some_and(|g| g.iter().all(|&v| v > 0.0)));
+
+        let meta = crate::model::ModelMeta {
+            net: config,
+            ..crate::model::ModelMeta::fresh("sigmoid output".to_owned())
+        };
+        let bytes = crate::model::ApeModel::new(net, meta).to_bytes().unwrap();
+        let back = crate::model::ApeModel::from_bytes(&bytes, "sigmoid.apemodel", &device).unwrap();
+        let again = read(back.net.forward(network_input(&input, dims, &device)));
+        assert!(relative(&inference, &again) < 1e-7);
     }
 }

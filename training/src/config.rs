@@ -160,6 +160,11 @@ pub struct TrainConfig {
     /// and offset are then the network's own in training and inference alike.
     #[config(default = false)]
     pub fixed_output_norm: bool,
+    /// The network's output as the reference code's: a sigmoid times a learned scale per
+    /// channel starting at this value (`ApeNetConfig::output_scale`), the same in training and
+    /// inference, instead of the batch norm over each step's crops (method.md). `None`: the
+    /// batch norm.
+    pub output_scale: Option<f32>,
 }
 
 impl TrainConfig {

@@ -259,7 +259,8 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let meta = ModelMeta {
         net: ape::model::ApeNetConfig::new()
             .with_context_widths(config.context_widths.clone())
-            .with_mask_channel(config.mask_channel.then_some(config.mask_value)),
+            .with_mask_channel(config.mask_channel.then_some(config.mask_value))
+            .with_output_scale(config.output_scale),
         trained: true,
         held_out: args
             .hold_out

@@ -119,6 +119,55 @@ fn a_few_steps_lower_the_loss() {
     );
 }
 
+/// A network with the reference code's sigmoid output trains on the same recipe: the loss on
+/// one batch falls, the output scale learns, and a copy loads with it.
+#[test]
+fn a_sigmoid_output_trains_and_its_scale_learns() {
+    let Some(path) = shared_scan("a_sigmoid_output_trains_and_its_scale_learns") else {
+        return;
+    };
+    let _serial = one_at_a_time();
+    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config()
+        .with_augment(false)
+        .with_output_scale(Some(6.0));
+    let mut model_meta = meta();
+    model_meta.net = model_meta.net.with_output_scale(config.output_scale);
+    let device = backend::cpu().device;
+    let mut trainer = Trainer::new(
+        config.clone(),
+        model_meta,
+        device.clone(),
+        dir.path(),
+        false,
+    )
+    .unwrap();
+    let scale = |t: &Trainer| -> Vec<f32> {
+        let named = t.model().net.named_tensors();
+        assert!(!named.iter().any(|n| n.name.starts_with("out_norm")));
+        named
+            .into_iter()
+            .find(|n| n.name == "out_scale")
+            .expect("a learned output scale")
+            .values
+    };
+    assert_eq!(scale(&trainer), vec![6.0; 3]);
+    let batch = make_batch(&config, &scans, 3);
+    let losses: Vec<f32> = (0..12).map(|_| trainer.train_step(&batch).total).collect();
+    eprintln!("losses: {losses:?}");
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert!(
+        losses[11] < 0.8 * losses[0],
+        "loss did not fall: {losses:?}"
+    );
+    assert!(
+        scale(&trainer).iter().all(|&s| s != 6.0),
+        "the scale learns nothing"
+    );
+    assert_copies_load(&trainer, dir.path(), &device);
+}
+
 #[test]
 fn a_resumed_run_gives_exactly_the_next_loss() {
     let Some(path) = shared_scan("a_resumed_run_gives_exactly_the_next_loss") else {
