@@ -60,7 +60,9 @@ class ApeNet(nn.Module):
             skips.append(x)
         skips.pop()
         for depth in reversed(range(len(self.decoders))):
-            up = self.ups[depth](nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+            # The up block (1x1x1 conv, batch norm, ReLU) commutes with nearest upsampling:
+            # run at the lower resolution, as ape does.
+            up = nn.functional.interpolate(self.ups[depth](x), scale_factor=2, mode="nearest")
             x = self.decoders[depth](torch.cat([up, skips.pop()], 1))
         return self.out_norm(self.head(x))
 

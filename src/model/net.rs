@@ -414,7 +414,10 @@ impl ApeNet {
             }
         }
         for (depth, decoder) in self.decoders.iter().enumerate().rev() {
-            let up = self.ups[depth].forward(upsample_nearest2(x)); // [b, w_depth, …×2]
+            // Convolution 1×1×1, batch norm and ReLU commute with nearest upsampling (each value
+            // repeated 8 times leaves the batch statistics as they are): run them at the lower
+            // resolution, on an eighth of the voxels, as cpu_net does.
+            let up = upsample_nearest2(self.ups[depth].forward(x)); // [b, w_depth, …×2]
             let skip = skips.pop().unwrap_or_else(|| up.clone());
             x = decoder.forward(Tensor::cat(vec![up, skip], 1));
             if depth > 0 && !self.heads.is_empty() {

@@ -221,17 +221,18 @@ fn same_each(
     let dims = s.input;
     let voxels: usize = dims.iter().product();
     let mut out = vec![0.0f32; s.batch * out_channels * voxels];
-    let mut pool = Pool::default();
-    for (item, dst) in input
-        .chunks_exact(channels * voxels)
-        .zip(out.chunks_exact_mut(out_channels * voxels))
-    {
-        let padded = to_padded(item, channels, dims, &mut pool);
-        let result = same_conv(layer, &[&padded], &mut pool, path == Path::Fastest);
-        from_padded(&result, dst);
-        pool.give(padded);
-        pool.give(result);
-    }
+    // Batch items in parallel too (each convolution is parallel over its tiles inside): on the
+    // small levels one item's tiles are too few to keep both threads busy between regions.
+    input
+        .par_chunks_exact(channels * voxels)
+        .zip(out.par_chunks_exact_mut(out_channels * voxels))
+        .for_each_init(Pool::default, |pool, (item, dst)| {
+            let padded = to_padded(item, channels, dims, pool);
+            let result = same_conv(layer, &[&padded], pool, path == Path::Fastest);
+            from_padded(&result, dst);
+            pool.give(padded);
+            pool.give(result);
+        });
     out
 }
 
@@ -240,14 +241,16 @@ fn same_weight_backward(s: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
     let dims = s.input;
     let voxels: usize = dims.iter().product();
     let (cin, cout) = (s.cin, s.cout);
-    let mut pool = Pool::default();
+    // Items in parallel, as in `same_each`.
     let xs: Vec<Padded> = x
-        .chunks_exact(cin * voxels)
-        .map(|item| to_padded(item, cin, dims, &mut pool))
+        .par_chunks_exact(cin * voxels)
+        .map_init(Pool::default, |pool, item| to_padded(item, cin, dims, pool))
         .collect();
     let gs: Vec<Padded> = grad
-        .chunks_exact(cout * voxels)
-        .map(|item| to_padded(item, cout, dims, &mut pool))
+        .par_chunks_exact(cout * voxels)
+        .map_init(Pool::default, |pool, item| {
+            to_padded(item, cout, dims, pool)
+        })
         .collect();
     let Some(first) = xs.first() else {
         return vec![0.0; cout * cin * 27];
@@ -319,24 +322,31 @@ fn same_weight_backward(s: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
 }
 
 /// The im2col matrix of one batch item for a patch convolution: row-major `[K × P]`, row
-/// `((ci·s + a)·s + b)·s + c`, column the output voxel.
+/// `((ci·s + a)·s + b)·s + c`, column the output voxel. The s rows of one (ci, a, b) are filled
+/// together, each input line read once and dealt out to them (a row alone would read every
+/// s-th value: s times the memory traffic).
 fn im2col(s: &ConvShape, item: &[f32], col: &mut [f32]) {
     let k = s.kernel;
     let [d, h, w] = s.input;
     let [od, oh, ow] = s.output();
     let p = od * oh * ow;
-    col.par_chunks_mut(p).enumerate().for_each(|(row, dst)| {
-        let (ci, a, b, c) = (row / (k * k * k), row / (k * k) % k, row / k % k, row % k);
-        for oz in 0..od {
-            for oy in 0..oh {
-                let from = ((ci * d + oz * k + a) * h + oy * k + b) * w + c;
-                let to = &mut dst[(oz * oh + oy) * ow..][..ow];
-                for (ox, v) in to.iter_mut().enumerate() {
-                    *v = item[from + ox * k];
+    col.par_chunks_mut(k * p)
+        .enumerate()
+        .for_each(|(group, rows)| {
+            let (ci, a, b) = (group / (k * k), group / k % k, group % k);
+            for oz in 0..od {
+                for oy in 0..oh {
+                    let from = ((ci * d + oz * k + a) * h + oy * k + b) * w;
+                    let line = &item[from..from + ow * k];
+                    let at = (oz * oh + oy) * ow;
+                    for (ox, patch) in line.chunks_exact(k).enumerate() {
+                        for (c, v) in patch.iter().enumerate() {
+                            rows[c * p + at + ox] = *v;
+                        }
+                    }
                 }
             }
-        }
-    });
+        });
 }
 
 /// The inverse of [`im2col`]: adds nothing, each input voxel is in one patch at most (voxels
