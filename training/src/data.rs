@@ -505,7 +505,7 @@ fn blur_axis(v: &[f32], size: [usize; 3], kernel: &[f32], axis: usize) -> Vec<f3
 fn normal_table() -> &'static [f32] {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     TABLE.get_or_init(|| {
-        let mut rng = SmallRng::seed_from_u64(0x6E6F_6973_65);
+        let mut rng = SmallRng::seed_from_u64(0x006E_6F69_7365);
         (0..1 << 16)
             .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
             .collect()
