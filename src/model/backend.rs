@@ -103,9 +103,9 @@ pub fn cpu() -> ComputeDevice {
 /// A training step on the CPU allocates and frees hundreds of tensors of 1–30 MB. By default
 /// glibc serves blocks past its (adaptive) threshold with `mmap` and returns them with `munmap`,
 /// so every new tensor starts on fresh pages: page faults and zeroing by the kernel, 5 % of a
-/// step's profile. With the heap keeping them, a step at 4 crop pairs took 164–167 ms instead of
-/// 171–175 (Session 18 of training/README.md). Costs a few hundred MB of resident memory that
-/// the process would soon ask for again anyway.
+/// step's profile. With the heap keeping them the 8-pair bench step went from 2.48 to 2.76
+/// steps/s (medians of four alternations; 4 pairs level), Session 18 of training/README.md.
+/// Costs a few hundred MB of resident memory that the process would soon ask for again anyway.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -538,7 +538,7 @@ fn pow_approx(x: f32, gamma: f32) -> f32 {
 
 #[cfg(test)]
 mod tests {
-    use super::{normal_table, pow_approx};
+    use super::*;
 
     #[test]
     fn the_approximate_power_follows_powf() {
@@ -576,8 +576,6 @@ mod tests {
         let beyond_two = t.iter().filter(|v| v.abs() > 2.0).count() as f64 / n;
         assert!((beyond_two - 0.0455).abs() < 0.005, "{beyond_two}");
     }
-
-    use super::*;
 
     #[test]
     fn the_blur_equals_a_clamped_convolution_even_with_kernels_longer_than_a_line() {

@@ -108,9 +108,13 @@ fn a_few_steps_lower_the_loss() {
         false,
     )
     .unwrap();
-    // The same batch again and again: the loss on it must fall.
-    let batch = make_batch(&config, &scans, 3);
-    let losses: Vec<f32> = (0..12).map(|_| trainer.train_step(&batch).total).collect();
+    assert_one_batch_is_learned(&mut trainer, &make_batch(&config, &scans, 3));
+}
+
+/// The same batch again and again: twelve steps on it lower its loss by a fifth, every loss
+/// finite.
+fn assert_one_batch_is_learned(trainer: &mut Trainer, batch: &ape_training::data::Batch) {
+    let losses: Vec<f32> = (0..12).map(|_| trainer.train_step(batch).total).collect();
     eprintln!("losses: {losses:?}");
     assert!(losses.iter().all(|l| l.is_finite()));
     assert!(
@@ -153,14 +157,7 @@ fn a_sigmoid_output_trains_and_its_scale_learns() {
             .values
     };
     assert_eq!(scale(&trainer), vec![6.0; 3]);
-    let batch = make_batch(&config, &scans, 3);
-    let losses: Vec<f32> = (0..12).map(|_| trainer.train_step(&batch).total).collect();
-    eprintln!("losses: {losses:?}");
-    assert!(losses.iter().all(|l| l.is_finite()));
-    assert!(
-        losses[11] < 0.8 * losses[0],
-        "loss did not fall: {losses:?}"
-    );
+    assert_one_batch_is_learned(&mut trainer, &make_batch(&config, &scans, 3));
     assert!(
         scale(&trainer).iter().all(|&s| s != 6.0),
         "the scale learns nothing"
