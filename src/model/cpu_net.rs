@@ -43,6 +43,9 @@ pub struct CpuLayer {
     tap_major: Vec<f32>,
     shift: Vec<f32>,
     relu: bool,
+    /// A layer norm over the output's channels, then a ReLU (`BlockNorm::Layer`): applied
+    /// after the convolution, whose `shift` is then zero and `relu` off.
+    channel_norm: Option<ChannelNorm>,
 }
 
 impl CpuLayer {
@@ -77,11 +80,77 @@ impl CpuLayer {
             tap_major,
             shift: norm.shift.clone(),
             relu,
+            channel_norm: None,
+        })
+    }
+
+    /// A convolution without bias followed by a layer norm over its output channels and a ReLU.
+    pub fn conv_layer_norm(
+        weight: &[f32],
+        [cout, cin, kernel]: [usize; 3],
+        norm: ChannelNorm,
+    ) -> Result<Self, String> {
+        if norm.gamma.len() != cout || norm.beta.len() != cout {
+            return Err(format!(
+                "a layer norm of {} channels after a convolution of {cout}",
+                norm.gamma.len()
+            ));
+        }
+        let identity = FoldedNorm {
+            scale: vec![1.0; cout],
+            shift: vec![0.0; cout],
+        };
+        Ok(Self {
+            channel_norm: Some(norm),
+            ..Self::conv_norm(weight, [cout, cin, kernel], &identity, false)?
         })
     }
 
     fn k(&self) -> usize {
         self.cin * self.kernel.pow(3)
+    }
+}
+
+/// A layer norm over channels in each voxel: `y = (x − mean) / √(var + ε) · gamma + beta`.
+#[derive(Debug, Clone)]
+pub struct ChannelNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+    pub epsilon: f32,
+}
+
+impl ChannelNorm {
+    /// Normalises every interior position of `act` (channels-last, so one contiguous run of
+    /// channels each), then ReLU; the zero border stays zero.
+    fn apply_relu(&self, act: &mut Padded) {
+        let [z, y, x] = act.dims;
+        let (zs, ys) = act.strides();
+        let c = act.channels;
+        if c != self.gamma.len() {
+            return;
+        }
+        act.data
+            .par_chunks_mut(zs * c)
+            .enumerate()
+            .filter(|(k, _)| (1..=z).contains(k))
+            .for_each(|(_, plane)| {
+                for j in 1..=y {
+                    let row = &mut plane[(j * ys + 1) * c..(j * ys + 1 + x) * c];
+                    for values in row.chunks_exact_mut(c) {
+                        self.normalise_relu(values);
+                    }
+                }
+            });
+    }
+
+    fn normalise_relu(&self, values: &mut [f32]) {
+        let n = values.len() as f32;
+        let mean = values.iter().sum::<f32>() / n;
+        let variance = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let inv = 1.0 / (variance + self.epsilon).sqrt();
+        for ((v, g), b) in values.iter_mut().zip(&self.gamma).zip(&self.beta) {
+            *v = ((*v - mean) * inv * g + b).max(0.0);
+        }
     }
 }
 
@@ -651,6 +720,9 @@ pub(in crate::model) fn same_conv(
         activate(values, &layer.shift, layer.relu);
     });
     out.zero_borders();
+    if let Some(norm) = &layer.channel_norm {
+        norm.apply_relu(&mut out);
+    }
     out
 }
 
@@ -743,6 +815,9 @@ fn strided_conv(
             }
         },
     );
+    if let Some(norm) = &layer.channel_norm {
+        norm.apply_relu(&mut out);
+    }
     out
 }
 

@@ -20,5 +20,5 @@ pub mod resize;
 mod test_values;
 pub mod weights;
 
-pub use net::{ApeNet, ApeNetConfig};
+pub use net::{ApeNet, ApeNetConfig, BlockNorm};
 pub use weights::{ApeModel, ModelError, ModelMeta};

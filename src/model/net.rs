@@ -12,7 +12,7 @@ use burn::nn::conv::{Conv3d, Conv3dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig3d};
 use burn::tensor::{Device, Tensor, activation};
 
-use super::cpu_net::{CpuLayer, CpuNet, FoldedNorm};
+use super::cpu_net::{ChannelNorm, CpuLayer, CpuNet, FoldedNorm};
 use super::norm::{PlainBatchNorm, PlainBatchNormConfig};
 
 #[derive(Config, Debug, PartialEq)]
@@ -48,6 +48,22 @@ pub struct ApeNetConfig {
     /// average at inference. `Some(s)`: a sigmoid times a learned scale per channel starting at
     /// `s`, as the reference code's output: the same function in training and at inference.
     pub output_scale: Option<f32>,
+    /// The norm after each convolution. `None` (model files from before): batch norms
+    /// ([`BlockNorm::Batch`], method.md).
+    pub block_norm: Option<BlockNorm>,
+}
+
+/// The norm of every convolution block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum BlockNorm {
+    /// Batch norm: each channel over the batch's voxels in training (one scan's crops), over
+    /// running averages at inference (method.md).
+    Batch,
+    /// Layer norm over channels, voxel by voxel, as the reference code's blocks: the same
+    /// function in training and at inference, whatever the batch. Its affine parameters are
+    /// the block's batch-norm `gamma` and `beta` (its running statistics stay unused), so
+    /// model files keep one layout.
+    Layer,
 }
 
 struct LayerCost {
@@ -55,15 +71,25 @@ struct LayerCost {
     flops: u64,
 }
 
-/// Convolution, batch norm, ReLU.
+/// Convolution, norm ([`BlockNorm`]), ReLU.
 #[derive(Module, Debug)]
 pub struct ConvBlock {
     conv: Conv3d,
+    /// The batch norm, or with `layer_norm` the layer norm's affine parameters.
     norm: BatchNorm,
+    /// [`BlockNorm::Layer`]: normalise over channels instead of over the batch.
+    #[module(skip)]
+    layer_norm: bool,
 }
 
 impl ConvBlock {
-    fn new(input: usize, output: usize, kernel: usize, stride: usize, device: &Device) -> Self {
+    fn new(
+        [input, output]: [usize; 2],
+        kernel: usize,
+        stride: usize,
+        norm: BlockNorm,
+        device: &Device,
+    ) -> Self {
         let padding = if stride == 1 { kernel / 2 } else { 0 };
         Self {
             conv: Conv3dConfig::new([input, output], [kernel; 3])
@@ -72,12 +98,33 @@ impl ConvBlock {
                 .with_bias(false)
                 .init(device),
             norm: BatchNormConfig::new(output).init(device),
+            layer_norm: norm == BlockNorm::Layer,
         }
     }
 
     fn forward(&self, x: Tensor<5>) -> Tensor<5> {
-        super::ops::norm::batch_norm(&self.norm, convolve(&self.conv, x), true)
+        let x = convolve(&self.conv, x);
+        if self.layer_norm {
+            activation::relu(channel_layer_norm(
+                x,
+                self.norm.gamma.val(),
+                self.norm.beta.val(),
+                self.norm.epsilon,
+            ))
+        } else {
+            super::ops::norm::batch_norm(&self.norm, x, true)
+        }
     }
+}
+
+/// Layer norm over the channels of each voxel of `[b, c, z, y, x]`, then `gamma`, `beta` per
+/// channel. burn's own ops, so that it differentiates on every backend.
+fn channel_layer_norm(x: Tensor<5>, gamma: Tensor<1>, beta: Tensor<1>, epsilon: f64) -> Tensor<5> {
+    let channels = gamma.dims()[0];
+    let centred = x.clone() - x.mean_dim(1);
+    let variance = centred.clone().powi_scalar(2).mean_dim(1);
+    let normalised = centred / variance.add_scalar(epsilon).sqrt();
+    normalised * gamma.reshape([1, channels, 1, 1, 1]) + beta.reshape([1, channels, 1, 1, 1])
 }
 
 #[derive(Module, Debug)]
@@ -129,6 +176,11 @@ impl ApeNetConfig {
     /// The stem's input channels: the image, and the mask channel where there is one.
     pub fn input_channels(&self) -> usize {
         1 + usize::from(self.mask_channel.is_some())
+    }
+
+    /// The blocks' norm.
+    pub fn norm(&self) -> BlockNorm {
+        self.block_norm.unwrap_or(BlockNorm::Batch)
     }
 
     /// All levels: the UNet's, then the context ones.
@@ -293,31 +345,21 @@ impl ApeNetConfig {
     pub fn init(&self, device: &Device) -> ApeNet {
         let w = &self.widths;
         let n = self.convs_per_level;
+        let norm = self.norm();
+        let block = |input: usize, output: usize, kernel: usize, stride: usize| {
+            ConvBlock::new([input, output], kernel, stride, norm, device)
+        };
         let level = |width: usize, first_input: usize| Level {
             blocks: (0..n)
-                .map(|i| {
-                    ConvBlock::new(
-                        if i == 0 { first_input } else { width },
-                        width,
-                        3,
-                        1,
-                        device,
-                    )
-                })
+                .map(|i| block(if i == 0 { first_input } else { width }, width, 3, 1))
                 .collect(),
         };
         ApeNet {
             mask_value: self.mask_channel,
-            stem: ConvBlock::new(self.input_channels(), w[0], 4, 4, device),
+            stem: block(self.input_channels(), w[0], 4, 4),
             encoders: w.iter().map(|&width| level(width, width)).collect(),
-            downs: w
-                .windows(2)
-                .map(|p| ConvBlock::new(p[0], p[1], 2, 2, device))
-                .collect(),
-            ups: w
-                .windows(2)
-                .map(|p| ConvBlock::new(p[1], p[0], 1, 1, device))
-                .collect(),
+            downs: w.windows(2).map(|p| block(p[0], p[1], 2, 2)).collect(),
+            ups: w.windows(2).map(|p| block(p[1], p[0], 1, 1)).collect(),
             decoders: w[..w.len() - 1]
                 .iter()
                 .map(|&width| level(width, 2 * width))
@@ -334,7 +376,7 @@ impl ApeNetConfig {
                 .chain(self.context().iter().copied())
                 .collect::<Vec<_>>()
                 .windows(2)
-                .map(|p| ConvBlock::new(p[0], p[1], 2, 2, device))
+                .map(|p| block(p[0], p[1], 2, 2))
                 .collect(),
             context_levels: self
                 .context()
@@ -364,6 +406,7 @@ impl ApeNetConfig {
         context
             && mask
             && self.output_scale.is_some() == bigger.output_scale.is_some()
+            && self.norm() == bigger.norm()
             && self != bigger
             && self.widths == bigger.widths
             && self.convs_per_level == bigger.convs_per_level
@@ -734,6 +777,14 @@ impl ApeNet {
             let [cout, cin, kernel, _, _] = weight.dims();
             let gamma = values(b.norm.gamma.val())?;
             let beta = values(b.norm.beta.val())?;
+            if b.layer_norm {
+                let norm = ChannelNorm {
+                    gamma,
+                    beta,
+                    epsilon: b.norm.epsilon as f32,
+                };
+                return CpuLayer::conv_layer_norm(&values(weight)?, [cout, cin, kernel], norm);
+            }
             let norm = FoldedNorm::new(
                 &values(b.norm.running_mean.value())?,
                 &values(b.norm.running_var.value())?,
@@ -1159,5 +1210,116 @@ mod tests {
         let back = crate::model::ApeModel::from_bytes(&bytes, "sigmoid.apemodel", &device).unwrap();
         let again = read(back.net.forward(network_input(&input, dims, &device)));
         assert!(relative(&inference, &again) < 1e-7);
+    }
+
+    /// Every block's norm parameters drawn at random (they start at 1 and 0), so that tests
+    /// see the affine terms at work.
+    fn with_random_norm_parameters(mut net: ApeNet, device: &Device) -> ApeNet {
+        let blocks = std::iter::once(&mut net.stem)
+            .chain(net.encoders.iter_mut().flat_map(|l| l.blocks.iter_mut()))
+            .chain(net.decoders.iter_mut().flat_map(|l| l.blocks.iter_mut()))
+            .chain(net.downs.iter_mut())
+            .chain(net.ups.iter_mut())
+            .chain(
+                net.context_levels
+                    .iter_mut()
+                    .flat_map(|l| l.blocks.iter_mut()),
+            )
+            .chain(net.context_downs.iter_mut());
+        for (i, block) in blocks.enumerate() {
+            let c = block.norm.gamma.dims()[0];
+            let draw = |seed: u64, offset: f32| {
+                let v: Vec<f32> = values(c, seed).iter().map(|v| v + offset).collect();
+                Param::from_tensor(Tensor::from_data(TensorData::new(v, [c]), device))
+            };
+            block.norm.gamma = draw(100 + i as u64, 0.5);
+            block.norm.beta = draw(200 + i as u64, -0.5);
+        }
+        net
+    }
+
+    #[test]
+    fn layer_norm_blocks_compute_the_same_in_training_and_inference_and_cpu_net_follows() {
+        let device = crate::model::backend::cpu().device;
+        let batch = ApeNetConfig::new().with_context_widths(Some(vec![32]));
+        for output_scale in [None, Some(4.0)] {
+            let config = batch
+                .clone()
+                .with_output_scale(output_scale)
+                .with_block_norm(Some(BlockNorm::Layer));
+            assert!(config.validate().is_ok());
+            assert!(
+                !batch
+                    .clone()
+                    .with_output_scale(output_scale)
+                    .grows_into(&config)
+            );
+            let net = {
+                let _init = crate::model::weights::init_lock();
+                device.seed(9);
+                config.init(&device).with_random_heads(&device)
+            };
+            let net = with_random_norm_parameters(net, &device);
+            assert!(net.stem.layer_norm && net.encoders[1].blocks[1].layer_norm);
+
+            let dims = [64usize, 64, 96];
+            let input = image(dims);
+            let inference = read(net.forward(network_input(&input, dims, &device)));
+            let ours = net.cpu_inference().unwrap().forward(&input, dims);
+            let apart = relative(&inference, &ours);
+            assert!(apart < 1e-4, "cpu_net, output {output_scale:?}: {apart}");
+
+            // Training mode: the blocks normalise as at inference, so with the sigmoid output
+            // (no batch statistics anywhere) the whole network computes the same values.
+            let autodiff = device.clone().autodiff();
+            let training = net.clone().to_device(&autodiff).train();
+            let out = training.forward(network_input(&input, dims, &autodiff));
+            if output_scale.is_some() {
+                let apart = relative(&inference, &read(out.clone()));
+                assert!(apart < 1e-5, "training against inference: {apart}");
+            }
+            let grads = (out.clone() * out).sum().backward();
+            let gamma = training.encoders[0].blocks[0].norm.gamma.val().grad(&grads);
+            let beta = training.decoders[0].blocks[1].norm.beta.val().grad(&grads);
+            for g in [gamma, beta] {
+                let g = g.map(|g| g.into_data().try_into_vec::<f32>().unwrap());
+                assert!(g.is_some_and(|g| g.iter().any(|v| v.abs() > 0.0)));
+            }
+
+            let meta = crate::model::ModelMeta {
+                net: config,
+                ..crate::model::ModelMeta::fresh("layer norm".to_owned())
+            };
+            let bytes = crate::model::ApeModel::new(net, meta).to_bytes().unwrap();
+            let back =
+                crate::model::ApeModel::from_bytes(&bytes, "layer-norm.apemodel", &device).unwrap();
+            assert!(back.net.stem.layer_norm);
+            let again = read(back.net.forward(network_input(&input, dims, &device)));
+            assert!(relative(&inference, &again) < 1e-7);
+        }
+    }
+
+    #[test]
+    fn the_channel_layer_norm_centres_and_scales_each_voxel_over_its_channels() {
+        let device = crate::model::backend::cpu().device;
+        let (c, cells) = (5usize, 2 * 3 * 4 * 2);
+        let x = Tensor::<5>::from_data(
+            TensorData::new(values(c * cells, 3), [2, c, 3, 4, 2]),
+            &device,
+        )
+        .mul_scalar(7.0);
+        let gamma = Tensor::<1>::from_data(TensorData::new(vec![2.0f32; c], [c]), &device);
+        let beta = Tensor::<1>::from_data(TensorData::new(vec![-1.0f32; c], [c]), &device);
+        let y = channel_layer_norm(x, gamma, beta, 1e-5)
+            .add_scalar(1.0)
+            .div_scalar(2.0);
+        let mean = read(y.clone().mean_dim(1));
+        let variance = read(y.powi_scalar(2).mean_dim(1));
+        assert_eq!(mean.len(), cells);
+        assert!(mean.iter().all(|m| m.abs() < 1e-5), "{mean:?}");
+        assert!(
+            variance.iter().all(|v| (v - 1.0).abs() < 1e-3),
+            "{variance:?}"
+        );
     }
 }

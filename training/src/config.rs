@@ -144,6 +144,16 @@ pub struct TrainConfig {
     /// lengths, mm (x, y, z), instead of by each step's spread (method.md), so that the target
     /// unit is the same at every step and in every scan. `normalise` then has no effect.
     pub position_scale_mm: Option<[f64; 3]>,
+    /// With `position_scale_mm`: multiply those lengths by each scan's girth relative to the
+    /// training scans' mean ([`crate::data::TrainScan::girth_mm`]), so that one target unit is
+    /// the same fraction of every patient: a per-scan position scale.
+    #[config(default = false)]
+    pub girth_position_scale: bool,
+    /// Weigh each step's distance term and axis anchor so that its targets count as under the
+    /// batch's own scale ([`crate::loss::step_weight`]; no effect without `position_scale_mm`):
+    /// a fixed unit without the far-apart steps weighing more.
+    #[config(default = false)]
+    pub equal_step_weight: bool,
     /// What masked blocks are filled with. method.md's 0 is, in the model's window, fat or air
     /// (≤ −125 HU): fake anatomy. A value outside the window's [0, 1] (such as −1) is one no
     /// scan has, so the network can tell a masked block from tissue.
@@ -165,13 +175,26 @@ pub struct TrainConfig {
     /// inference, instead of the batch norm over each step's crops (method.md). `None`: the
     /// batch norm.
     pub output_scale: Option<f32>,
+    /// Layer norms over channels after every convolution, as the reference code's blocks
+    /// (`ape::model::BlockNorm::Layer`), instead of batch norms: the same function in training
+    /// and inference.
+    #[config(default = false)]
+    pub layer_norm: bool,
 }
 
 impl TrainConfig {
-    /// How the positions of a step's positives become target units.
-    pub fn position_scale(&self) -> crate::loss::PositionScale {
+    /// How the positions of a step's positives become target units, in a scan of this relative
+    /// girth ([`crate::data::Batch::girth`]).
+    pub fn position_scale(&self, girth: f64) -> crate::loss::PositionScale {
         match self.position_scale_mm {
-            Some(mm) => crate::loss::PositionScale::Fixed(glam::DVec3::from_array(mm)),
+            Some(mm) => {
+                let factor = if self.girth_position_scale {
+                    girth
+                } else {
+                    1.0
+                };
+                crate::loss::PositionScale::Fixed(glam::DVec3::from_array(mm) * factor)
+            }
             None => crate::loss::PositionScale::Batch {
                 isotropic: self.normalise == Normalise::Isotropic,
             },
@@ -228,6 +251,7 @@ impl TrainConfig {
             },
             axis: self.axis_weight,
             axis_kind: self.axis_anchor,
+            targets: 1.0,
         }
     }
 

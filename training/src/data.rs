@@ -25,6 +25,10 @@ pub struct TrainScan {
     pub volume: Volume<f32>,
     /// The body's world box (voxels above the threshold).
     pub body: WorldBox,
+    /// The body's size, mm: the square root of its mean axial cross-section (slices with
+    /// body), a measure of the patient's girth that, unlike the box, the table, the field of
+    /// view along S–I and a stray arm barely move.
+    pub girth_mm: f64,
 }
 
 impl TrainScan {
@@ -35,21 +39,32 @@ impl TrainScan {
         let mut hi = DVec3::NEG_INFINITY;
         // Ignore the blank last slice and isolated noise: the body box from a coarse grid.
         let [nx, ny, nz] = volume.shape();
+        let (mut body_cells, mut body_slices) = (0usize, 0usize);
         for k in (0..nz).step_by(2) {
+            let before = body_cells;
             for j in (0..ny).step_by(4) {
                 for i in (0..nx).step_by(4) {
                     if volume.data()[volume.linear_index(i, j, k)] > BODY_THRESHOLD {
                         let w = volume.voxel_to_world([i, j, k]);
                         lo = lo.min(w);
                         hi = hi.max(w);
+                        body_cells += 1;
                     }
                 }
             }
+            body_slices += usize::from(body_cells > before);
         }
         anyhow::ensure!(lo.x.is_finite(), "{}: no body voxels found", path.display());
+        // One grid cell covers 4 × 4 voxels of the slice (closest to RAS: axes 0, 1 in-plane).
+        let cell_area = {
+            let s = volume.spacing();
+            16.0 * s.x * s.y
+        };
+        let girth_mm = (body_cells as f64 * cell_area / body_slices.max(1) as f64).sqrt();
         Ok(Self {
             volume,
             body: WorldBox::new(lo, hi),
+            girth_mm,
         })
     }
 
@@ -112,6 +127,9 @@ pub struct Batch {
     /// x and z weights of the target distances at this step.
     pub x_weight: f64,
     pub z_weight: f64,
+    /// The scan's girth relative to the training scans' mean ([`TrainScan::girth_mm`]): the
+    /// factor of a per-scan position scale (`TrainConfig::girth_position_scale`).
+    pub girth: f64,
 }
 
 impl Batch {
@@ -301,6 +319,16 @@ pub fn make_batch_with(
         second_points,
         x_weight: regime.x_weight,
         z_weight: regime.z_weight,
+        girth: relative_girth(scans, scan_index),
+    }
+}
+
+/// Scan `index`'s girth over the mean girth of `scans` (1 where there is nothing to compare).
+pub fn relative_girth(scans: &[TrainScan], index: usize) -> f64 {
+    let mean = scans.iter().map(|s| s.girth_mm).sum::<f64>() / scans.len().max(1) as f64;
+    match scans.get(index) {
+        Some(scan) if mean > 0.0 && scan.girth_mm > 0.0 => scan.girth_mm / mean,
+        _ => 1.0,
     }
 }
 

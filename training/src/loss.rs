@@ -181,6 +181,24 @@ pub struct LossWeights {
     /// μ of the axis anchor (0: not computed) and which anchor it is.
     pub axis: f64,
     pub axis_kind: AxisAnchor,
+    /// What the distance term and the axis anchor weigh at this step, over the weights above
+    /// (1; [`step_weight`] to give every step the same weight under a fixed position scale).
+    pub targets: f64,
+}
+
+/// The weight that makes a step's target terms weigh as under the batch's own scale: the batch
+/// scale's mean squared target position (each axis unit variance, so `|weights|²`) over these
+/// targets'. 1 under [`PositionScale::Batch`]; under a fixed scale, a step whose crops lie far
+/// apart would otherwise weigh as much more as its targets are longer.
+pub fn step_weight(points: &[DVec3], weights: DVec3, scale: PositionScale) -> f64 {
+    let targets = target_positions(points, weights, scale);
+    let n = targets.len().max(1) as f64;
+    let mean_square = targets.iter().map(|t| t.length_squared()).sum::<f64>() / n;
+    if mean_square > 1e-12 {
+        weights.length_squared() / mean_square
+    } else {
+        1.0
+    }
 }
 
 /// `a`, `a_plus`: `[N, 3]` embeddings of the positive pairs; `target`: the targets; `positions`:
@@ -203,14 +221,15 @@ pub fn ape_loss(
         .powi_scalar(2)
         .sum_dim(1)
         .mean();
-    let mut total = distance.clone() + equivariance.clone().mul_scalar(weights.equivariance);
+    let mut total = distance.clone().mul_scalar(weights.targets)
+        + equivariance.clone().mul_scalar(weights.equivariance);
     let axis = match positions {
         Some(positions) if weights.axis > 0.0 => {
             let axis = match weights.axis_kind {
                 AxisAnchor::Difference => axis_anchor(a, a_plus, positions),
                 AxisAnchor::Correlation => axis_correlation(a, a_plus, positions),
             };
-            total = total + axis.clone().mul_scalar(weights.axis);
+            total = total + axis.clone().mul_scalar(weights.axis * weights.targets);
             axis
         }
         _ => distance.clone().mul_scalar(0.0),
@@ -378,5 +397,29 @@ mod tests {
         let weighted = target_positions(&near, DVec3::new(1.0, 1.0, 2.0), scale);
         let dz = (weighted[1] - weighted[0]).z;
         assert!((dz - 2.0 * (b - a).z / 110.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_step_weight_is_one_under_the_batch_scale_and_evens_out_fixed_steps() {
+        let weights = DVec3::new(1.0, 1.0, 2.0);
+        let near: Vec<DVec3> = (0..20)
+            .map(|i| DVec3::new(i as f64, (i * 7 % 5) as f64, (i * 3 % 11) as f64 * 4.0))
+            .collect();
+        let far: Vec<DVec3> = near.iter().map(|p| *p * 3.0).collect();
+        let batch = PositionScale::Batch { isotropic: false };
+        assert!((step_weight(&near, weights, batch) - 1.0).abs() < 1e-9);
+        assert!((step_weight(&far, weights, batch) - 1.0).abs() < 1e-9);
+        // A fixed scale: crops three times as far apart give targets three times as long, so
+        // their squared terms weigh 9 times more; the step weight takes exactly that back.
+        let fixed = PositionScale::Fixed(DVec3::new(80.0, 60.0, 110.0));
+        let (w_near, w_far) = (
+            step_weight(&near, weights, fixed),
+            step_weight(&far, weights, fixed),
+        );
+        assert!((w_near / w_far - 9.0).abs() < 1e-9, "{w_near} {w_far}");
+        // Weighted, each step's mean squared target is the batch scale's.
+        let t = target_positions(&far, weights, fixed);
+        let mean_square = t.iter().map(|p| p.length_squared()).sum::<f64>() / t.len() as f64;
+        assert!((mean_square * w_far - weights.length_squared()).abs() < 1e-9);
     }
 }

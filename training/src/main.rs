@@ -260,7 +260,8 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         net: ape::model::ApeNetConfig::new()
             .with_context_widths(config.context_widths.clone())
             .with_mask_channel(config.mask_channel.then_some(config.mask_value))
-            .with_output_scale(config.output_scale),
+            .with_output_scale(config.output_scale)
+            .with_block_norm(config.layer_norm.then_some(ape::model::BlockNorm::Layer)),
         trained: true,
         held_out: args
             .hold_out
@@ -283,6 +284,13 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         scans.push(data::TrainScan::load(path, meta.hu_window)?);
     }
     println!("training on {} scans: {}", scans.len(), names(&files));
+    if config.girth_position_scale {
+        let girths: Vec<String> = scans.iter().map(|s| format!("{:.0}", s.girth_mm)).collect();
+        println!(
+            "their girths, mm (the position scale's factor): {}",
+            girths.join(", ")
+        );
+    }
     let held_cases: Vec<_> = args
         .data
         .iter()

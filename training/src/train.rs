@@ -271,9 +271,17 @@ impl Trainer {
         let forward_done = Instant::now();
         let points: Vec<_> = batch.points.iter().flatten().copied().collect();
         let weights = glam::DVec3::new(batch.x_weight, 1.0, batch.z_weight);
-        let scale = config.position_scale();
+        let scale = config.position_scale(batch.girth);
+        let step_weight = if config.equal_step_weight {
+            crate::loss::step_weight(&points, weights, scale)
+        } else {
+            1.0
+        };
         let target = Targets::of(&points, weights, scale, &self.device);
-        let weights = config.loss_weights();
+        let weights = crate::loss::LossWeights {
+            targets: step_weight,
+            ..config.loss_weights()
+        };
         let positions =
             (weights.axis > 0.0).then(|| normalised_positions(&points, scale, &self.device));
         let terms = ape_loss(a, a_plus, target, weights, positions);

@@ -12,6 +12,7 @@ use ape::resample::sample_linear;
 use ape_training::config::{TrainConfig, Variant};
 use ape_training::data::{TrainScan, make_batch};
 use ape_training::train::{Resume, Trainer};
+use burn::module::Module;
 use glam::DVec3;
 
 fn shared_scan(test: &str) -> Option<PathBuf> {
@@ -162,6 +163,62 @@ fn a_sigmoid_output_trains_and_its_scale_learns() {
         scale(&trainer).iter().all(|&s| s != 6.0),
         "the scale learns nothing"
     );
+    assert_copies_load(&trainer, dir.path(), &device);
+}
+
+/// A network with the reference code's layer norms in its blocks trains on the same recipe,
+/// its output the same in training and inference mode (the sigmoid output: no batch statistics
+/// anywhere), and a copy loads with its layer norms.
+#[test]
+fn a_layer_norm_network_trains_and_computes_alike_in_training_and_inference() {
+    let Some(path) =
+        shared_scan("a_layer_norm_network_trains_and_computes_alike_in_training_and_inference")
+    else {
+        return;
+    };
+    let _serial = one_at_a_time();
+    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let config = tiny_config()
+        .with_augment(false)
+        .with_layer_norm(true)
+        .with_output_scale(Some(12.0));
+    let mut model_meta = meta();
+    model_meta.net = model_meta
+        .net
+        .with_output_scale(config.output_scale)
+        .with_block_norm(Some(ape::model::BlockNorm::Layer));
+    let device = backend::cpu().device;
+    let mut trainer = Trainer::new(
+        config.clone(),
+        model_meta,
+        device.clone(),
+        dir.path(),
+        false,
+    )
+    .unwrap();
+    let batch = make_batch(&config, &scans, 3);
+    assert_one_batch_is_learned(&mut trainer, &batch);
+    let model = trainer.model();
+    assert_eq!(model.meta.net.norm(), ape::model::BlockNorm::Layer);
+    let input = burn::tensor::Tensor::<5>::from_data(batch.to_tensor_data(&config), &device);
+    let inference = model.net.forward(input.clone());
+    let autodiff = device.clone().autodiff();
+    let training = model
+        .net
+        .to_device(&autodiff)
+        .train()
+        .forward(input.to_device(&autodiff));
+    let (a, b) = (
+        inference.into_data().try_to_vec::<f32>().unwrap(),
+        training.into_data().try_to_vec::<f32>().unwrap(),
+    );
+    let apart = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(apart < 1e-4, "training and inference differ by {apart}");
     assert_copies_load(&trainer, dir.path(), &device);
 }
 
@@ -1053,4 +1110,38 @@ fn a_fixed_output_norm_keeps_its_statistics_while_the_network_trains() {
             assert_eq!(moved, expected, "{name} (fixed {fixed})");
         }
     }
+}
+
+/// Girth, the per-scan position scale's measure: an abdomen's is a few hundred mm, the
+/// relative girths of a cohort average 1, and a run with a girth-scaled fixed unit and equal
+/// step weights learns.
+#[test]
+fn girth_scales_positions_per_scan_and_such_a_run_learns() {
+    let dir = tempfile::tempdir().unwrap();
+    let phantoms = phantom_scans(dir.path(), 3);
+    let relative: Vec<f64> = (0..phantoms.len())
+        .map(|i| ape_training::data::relative_girth(&phantoms, i))
+        .collect();
+    let mean = relative.iter().sum::<f64>() / relative.len() as f64;
+    assert!((mean - 1.0).abs() < 1e-9, "{relative:?}");
+    assert!(phantoms.iter().all(|s| s.girth_mm > 50.0), "phantom girths");
+    let Some(path) = shared_scan("girth_scales_positions_per_scan_and_such_a_run_learns") else {
+        return;
+    };
+    let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
+    let girth = scans[0].girth_mm;
+    assert!((150.0..450.0).contains(&girth), "btcv_05 girth {girth} mm");
+    let config = tiny_config()
+        .with_augment(false)
+        .with_position_scale_mm(Some([79.0, 62.0, 111.0]))
+        .with_girth_position_scale(true)
+        .with_equal_step_weight(true);
+    let batch = make_batch(&config, &scans, 3);
+    assert!(
+        (batch.girth - 1.0).abs() < 1e-12,
+        "one scan is its own mean"
+    );
+    let _serial = one_at_a_time();
+    let mut trainer = fresh_trainer(&config, &backend::cpu().device, dir.path());
+    assert_one_batch_is_learned(&mut trainer, &batch);
 }
