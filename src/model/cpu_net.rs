@@ -44,7 +44,7 @@ pub struct CpuLayer {
     shift: Vec<f32>,
     relu: bool,
     /// A layer norm over the output's channels, then a ReLU (`BlockNorm::Layer`): applied
-    /// after the convolution, whose `shift` is then zero and `relu` off.
+    /// after the convolution, whose `shift` is then its bias and `relu` off.
     channel_norm: Option<ChannelNorm>,
 }
 
@@ -84,21 +84,23 @@ impl CpuLayer {
         })
     }
 
-    /// A convolution without bias followed by a layer norm over its output channels and a ReLU.
+    /// A convolution with `bias` followed by a layer norm over its output channels and a ReLU.
     pub fn conv_layer_norm(
         weight: &[f32],
         [cout, cin, kernel]: [usize; 3],
+        bias: &[f32],
         norm: ChannelNorm,
     ) -> Result<Self, String> {
-        if norm.gamma.len() != cout || norm.beta.len() != cout {
+        if norm.gamma.len() != cout || norm.beta.len() != cout || bias.len() != cout {
             return Err(format!(
-                "a layer norm of {} channels after a convolution of {cout}",
-                norm.gamma.len()
+                "a layer norm of {} channels after a convolution of {cout} with {} biases",
+                norm.gamma.len(),
+                bias.len()
             ));
         }
         let identity = FoldedNorm {
             scale: vec![1.0; cout],
-            shift: vec![0.0; cout],
+            shift: bias.to_vec(),
         };
         Ok(Self {
             channel_norm: Some(norm),

@@ -91,11 +91,14 @@ impl ConvBlock {
         device: &Device,
     ) -> Self {
         let padding = if stride == 1 { kernel / 2 } else { 0 };
+        // A batch norm subtracts any bias; a layer norm over channels would, without one, see
+        // only the direction of `W x` and lose its length (a uniform patch into the stem would
+        // give the same features at every intensity).
         Self {
             conv: Conv3dConfig::new([input, output], [kernel; 3])
                 .with_stride([stride; 3])
                 .with_padding(PaddingConfig3d::Explicit(padding, padding, padding))
-                .with_bias(false)
+                .with_bias(norm == BlockNorm::Layer)
                 .init(device),
             norm: BatchNormConfig::new(output).init(device),
             layer_norm: norm == BlockNorm::Layer,
@@ -665,6 +668,9 @@ impl ApeNet {
         }
         fn block(out: &mut Vec<NamedTensor>, prefix: &str, b: &ConvBlock) {
             push(out, format!("{prefix}.conv.weight"), b.conv.weight.val());
+            if let Some(bias) = &b.conv.bias {
+                push(out, format!("{prefix}.conv.bias"), bias.val());
+            }
             push(out, format!("{prefix}.norm.weight"), b.norm.gamma.val());
             push(out, format!("{prefix}.norm.bias"), b.norm.beta.val());
             push(
@@ -783,7 +789,16 @@ impl ApeNet {
                     beta,
                     epsilon: b.norm.epsilon as f32,
                 };
-                return CpuLayer::conv_layer_norm(&values(weight)?, [cout, cin, kernel], norm);
+                let bias = match &b.conv.bias {
+                    Some(bias) => values(bias.val())?,
+                    None => vec![0.0; cout],
+                };
+                return CpuLayer::conv_layer_norm(
+                    &values(weight)?,
+                    [cout, cin, kernel],
+                    &bias,
+                    norm,
+                );
             }
             let norm = FoldedNorm::new(
                 &values(b.norm.running_mean.value())?,
@@ -1234,6 +1249,9 @@ mod tests {
             };
             block.norm.gamma = draw(100 + i as u64, 0.5);
             block.norm.beta = draw(200 + i as u64, -0.5);
+            if block.conv.bias.is_some() {
+                block.conv.bias = Some(draw(300 + i as u64, 0.0));
+            }
         }
         net
     }
@@ -1261,6 +1279,16 @@ mod tests {
             };
             let net = with_random_norm_parameters(net, &device);
             assert!(net.stem.layer_norm && net.encoders[1].blocks[1].layer_norm);
+            // The layer norm's blocks keep their convolutions' biases (a batch norm's drop them).
+            let names: Vec<String> = net.named_tensors().into_iter().map(|t| t.name).collect();
+            assert!(names.contains(&"stem.conv.bias".to_owned()));
+            // So the stem tells a uniform patch's intensity: without a bias its layer norm
+            // would see only the direction of `W x`, the same at every intensity.
+            let uniform = |v: f32| {
+                let x = Tensor::<5>::full([1, 1, 8, 8, 8], v, &device);
+                read(net.stem.forward(x))
+            };
+            assert!(relative(&uniform(0.2), &uniform(0.6)) > 1e-3);
 
             let dims = [64usize, 64, 96];
             let input = image(dims);
