@@ -125,24 +125,15 @@ impl ChannelNorm {
     /// Normalises every interior position of `act` (channels-last, so one contiguous run of
     /// channels each), then ReLU; the zero border stays zero.
     fn apply_relu(&self, act: &mut Padded) {
-        let [z, y, x] = act.dims;
-        let (zs, ys) = act.strides();
         let c = act.channels;
         if c != self.gamma.len() {
             return;
         }
-        act.data
-            .par_chunks_mut(zs * c)
-            .enumerate()
-            .filter(|(k, _)| (1..=z).contains(k))
-            .for_each(|(_, plane)| {
-                for j in 1..=y {
-                    let row = &mut plane[(j * ys + 1) * c..(j * ys + 1 + x) * c];
-                    for values in row.chunks_exact_mut(c) {
-                        self.normalise_relu(values);
-                    }
-                }
-            });
+        act.par_interior_rows_mut(|_, _, row| {
+            for values in row.chunks_exact_mut(c) {
+                self.normalise_relu(values);
+            }
+        });
     }
 
     fn normalise_relu(&self, values: &mut [f32]) {
@@ -411,6 +402,23 @@ impl Padded {
         };
         padded.zero_borders();
         padded
+    }
+
+    /// Runs `f(z, y, row)` on every interior row (`x · channels` values, the border left out),
+    /// z and y counted from the first interior plane and row; planes in parallel.
+    fn par_interior_rows_mut(&mut self, f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+        let [z, y, x] = self.dims;
+        let (zs, ys) = self.strides();
+        let c = self.channels;
+        self.data
+            .par_chunks_mut(zs * c)
+            .enumerate()
+            .filter(|(k, _)| (1..=z).contains(k))
+            .for_each(|(k, plane)| {
+                for j in 1..=y {
+                    f(k - 1, j - 1, &mut plane[(j * ys + 1) * c..][..x * c]);
+                }
+            });
     }
 
     /// Positions per z plane and per y row of the padded grid.
@@ -826,24 +834,15 @@ fn strided_conv(
 /// Nearest ×2 upsampling of `low` onto `dims`.
 fn upsample(low: &Padded, dims: [usize; 3], pool: &mut Pool) -> Padded {
     let mut out = Padded::new(low.channels, dims, pool);
-    let (zs, ys) = out.strides();
     let (lzs, lys) = low.strides();
     let c = low.channels;
-    let [z, y, x] = dims;
-    out.data
-        .par_chunks_mut(zs * c)
-        .enumerate()
-        .filter(|(k, _)| (1..=z).contains(k))
-        .for_each(|(k, plane)| {
-            for j in 1..=y {
-                let row = &mut plane[(j * ys + 1) * c..][..x * c];
-                let from = (((k - 1) / 2 + 1) * lzs + ((j - 1) / 2 + 1) * lys + 1) * c;
-                for (i, v) in row.chunks_exact_mut(c).enumerate() {
-                    let at = from + (i / 2) * c;
-                    v.copy_from_slice(&low.data[at..at + c]);
-                }
-            }
-        });
+    out.par_interior_rows_mut(|k, j, row| {
+        let from = ((k / 2 + 1) * lzs + (j / 2 + 1) * lys + 1) * c;
+        for (i, v) in row.chunks_exact_mut(c).enumerate() {
+            let at = from + (i / 2) * c;
+            v.copy_from_slice(&low.data[at..at + c]);
+        }
+    });
     out
 }
 

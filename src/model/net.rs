@@ -736,7 +736,18 @@ impl ApeNet {
     /// The same network with every batch norm's momentum set to `momentum`: each training-mode
     /// forward pass then sets running statistics to `(1 − m)·running + m·batch`.
     pub fn with_norm_momentum(mut self, momentum: f64) -> Self {
-        let blocks = std::iter::once(&mut self.stem)
+        for block in self.blocks_mut() {
+            block.norm.momentum = momentum;
+        }
+        if let Some(norm) = &mut self.out_norm {
+            norm.momentum = momentum;
+        }
+        self
+    }
+
+    /// Every convolution block: the stem, the levels' blocks, the down and up blocks.
+    fn blocks_mut(&mut self) -> impl Iterator<Item = &mut ConvBlock> {
+        std::iter::once(&mut self.stem)
             .chain(self.encoders.iter_mut().flat_map(|l| l.blocks.iter_mut()))
             .chain(self.decoders.iter_mut().flat_map(|l| l.blocks.iter_mut()))
             .chain(self.downs.iter_mut())
@@ -746,14 +757,7 @@ impl ApeNet {
                     .iter_mut()
                     .flat_map(|l| l.blocks.iter_mut()),
             )
-            .chain(self.context_downs.iter_mut());
-        for block in blocks {
-            block.norm.momentum = momentum;
-        }
-        if let Some(norm) = &mut self.out_norm {
-            norm.momentum = momentum;
-        }
-        self
+            .chain(self.context_downs.iter_mut())
     }
 
     /// The same network with its output norm fixed to its running statistics in training too
@@ -1230,18 +1234,7 @@ mod tests {
     /// Every block's norm parameters drawn at random (they start at 1 and 0), so that tests
     /// see the affine terms at work.
     fn with_random_norm_parameters(mut net: ApeNet, device: &Device) -> ApeNet {
-        let blocks = std::iter::once(&mut net.stem)
-            .chain(net.encoders.iter_mut().flat_map(|l| l.blocks.iter_mut()))
-            .chain(net.decoders.iter_mut().flat_map(|l| l.blocks.iter_mut()))
-            .chain(net.downs.iter_mut())
-            .chain(net.ups.iter_mut())
-            .chain(
-                net.context_levels
-                    .iter_mut()
-                    .flat_map(|l| l.blocks.iter_mut()),
-            )
-            .chain(net.context_downs.iter_mut());
-        for (i, block) in blocks.enumerate() {
+        for (i, block) in net.blocks_mut().enumerate() {
             let c = block.norm.gamma.dims()[0];
             let draw = |seed: u64, offset: f32| {
                 let v: Vec<f32> = values(c, seed).iter().map(|v| v + offset).collect();

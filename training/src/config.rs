@@ -183,6 +183,15 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// `base` with this run's network options: context levels, mask channel, output and block
+    /// norm.
+    pub fn network(&self, base: ape::model::ApeNetConfig) -> ape::model::ApeNetConfig {
+        base.with_context_widths(self.context_widths.clone())
+            .with_mask_channel(self.mask_channel.then_some(self.mask_value))
+            .with_output_scale(self.output_scale)
+            .with_block_norm(self.layer_norm.then_some(ape::model::BlockNorm::Layer))
+    }
+
     /// How the positions of a step's positives become target units, in a scan of this relative
     /// girth ([`crate::data::Batch::girth`]).
     pub fn position_scale(&self, girth: f64) -> crate::loss::PositionScale {

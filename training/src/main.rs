@@ -257,11 +257,7 @@ fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
     let files = data::training_files(&args.data, &args.hold_out)?;
     anyhow::ensure!(!files.is_empty(), "no scans found in {:?}", args.data);
     let meta = ModelMeta {
-        net: ape::model::ApeNetConfig::new()
-            .with_context_widths(config.context_widths.clone())
-            .with_mask_channel(config.mask_channel.then_some(config.mask_value))
-            .with_output_scale(config.output_scale)
-            .with_block_norm(config.layer_norm.then_some(ape::model::BlockNorm::Layer)),
+        net: config.network(ape::model::ApeNetConfig::new()),
         trained: true,
         held_out: args
             .hold_out

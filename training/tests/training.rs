@@ -60,13 +60,18 @@ fn tiny_config() -> TrainConfig {
         .with_eval_every(0)
 }
 
-/// A new run of `config` with the test network, its folder `out`.
+/// A new run of `config` with the test network (and the config's network options), its folder
+/// `out`.
 fn fresh_trainer(
     config: &TrainConfig,
     device: &burn::tensor::Device,
     out: &std::path::Path,
 ) -> Trainer {
-    Trainer::new(config.clone(), meta(), device.clone(), out, false).unwrap()
+    let meta = ModelMeta {
+        net: config.network(meta().net),
+        ..meta()
+    };
+    Trainer::new(config.clone(), meta, device.clone(), out, false).unwrap()
 }
 
 /// A new run in `out` trained on the batches of steps 0 and 1, its checkpoint saved there.
@@ -101,14 +106,7 @@ fn a_few_steps_lower_the_loss() {
     let scans = vec![TrainScan::load(&path, HuWindow::MODEL).unwrap()];
     let dir = tempfile::tempdir().unwrap();
     let config = tiny_config().with_augment(false);
-    let mut trainer = Trainer::new(
-        config.clone(),
-        meta(),
-        backend::cpu().device,
-        dir.path(),
-        false,
-    )
-    .unwrap();
+    let mut trainer = fresh_trainer(&config, &backend::cpu().device, dir.path());
     assert_one_batch_is_learned(&mut trainer, &make_batch(&config, &scans, 3));
 }
 
@@ -137,17 +135,8 @@ fn a_sigmoid_output_trains_and_its_scale_learns() {
     let config = tiny_config()
         .with_augment(false)
         .with_output_scale(Some(6.0));
-    let mut model_meta = meta();
-    model_meta.net = model_meta.net.with_output_scale(config.output_scale);
     let device = backend::cpu().device;
-    let mut trainer = Trainer::new(
-        config.clone(),
-        model_meta,
-        device.clone(),
-        dir.path(),
-        false,
-    )
-    .unwrap();
+    let mut trainer = fresh_trainer(&config, &device, dir.path());
     let scale = |t: &Trainer| -> Vec<f32> {
         let named = t.model().net.named_tensors();
         assert!(!named.iter().any(|n| n.name.starts_with("out_norm")));
@@ -183,20 +172,8 @@ fn a_layer_norm_network_trains_and_computes_alike_in_training_and_inference() {
         .with_augment(false)
         .with_layer_norm(true)
         .with_output_scale(Some(12.0));
-    let mut model_meta = meta();
-    model_meta.net = model_meta
-        .net
-        .with_output_scale(config.output_scale)
-        .with_block_norm(Some(ape::model::BlockNorm::Layer));
     let device = backend::cpu().device;
-    let mut trainer = Trainer::new(
-        config.clone(),
-        model_meta,
-        device.clone(),
-        dir.path(),
-        false,
-    )
-    .unwrap();
+    let mut trainer = fresh_trainer(&config, &device, dir.path());
     let batch = make_batch(&config, &scans, 3);
     assert_one_batch_is_learned(&mut trainer, &batch);
     let model = trainer.model();
