@@ -39,7 +39,8 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = ape::transfer::TransferSettings::default().cycle_tolerance_mm, hide = true)]
     cycle_tolerance: f64,
     /// Refined transfer: patch reach, search window, shift penalty and spread of the six
-    /// outer patches (mm, mm, NCC, mm), comma-separated: for sweeps on the validation scans.
+    /// outer patches (mm, mm, NCC, mm), then optionally rounds and a second ring's spread (mm),
+    /// comma-separated: for sweeps on the validation scans.
     #[arg(long, value_delimiter = ',', hide = true)]
     refine: Option<Vec<f64>>,
     /// Blend each axis of APE's points toward the body-box transfer by these weights (R–L,
@@ -186,21 +187,28 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
             cycle_tolerance_mm: args.cycle_tolerance,
             refine: match args.refine.as_deref() {
                 None => Default::default(),
-                Some(&[patch_mm, search_mm, shift_penalty, spread_mm])
+                Some(&[patch_mm, search_mm, shift_penalty, spread_mm, ref more @ ..])
                     if [patch_mm, search_mm, spread_mm]
                         .iter()
                         .all(|v| *v > 0.0 && *v < 200.0)
-                        && (0.0..=10.0).contains(&shift_penalty) =>
+                        && (0.0..=10.0).contains(&shift_penalty)
+                        && more.len() <= 2
+                        && more.iter().all(|v| (0.0..200.0).contains(v)) =>
                 {
                     ape::refine::RefineSettings {
                         patch_mm,
                         search_mm,
                         shift_penalty,
                         spread_mm,
+                        rounds: more.first().map_or(1, |r| r.round().max(1.0) as u32),
+                        outer_spread_mm: more
+                            .get(1)
+                            .copied()
+                            .unwrap_or(ape::refine::RefineSettings::default().outer_spread_mm),
                     }
                 }
                 Some(_) => anyhow::bail!(
-                    "--refine takes PATCH,SEARCH,PENALTY,SPREAD (mm, mm, 0…10, mm; sizes under 200 mm)"
+                    "--refine takes PATCH,SEARCH,PENALTY,SPREAD[,ROUNDS[,OUTER]] (mm, mm, 0…10, mm, count, mm; sizes under 200 mm)"
                 ),
             },
             ..Default::default()
