@@ -139,10 +139,11 @@ pub struct RefineSettings {
     /// clearly.
     pub shift_penalty: f64,
     /// Besides the patch at the query, six more this far from it along ±R, ±A, ±S; the point
-    /// moves by the median of their shifts (one patch misled by a look-alike cannot move it).
+    /// moves by the mean of the middle half of their shifts (one patch misled by a look-alike
+    /// cannot move it).
     pub spread_mm: f64,
     /// With a positive value, six more patches this far from the query along ±R, ±A, ±S join
-    /// the median (0: none). A second ring at 45 mm gained 0.2–0.4 mm on each of three
+    /// the middle-half mean (0: none). A second ring at 45 mm gained 0.2–0.4 mm on each of three
     /// models' validation scans (training/README.md, Session 20).
     pub outer_spread_mm: f64,
     /// How many times the neighbourhood is matched: each round starts where the last one
@@ -219,8 +220,8 @@ pub fn refine(
 
 /// [`refine`] for `query` and six points around it (`spread_mm` along ±R, ±A, ±S; six more at
 /// `outer_spread_mm`), each starting where `carry` (the transfer's local map from source to
-/// target) puts it; `start` (`carry(query)`) moves by the median of their shifts, axis by
-/// axis, `rounds` times. The NCC reported is the median of theirs. `None` when no patch has
+/// target) puts it; `start` (`carry(query)`) moves by the mean of the middle half of their
+/// shifts, axis by axis, `rounds` times. The NCC reported is the median of theirs. `None` when no patch has
 /// structure.
 pub fn refine_neighbourhood(
     from: &PatchImage,
@@ -276,14 +277,28 @@ fn refine_round(
         return None;
     }
     let shift = DVec3::new(
-        median(shifts.iter().map(|d| d.x).collect()),
-        median(shifts.iter().map(|d| d.y).collect()),
-        median(shifts.iter().map(|d| d.z).collect()),
+        interquartile_mean(shifts.iter().map(|d| d.x).collect()),
+        interquartile_mean(shifts.iter().map(|d| d.y).collect()),
+        interquartile_mean(shifts.iter().map(|d| d.z).collect()),
     );
     Some(Refined {
         world: carry(query) + shift,
         ncc: median(nccs),
     })
+}
+
+/// The mean of the middle half of `values` (a quarter cut from each end): as deaf to a few
+/// patches misled by look-alikes as the median, and less noisy (Session 20: −0.08 to −0.16 mm
+/// against the median on three models; weighting patches by their NCC did not help, and
+/// weighting them sharply cost 1.3 mm: look-alikes match well).
+fn interquartile_mean(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let cut = values.len() / 4;
+    let middle = &values[cut..values.len() - cut];
+    if middle.is_empty() {
+        return f64::NAN;
+    }
+    middle.iter().sum::<f64>() / middle.len() as f64
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -669,6 +684,15 @@ mod tests {
             query + shift
         );
         assert!(refined.ncc > 0.9, "ncc {}", refined.ncc);
+    }
+
+    #[test]
+    fn the_interquartile_mean_ignores_a_quarter_at_each_end() {
+        let values = vec![100.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, -80.0];
+        assert_eq!(interquartile_mean(values), 3.5);
+        assert_eq!(interquartile_mean(vec![2.0]), 2.0);
+        assert_eq!(interquartile_mean(vec![1.0, 3.0]), 2.0);
+        assert!(interquartile_mean(Vec::new()).is_nan());
     }
 
     #[test]
