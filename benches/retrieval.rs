@@ -103,6 +103,33 @@ fn bench(c: &mut Criterion) {
             },
         );
     }
+    // The refinement before Session 20: seven patches instead of thirteen.
+    let seven = TransferSettings {
+        refine: ape::refine::RefineSettings {
+            outer_spread_mm: 0.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    group.bench_function(
+        "transfer, 50 scans (refined with seven patches, with confidence, parallel)",
+        |b| {
+            b.iter(|| {
+                targets[1..]
+                    .par_iter()
+                    .map(|t| {
+                        transfer(
+                            targets[0],
+                            black_box(point),
+                            *t,
+                            TransferMode::Refined,
+                            &seven,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+        },
+    );
     group.bench_function("query, 50 scans (brute force)", |b| {
         b.iter(|| {
             maps.iter()
