@@ -90,9 +90,25 @@ fn bench(c: &mut Criterion) {
     });
     let point = DVec3::new(40.0, -30.0, 20.0);
     let settings = TransferSettings::default();
-    for mode in TransferMode::ALL {
+    // The refinement before Session 20, beside the default: seven patches instead of thirteen.
+    let seven = TransferSettings {
+        refine: ape::refine::RefineSettings {
+            outer_spread_mm: 0.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let cases = TransferMode::ALL
+        .map(|mode| (mode.to_string(), mode, settings))
+        .into_iter()
+        .chain([(
+            "refined with seven patches".to_owned(),
+            TransferMode::Refined,
+            seven,
+        )]);
+    for (label, mode, settings) in cases {
         group.bench_function(
-            format!("transfer, 50 scans ({mode}, with confidence, parallel)"),
+            format!("transfer, 50 scans ({label}, with confidence, parallel)"),
             |b| {
                 b.iter(|| {
                     targets[1..]
@@ -103,33 +119,6 @@ fn bench(c: &mut Criterion) {
             },
         );
     }
-    // The refinement before Session 20: seven patches instead of thirteen.
-    let seven = TransferSettings {
-        refine: ape::refine::RefineSettings {
-            outer_spread_mm: 0.0,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    group.bench_function(
-        "transfer, 50 scans (refined with seven patches, with confidence, parallel)",
-        |b| {
-            b.iter(|| {
-                targets[1..]
-                    .par_iter()
-                    .map(|t| {
-                        transfer(
-                            targets[0],
-                            black_box(point),
-                            *t,
-                            TransferMode::Refined,
-                            &seven,
-                        )
-                    })
-                    .collect::<Vec<_>>()
-            })
-        },
-    );
     group.bench_function("query, 50 scans (brute force)", |b| {
         b.iter(|| {
             maps.iter()

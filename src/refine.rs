@@ -221,8 +221,8 @@ pub fn refine(
 /// [`refine`] for `query` and six points around it (`spread_mm` along ±R, ±A, ±S; six more at
 /// `outer_spread_mm`), each starting where `carry` (the transfer's local map from source to
 /// target) puts it; `start` (`carry(query)`) moves by the mean of the middle half of their
-/// shifts, axis by axis, `rounds` times. The NCC reported is the median of theirs. `None` when no patch has
-/// structure.
+/// shifts, axis by axis, `rounds` times. The NCC reported is the median of theirs. `None` when
+/// no patch has structure.
 pub fn refine_neighbourhood(
     from: &PatchImage,
     query: DVec3,

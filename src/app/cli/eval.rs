@@ -195,16 +195,16 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
                         && more.len() <= 2
                         && more.iter().all(|v| (0.0..200.0).contains(v)) =>
                 {
+                    let defaults = ape::refine::RefineSettings::default();
                     ape::refine::RefineSettings {
                         patch_mm,
                         search_mm,
                         shift_penalty,
                         spread_mm,
-                        rounds: more.first().map_or(1, |r| r.round().max(1.0) as u32),
-                        outer_spread_mm: more
-                            .get(1)
-                            .copied()
-                            .unwrap_or(ape::refine::RefineSettings::default().outer_spread_mm),
+                        rounds: more
+                            .first()
+                            .map_or(defaults.rounds, |r| r.round().max(1.0) as u32),
+                        outer_spread_mm: more.get(1).copied().unwrap_or(defaults.outer_spread_mm),
                     }
                 }
                 Some(_) => anyhow::bail!(
