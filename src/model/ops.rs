@@ -34,6 +34,11 @@ use burn::tensor::Tensor;
 pub mod cube;
 pub mod kernels;
 pub mod norm;
+#[cfg(target_arch = "x86_64")]
+mod patches;
+mod transpose;
+#[cfg(target_arch = "x86_64")]
+mod weight_grad;
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 /// 0: not yet decided (read `APE_CUBE_KERNELS` on first use), 1: off, 2: on.
@@ -383,7 +388,7 @@ mod flex {
         let ws = w.shape().to_vec();
         let shape = shape_of(&xs, &ws, g)?;
         (gs == shape.output_dims()).then_some(())?;
-        let out = kernels::weight_backward(&shape, &xv, &gv)?;
+        let out = kernels::weight_backward(&shape, &xv, &gv, kernels::Path::Fastest)?;
         Some(tensor(out, ws))
     }
 }
@@ -466,6 +471,9 @@ mod tests {
             conv(2, 3, 7, 3, 1, 1, [1, 4, 6]),
             conv(2, 1, 16, 4, 4, 0, [8, 12, 9]),
             conv(2, 3, 5, 2, 2, 0, [6, 5, 7]),
+            conv(1, 16, 32, 2, 2, 0, [5, 7, 6]),
+            conv(2, 32, 64, 2, 2, 0, [4, 5, 3]),
+            conv(1, 3, 48, 2, 2, 0, [3, 4, 5]),
             conv(3, 7, 3, 1, 1, 0, [3, 4, 5]),
         ]
     }
@@ -503,7 +511,7 @@ mod tests {
             for path in [Path::Portable, Path::Fastest] {
                 let out = kernels::forward(&s, &x, &w, path).expect("covered");
                 let dx = kernels::x_backward(&s, &w, &r, path).expect("covered");
-                let dw = kernels::weight_backward(&s, &x, &r).expect("covered");
+                let dw = kernels::weight_backward(&s, &x, &r, path).expect("covered");
                 for (name, ours, reference) in [
                     ("forward", &out, &out_ref),
                     ("input gradient", &dx, &dx_ref),

@@ -105,6 +105,14 @@ impl Conv<'_> {
                     block(self, out, q, j0);
                     q += positions;
                 }
+                // The rest as one more whole block ending at the tile's end: it computes the
+                // positions before them again, to the same values (the same operations in the
+                // same order), at the block's rate where one position at a time waits on
+                // every multiply-add's latency.
+                if q < q0 + n && n >= positions {
+                    block(self, out, q0 + n - positions, j0);
+                    q = q0 + n;
+                }
                 while q < q0 + n {
                     single(self, out, q, j0);
                     q += 1;

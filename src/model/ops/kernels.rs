@@ -21,6 +21,7 @@
 
 use rayon::prelude::*;
 
+use super::transpose::{Lines, deinterleave, interleave};
 use crate::model::cpu_net::{CpuLayer, FoldedNorm, Mat, Padded, Pool, gemm_into, same_conv};
 
 /// Which kernels compute the 3×3×3 convolutions.
@@ -118,7 +119,7 @@ pub fn forward(shape: &ConvShape, x: &[f32], weight: &[f32], path: Path) -> Opti
             let layer = plain_layer(weight, [s.cout, s.cin, s.kernel])?;
             Some(same_each(s, x, [s.cin, s.cout], &layer, path))
         }
-        Kind::Patch => Some(patch_forward(s, x, weight)),
+        Kind::Patch => Some(patch_forward(s, x, weight, path)),
     }
 }
 
@@ -148,12 +149,12 @@ pub fn x_backward(shape: &ConvShape, weight: &[f32], grad: &[f32], path: Path) -
 }
 
 /// The gradient with respect to the weights, `[cout, cin, k, k, k]`.
-pub fn weight_backward(shape: &ConvShape, x: &[f32], grad: &[f32]) -> Option<Vec<f32>> {
+pub fn weight_backward(shape: &ConvShape, x: &[f32], grad: &[f32], path: Path) -> Option<Vec<f32>> {
     let s = shape;
     (x.len() == input_len(s) && grad.len() == output_len(s)).then_some(())?;
     match s.kind()? {
-        Kind::Same => Some(same_weight_backward(s, x, grad)),
-        Kind::Patch => Some(patch_weight_backward(s, x, grad)),
+        Kind::Same => Some(same_weight_backward(s, x, grad, path)),
+        Kind::Patch => Some(patch_weight_backward(s, x, grad, path)),
     }
 }
 
@@ -179,34 +180,32 @@ fn to_padded(dense: &[f32], channels: usize, dims: [usize; 3], pool: &mut Pool) 
         .for_each(|(k, plane)| {
             for j in 0..y {
                 let row = &mut plane[((j + 1) * ys + 1) * channels..][..x * channels];
-                for c in 0..channels {
-                    let from = &dense[((c * z + k - 1) * y + j) * x..][..x];
-                    for (i, v) in from.iter().enumerate() {
-                        row[i * channels + c] = *v;
-                    }
-                }
+                let lines = Lines {
+                    offset: ((k - 1) * y + j) * x,
+                    channel_stride: z * y * x,
+                };
+                interleave(dense, lines, channels, row);
             }
         });
     p
 }
 
-/// The interior of padded activations into a dense `[c][z][y][x]` block.
+/// The interior of padded activations into a dense `[c][z][y][x]` block (one thread: callers
+/// run the batch items in parallel).
 fn from_padded(p: &Padded, dense: &mut [f32]) {
     let [z, y, x] = p.dims;
     let c = p.channels;
     let (zs, ys) = p.strides();
-    dense
-        .par_chunks_mut(y * x)
-        .enumerate()
-        .for_each(|(plane_index, plane)| {
-            let (channel, k) = (plane_index / z, plane_index % z);
-            for j in 0..y {
-                let from = ((k + 1) * zs + (j + 1) * ys + 1) * c + channel;
-                for (i, v) in plane[j * x..(j + 1) * x].iter_mut().enumerate() {
-                    *v = p.data[from + i * c];
-                }
-            }
-        });
+    for k in 0..z {
+        for j in 0..y {
+            let from = ((k + 1) * zs + (j + 1) * ys + 1) * c;
+            let lines = Lines {
+                offset: (k * y + j) * x,
+                channel_stride: z * y * x,
+            };
+            deinterleave(&p.data[from..from + x * c], c, dense, lines);
+        }
+    }
 }
 
 /// A same-size convolution of every batch item of `input`, `[channels, out_channels]` the
@@ -236,8 +235,13 @@ fn same_each(
     out
 }
 
+/// Positions per pass of the weight-gradient kernel: the output gradient's rows of one pass
+/// stay in the first-level cache over the nine shifts.
+#[cfg(target_arch = "x86_64")]
+const WEIGHT_GRAD_POSITIONS: usize = 128;
+
 /// The weight gradient of a 3×3×3 same convolution.
-fn same_weight_backward(s: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
+fn same_weight_backward(s: &ConvShape, x: &[f32], grad: &[f32], path: Path) -> Vec<f32> {
     let dims = s.input;
     let voxels: usize = dims.iter().product();
     let (cin, cout) = (s.cin, s.cout);
@@ -257,10 +261,10 @@ fn same_weight_backward(s: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
     };
     let (zs, ys) = first.strides();
     let [z, y, x_len] = dims;
-    // Output positions from the first interior voxel to the last; the border positions in
-    // between have a zero gradient, so they add nothing.
-    let q_first = zs + ys + 1;
-    let q_end = z * zs + y * ys + x_len + 1;
+    // Per interior plane, the output positions from its first interior voxel to its last; the
+    // border positions in between have a zero gradient, so they add nothing.
+    let per_plane = (y - 1) * ys + x_len;
+    let plane_start = |k: usize| k * zs + ys + 1;
     let shifts: Vec<isize> = (0..9)
         .map(|o| {
             let (dz, dy) = ((o / 3) as isize - 1, (o % 3) as isize - 1);
@@ -269,33 +273,78 @@ fn same_weight_backward(s: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
         .collect();
     let run = 3 * cin;
     let block = run * cout;
-    let chunk = (q_end - q_first)
-        .div_ceil(2 * rayon::current_num_threads())
-        .max(256);
+    // Tasks of whole planes, enough for every thread, each summing into its own blocks.
+    let planes_per_task = (xs.len() * z)
+        .div_ceil(4 * rayon::current_num_threads())
+        .clamp(1, z);
     let tasks: Vec<(usize, usize)> = (0..xs.len())
-        .flat_map(|item| (q_first..q_end).step_by(chunk).map(move |q0| (item, q0)))
+        .flat_map(|item| (1..=z).step_by(planes_per_task).map(move |k0| (item, k0)))
         .collect();
     let partial = tasks
         .par_iter()
-        .map(|&(item, q0)| {
-            let n = chunk.min(q_end - q0);
+        .map(|&(item, k0)| {
             let (xp, gp) = (&xs[item], &gs[item]);
+            let planes = k0..(k0 + planes_per_task).min(z + 1);
             let mut blocks = vec![0.0f32; 9 * block];
-            for (&shift, dst) in shifts.iter().zip(blocks.chunks_exact_mut(block)) {
-                // dst[r][co] = Σ_q x[(q + shift)·cin + r] · g[q·cout + co]
-                let lhs = Mat {
-                    data: &xp.data,
-                    offset: q0.wrapping_add_signed(shift) * cin,
-                    rs: 1,
-                    cs: cin,
+            #[cfg(target_arch = "x86_64")]
+            {
+                let product = |shift: isize, q0: usize, n: usize| super::weight_grad::Product {
+                    x: &xp.data,
+                    x_stride: cin,
+                    rows: run,
+                    shift,
+                    g: &gp.data,
+                    cout,
+                    q0,
+                    n,
                 };
-                let rhs = Mat {
-                    data: &gp.data,
-                    offset: q0 * cout,
-                    rs: cout,
-                    cs: 1,
+                let fits = |k: usize| {
+                    shifts
+                        .iter()
+                        .all(|&sh| product(sh, plane_start(k), per_plane).fits(block))
                 };
-                matmul(dst, [cout, 1], lhs, rhs, [run, cout, n], false, false);
+                if path == Path::Fastest && planes.clone().all(fits) {
+                    for k in planes {
+                        let (start, end) = (plane_start(k), plane_start(k) + per_plane);
+                        for p0 in (start..end).step_by(WEIGHT_GRAD_POSITIONS) {
+                            let m = WEIGHT_GRAD_POSITIONS.min(end - p0);
+                            for (&shift, dst) in shifts.iter().zip(blocks.chunks_exact_mut(block)) {
+                                // Inside the planes just checked, so it fits.
+                                product(shift, p0, m).accumulate(dst);
+                            }
+                        }
+                    }
+                    return blocks;
+                }
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = path;
+            for k in planes {
+                let q0 = plane_start(k);
+                for (&shift, dst) in shifts.iter().zip(blocks.chunks_exact_mut(block)) {
+                    // dst[r][co] += Σ_q x[(q + shift)·cin + r] · g[q·cout + co]
+                    let lhs = Mat {
+                        data: &xp.data,
+                        offset: q0.wrapping_add_signed(shift) * cin,
+                        rs: 1,
+                        cs: cin,
+                    };
+                    let rhs = Mat {
+                        data: &gp.data,
+                        offset: q0 * cout,
+                        rs: cout,
+                        cs: 1,
+                    };
+                    matmul(
+                        dst,
+                        [cout, 1],
+                        lhs,
+                        rhs,
+                        [run, cout, per_plane],
+                        true,
+                        false,
+                    );
+                }
             }
             blocks
         })
@@ -376,7 +425,15 @@ fn col2im(s: &ConvShape, col: &[f32], item: &mut [f32]) {
         });
 }
 
-fn patch_forward(s: &ConvShape, x: &[f32], weight: &[f32]) -> Vec<f32> {
+fn patch_forward(s: &ConvShape, x: &[f32], weight: &[f32], path: Path) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if path == Path::Fastest
+        && let Some(out) = patch_forward_direct(s, x, weight)
+    {
+        return out;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = path;
     let kk = s.cin * s.taps();
     let p: usize = s.output().iter().product();
     let in_len = s.cin * s.input.iter().product::<usize>();
@@ -443,7 +500,15 @@ fn patch_x_backward(s: &ConvShape, weight: &[f32], grad: &[f32]) -> Vec<f32> {
     out
 }
 
-fn patch_weight_backward(s: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
+fn patch_weight_backward(s: &ConvShape, x: &[f32], grad: &[f32], path: Path) -> Vec<f32> {
+    #[cfg(target_arch = "x86_64")]
+    if path == Path::Fastest
+        && let Some(out) = patch_weight_backward_direct(s, x, grad)
+    {
+        return out;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = path;
     let kk = s.cin * s.taps();
     let p: usize = s.output().iter().product();
     let in_len = s.cin * s.input.iter().product::<usize>();
@@ -495,6 +560,121 @@ fn patch_weight_backward(s: &ConvShape, x: &[f32], grad: &[f32]) -> Vec<f32> {
                 a
             },
         )
+}
+
+/// Every batch item of a patch convolution (kernel ≥ 2) as [`super::patches`] reads it;
+/// `None` for 1×1×1 (a plain product, no im2col to save) or when its kernels do not fit.
+#[cfg(target_arch = "x86_64")]
+fn patch_items<'a>(
+    s: &ConvShape,
+    x: &'a [f32],
+    offsets: &'a [usize],
+) -> Option<Vec<super::patches::Patches<'a>>> {
+    let in_len = s.cin * s.input.iter().product::<usize>();
+    let items: Vec<_> = x
+        .chunks_exact(in_len)
+        .map(|item| super::patches::Patches {
+            x: item,
+            kernel: s.kernel,
+            input: s.input,
+            output: s.output(),
+            offsets,
+            cout: s.cout,
+        })
+        .collect();
+    (s.kernel >= 2 && items.len() == s.batch && items.iter().all(|p| p.fits())).then_some(items)
+}
+
+/// [`patch_forward`] on [`super::patches`]' kernel: channels-last output rows in parallel,
+/// then each item's output turned channels-first.
+#[cfg(target_arch = "x86_64")]
+fn patch_forward_direct(s: &ConvShape, x: &[f32], weight: &[f32]) -> Option<Vec<f32>> {
+    use super::patches::Patches;
+    let taps = s.cin * s.taps();
+    let offsets = Patches::offsets(s.cin, s.kernel, s.input);
+    let items = patch_items(s, x, &offsets)?;
+    let mut weights_t = vec![0.0f32; taps * s.cout];
+    for (co, w) in weight.chunks_exact(taps).enumerate() {
+        for (t, v) in w.iter().enumerate() {
+            weights_t[t * s.cout + co] = *v;
+        }
+    }
+    let [od, oh, ow] = s.output();
+    let p = od * oh * ow;
+    let mut channels_last = vec![0.0f32; s.batch * p * s.cout];
+    let written = channels_last
+        .par_chunks_mut(ow * s.cout)
+        .enumerate()
+        .all(|(r, row)| items[r / (od * oh)].forward_row(&weights_t, r / oh % od, r % oh, row));
+    if !written {
+        return None;
+    }
+    let mut out = vec![0.0f32; s.batch * s.cout * p];
+    out.par_chunks_mut(s.cout * p)
+        .zip(channels_last.par_chunks(p * s.cout))
+        .for_each(|(dst, src)| {
+            let lines = Lines {
+                offset: 0,
+                channel_stride: p,
+            };
+            deinterleave(src, s.cout, dst, lines);
+        });
+    Some(out)
+}
+
+/// [`patch_weight_backward`] on [`super::patches`]' kernel: the output gradient channels-last,
+/// then chunks of output rows in parallel, summed.
+#[cfg(target_arch = "x86_64")]
+fn patch_weight_backward_direct(s: &ConvShape, x: &[f32], grad: &[f32]) -> Option<Vec<f32>> {
+    use super::patches::Patches;
+    let taps = s.cin * s.taps();
+    let offsets = Patches::offsets(s.cin, s.kernel, s.input);
+    let items = patch_items(s, x, &offsets)?;
+    let [od, oh, _] = s.output();
+    let p: usize = s.output().iter().product();
+    let mut g = vec![0.0f32; s.batch * p * s.cout];
+    g.par_chunks_mut(p * s.cout)
+        .zip(grad.par_chunks(s.cout * p))
+        .for_each(|(row, item)| {
+            let lines = Lines {
+                offset: 0,
+                channel_stride: p,
+            };
+            interleave(item, lines, s.cout, row);
+        });
+    let rows: Vec<(usize, usize)> = (0..od)
+        .flat_map(|oz| (0..oh).map(move |oy| (oz, oy)))
+        .collect();
+    let chunk = (s.batch * rows.len())
+        .div_ceil(4 * rayon::current_num_threads())
+        .clamp(1, rows.len());
+    let tasks: Vec<(usize, &[(usize, usize)])> = (0..s.batch)
+        .flat_map(|b| rows.chunks(chunk).map(move |r| (b, r)))
+        .collect();
+    let sum = tasks
+        .par_iter()
+        .map(|&(b, rows)| {
+            let mut dw = vec![0.0f32; taps * s.cout];
+            let g_item = &g[b * p * s.cout..(b + 1) * p * s.cout];
+            items[b]
+                .add_weight_grad(g_item, rows, &mut dw)
+                .then_some(dw)
+        })
+        .try_reduce(
+            || vec![0.0f32; taps * s.cout],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(u, v)| *u += v);
+                Some(a)
+            },
+        )?;
+    // [taps][cout] → burn's [cout][taps]
+    let mut out = vec![0.0f32; s.cout * taps];
+    for (t, row) in sum.chunks_exact(s.cout).enumerate() {
+        for (co, v) in row.iter().enumerate() {
+            out[co * taps + t] = *v;
+        }
+    }
+    Some(out)
 }
 
 /// `dst(i, j) (+)= Σ_k lhs(i, k) · rhs(k, j)` for i < m, j < n, dst(i, j) at
