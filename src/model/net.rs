@@ -634,13 +634,10 @@ fn convolve(conv: &Conv3d, x: Tensor<5>) -> Tensor<5> {
     }
 }
 
-/// Nearest-neighbour ×2 upsampling of the three spatial dimensions, from broadcasts and
-/// reshapes only, so that it differentiates on every backend.
+/// Nearest-neighbour ×2 upsampling of the three spatial dimensions (a backend op with its own
+/// backward, burn's broadcasts and reshapes where ape's ops are off or on wgpu).
 fn upsample_nearest2(x: Tensor<5>) -> Tensor<5> {
-    let [b, c, d, h, w] = x.dims();
-    let x: Tensor<8> = x.reshape([b, c, d, 1, h, 1, w, 1]);
-    x.expand([b, c, d, 2, h, 2, w, 2])
-        .reshape([b, c, 2 * d, 2 * h, 2 * w])
+    super::ops::upsample::upsample_nearest2(x)
 }
 
 /// A named tensor of the network, for export to other frameworks.

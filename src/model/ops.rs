@@ -37,6 +37,7 @@ pub mod norm;
 #[cfg(target_arch = "x86_64")]
 mod patches;
 mod transpose;
+pub mod upsample;
 #[cfg(target_arch = "x86_64")]
 mod weight_grad;
 
@@ -79,6 +80,20 @@ pub fn cube_kernels() -> bool {
         }
         state => state == 2,
     }
+}
+
+/// The values of an f32 `Flex` tensor in row-major order: borrowed when it is contiguous, else
+/// one contiguous copy; `None` for other dtypes. What every op of ape's on `Flex` reads.
+pub fn flex_values(t: &burn::backend::flex::FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
+    use burn::backend::DType;
+    if t.dtype() != DType::F32 {
+        return None;
+    }
+    Some(match t.as_slice::<f32>() {
+        Some(s) if t.is_contiguous() => std::borrow::Cow::Borrowed(s),
+        // One copy: the contiguous tensor's buffer becomes the vector.
+        _ => std::borrow::Cow::Owned(t.to_contiguous().into_data().try_into_vec::<f32>().ok()?),
+    })
 }
 
 /// A cubic convolution's geometry: the same stride and padding along every axis.
@@ -328,22 +343,14 @@ impl<B: ApeConvBackend, C: CheckpointStrategy> ApeConvBackend for Autodiff<B, C>
 /// `Flex` tensors to and from the slices [`kernels`] compute on.
 mod flex {
     use burn::backend::flex::FlexTensor;
-    use burn::backend::{DType, TensorData, TensorMetadata};
+    use burn::backend::{TensorData, TensorMetadata};
 
     use super::ConvGeometry;
     use super::kernels::{self, ConvShape};
 
     /// The values of an f32 tensor, row-major, and its shape; `None` for other dtypes.
     fn values(t: &FlexTensor) -> Option<(std::borrow::Cow<'_, [f32]>, Vec<usize>)> {
-        if t.dtype() != DType::F32 {
-            return None;
-        }
-        let shape = t.shape().to_vec();
-        let values = match t.as_slice::<f32>() {
-            Some(s) if t.is_contiguous() => std::borrow::Cow::Borrowed(s),
-            _ => std::borrow::Cow::Owned(t.to_contiguous().as_slice::<f32>()?.to_vec()),
-        };
-        Some((values, shape))
+        Some((super::flex_values(t)?, t.shape().to_vec()))
     }
 
     fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {

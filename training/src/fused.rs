@@ -24,7 +24,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::backend_extension;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, DType, Dispatch, Flex, TensorData};
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorData};
 use burn::tensor::{Device, Tensor};
 use rayon::prelude::*;
 
@@ -67,17 +67,7 @@ pub trait DistanceLossGrads: Backend {
 
 /// The f32 values of a tensor (contiguous copy when needed); empty for other dtypes.
 fn values(t: &FlexTensor) -> Vec<f32> {
-    if t.dtype() != DType::F32 {
-        return Vec::new();
-    }
-    match t.as_slice::<f32>() {
-        Some(s) if t.is_contiguous() => s.to_vec(),
-        _ => t
-            .to_contiguous()
-            .as_slice::<f32>()
-            .map(<[f32]>::to_vec)
-            .unwrap_or_default(),
-    }
+    ape::model::ops::flex_values(t).map_or_else(Vec::new, std::borrow::Cow::into_owned)
 }
 
 fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {

@@ -286,23 +286,13 @@ impl<B: ApeNormBackend, C: CheckpointStrategy> ApeNormBackend for Autodiff<B, C>
 
 /// The passes on `Flex` tensors: f32, `[b, c, …]`; `None` otherwise (burn's ops then).
 mod flex {
-    use std::borrow::Cow;
-
     use burn::backend::flex::FlexTensor;
-    use burn::backend::{DType, TensorData, TensorMetadata};
+    use burn::backend::{TensorData, TensorMetadata};
     use rayon::prelude::*;
 
     type Three = (FlexTensor, FlexTensor, FlexTensor);
 
-    fn values(t: &FlexTensor) -> Option<Cow<'_, [f32]>> {
-        if t.dtype() != DType::F32 {
-            return None;
-        }
-        Some(match t.as_slice::<f32>() {
-            Some(s) if t.is_contiguous() => Cow::Borrowed(s),
-            _ => Cow::Owned(t.to_contiguous().as_slice::<f32>()?.to_vec()),
-        })
-    }
+    use super::super::flex_values as values;
 
     fn tensor(values: Vec<f32>, shape: Vec<usize>) -> FlexTensor {
         FlexTensor::from_data(TensorData::new(values, shape))
