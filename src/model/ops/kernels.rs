@@ -405,24 +405,26 @@ fn col2im(s: &ConvShape, col: &[f32], item: &mut [f32]) {
     let [d, h, w] = s.input;
     let [od, oh, ow] = s.output();
     let p = od * oh * ow;
-    item.par_chunks_mut(h * w)
-        .enumerate()
-        .for_each(|(plane_index, plane)| {
-            let (ci, z) = (plane_index / d, plane_index % d);
-            plane.fill(0.0);
-            let (oz, a) = (z / k, z % k);
-            if oz >= od {
-                return;
-            }
-            for yy in 0..oh * k {
-                let (oy, b) = (yy / k, yy % k);
-                for xx in 0..ow * k {
-                    let (ox, c) = (xx / k, xx % k);
-                    let row = ((ci * k + a) * k + b) * k + c;
-                    plane[yy * w + xx] = col[row * p + (oz * oh + oy) * ow + ox];
+    // One thread per item (the callers run the items in parallel).
+    for (plane_index, plane) in item.chunks_exact_mut(h * w).enumerate() {
+        let (ci, z) = (plane_index / d, plane_index % d);
+        plane.fill(0.0);
+        let (oz, a) = (z / k, z % k);
+        if oz >= od {
+            continue;
+        }
+        for yy in 0..oh * k {
+            let (oy, b) = (yy / k, yy % k);
+            let first_row = ((ci * k + a) * k + b) * k;
+            let at = (oz * oh + oy) * ow;
+            let line = &mut plane[yy * w..yy * w + ow * k];
+            for (c, run) in (0..k).map(|c| (c, &col[(first_row + c) * p + at..][..ow])) {
+                for (ox, v) in run.iter().enumerate() {
+                    line[ox * k + c] = *v;
                 }
             }
-        });
+        }
+    }
 }
 
 fn patch_forward(s: &ConvShape, x: &[f32], weight: &[f32], path: Path) -> Vec<f32> {
@@ -472,31 +474,31 @@ fn patch_x_backward(s: &ConvShape, weight: &[f32], grad: &[f32]) -> Vec<f32> {
     let p: usize = s.output().iter().product();
     let in_len = s.cin * s.input.iter().product::<usize>();
     let mut out = vec![0.0f32; s.batch * in_len];
-    let mut col = vec![0.0f32; kk * p];
-    for (g, dst) in grad
-        .chunks_exact(s.cout * p)
-        .zip(out.chunks_exact_mut(in_len))
-    {
-        // colᵀ = Wᵀ · g: Wᵀ(i, j) = W[j·K + i].
-        let lhs = Mat {
-            data: weight,
-            offset: 0,
-            rs: 1,
-            cs: kk,
-        };
-        let rhs = Mat {
-            data: g,
-            offset: 0,
-            rs: p,
-            cs: 1,
-        };
-        if s.kernel == 1 {
-            matmul(dst, [p, 1], lhs, rhs, [kk, p, s.cout], false, true);
-        } else {
-            matmul(&mut col, [p, 1], lhs, rhs, [kk, p, s.cout], false, true);
-            col2im(s, &col, dst);
-        }
-    }
+    // Items in parallel, each product and scatter on one thread: an item's product is small.
+    grad.par_chunks_exact(s.cout * p)
+        .zip(out.par_chunks_exact_mut(in_len))
+        .for_each(|(g, dst)| {
+            // colᵀ = Wᵀ · g: Wᵀ(i, j) = W[j·K + i].
+            let lhs = Mat {
+                data: weight,
+                offset: 0,
+                rs: 1,
+                cs: kk,
+            };
+            let rhs = Mat {
+                data: g,
+                offset: 0,
+                rs: p,
+                cs: 1,
+            };
+            if s.kernel == 1 {
+                matmul(dst, [p, 1], lhs, rhs, [kk, p, s.cout], false, false);
+            } else {
+                let mut col = vec![0.0f32; kk * p];
+                matmul(&mut col, [p, 1], lhs, rhs, [kk, p, s.cout], false, false);
+                col2im(s, &col, dst);
+            }
+        });
     out
 }
 
