@@ -125,13 +125,14 @@ impl Columns {
 }
 
 /// For one row (a_i, p_i) and one block of columns (b_j, p_j): the predicted distances
-/// ‖a_i − b_j‖ (squares under [`FLOOR`] count as it), the target distances ‖p_i − p_j‖ (their
-/// sums of squares in f64, as `loss::target_distances`, the roots in f32), and 1 where the
-/// prediction was not clamped (and the column is real), else 0.
+/// ‖a_i − b_j‖ (squares under [`FLOOR`] count as it), the target distances ‖p_i − p_j‖, and 1
+/// where the prediction was not clamped (and the column is real), else 0. All in f32: the
+/// positions are normalised (a few units), where f32 differs from `loss::target_distances`'
+/// f64 by about 1e-7 relative, and f64 lanes would halve the vectors' width.
 #[inline(always)]
 fn block(
     ai: [f32; 3],
-    pi: [f64; 3],
+    pi: [f32; 3],
     b: [&[f32; LANES]; 4],
     p: [&[f32; LANES]; 4],
 ) -> ([f32; LANES], [f32; LANES], [f32; LANES]) {
@@ -141,12 +142,8 @@ fn block(
         let sq = q[0] * q[0] + q[1] * q[1] + q[2] * q[2];
         d[l] = sq.max(FLOOR).sqrt();
         free[l] = if sq >= FLOOR { b[3][l] } else { 0.0 };
-        let e = [
-            pi[0] - f64::from(p[0][l]),
-            pi[1] - f64::from(p[1][l]),
-            pi[2] - f64::from(p[2][l]),
-        ];
-        t[l] = ((e[0] * e[0] + e[1] * e[1] + e[2] * e[2]) as f32).sqrt();
+        let e = [pi[0] - p[0][l], pi[1] - p[1][l], pi[2] - p[2][l]];
+        t[l] = (e[0] * e[0] + e[1] * e[1] + e[2] * e[2]).sqrt();
     }
     (d, t, free)
 }
@@ -155,8 +152,124 @@ fn row(v: &[f32]) -> [f32; 3] {
     [v[0], v[1], v[2]]
 }
 
-fn row_f64(v: &[f32]) -> [f64; 3] {
-    [v[0], v[1], v[2]].map(f64::from)
+/// Σ_j (d_ij − t_ij)² over every column, for row i (a_i, p_i).
+#[inline(always)]
+fn row_loss(ai: [f32; 3], pi: [f32; 3], bc: &Columns, pc: &Columns) -> f64 {
+    let mut sums = [0.0f64; LANES];
+    for (bj, pj) in bc.lanes().zip(pc.lanes()) {
+        let (d, t, _) = block(ai, pi, bj, pj);
+        for l in 0..LANES {
+            // Padded columns are masked by p's validity (b's is the same).
+            let e = (d[l] - t[l]) * pj[3][l];
+            sums[l] += f64::from(e * e);
+        }
+    }
+    sums.iter().sum::<f64>()
+}
+
+/// For a chunk of rows: their a-gradients, and their share of the b-gradients' two sums,
+/// Σ_i w_ij and Σ_i w_ij a_i, per column j (four column arrays).
+#[inline(always)]
+fn chunk_grads(
+    a_rows: &[f32],
+    p_rows: &[f32],
+    bc: &Columns,
+    pc: &Columns,
+    scale: f32,
+) -> (Vec<f32>, [Vec<f32>; 4]) {
+    let padded = bc.valid.len();
+    let mut ga = vec![0.0f32; a_rows.len()];
+    let mut columns: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0; padded]);
+    for ((ai, pi), g) in a_rows
+        .chunks_exact(3)
+        .zip(p_rows.chunks_exact(3))
+        .zip(ga.chunks_exact_mut(3))
+    {
+        let (ai, pi) = (row(ai), row(pi));
+        let mut wsum = [0.0f32; LANES];
+        let mut wb = [[0.0f32; LANES]; 3];
+        let [cw, cx, cy, cz] = &mut columns;
+        let (cw, _) = cw.as_chunks_mut::<LANES>();
+        let (cx, _) = cx.as_chunks_mut::<LANES>();
+        let (cy, _) = cy.as_chunks_mut::<LANES>();
+        let (cz, _) = cz.as_chunks_mut::<LANES>();
+        let out = cw.iter_mut().zip(cx).zip(cy).zip(cz);
+        for ((bj, pj), (((cw, cx), cy), cz)) in bc.lanes().zip(pc.lanes()).zip(out) {
+            let (d, t, free) = block(ai, pi, bj, pj);
+            for l in 0..LANES {
+                let w = scale * (d[l] - t[l]) / d[l] * free[l];
+                wsum[l] += w;
+                for c in 0..3 {
+                    wb[c][l] += w * bj[c][l];
+                }
+                cw[l] += w;
+                cx[l] += w * ai[0];
+                cy[l] += w * ai[1];
+                cz[l] += w * ai[2];
+            }
+        }
+        let wsum: f32 = wsum.iter().sum();
+        for c in 0..3 {
+            g[c] = wsum * ai[c] - wb[c].iter().sum::<f32>();
+        }
+    }
+    (ga, columns)
+}
+
+/// [`row_loss`] and [`chunk_grads`] compiled for AVX-512 where the CPU has it, chosen at run
+/// time: the default x86-64 target has SSE2 only, and there these loops (two square roots per
+/// pair) stay scalar. No fused multiply-adds are formed either way (Rust does not contract),
+/// so both give the same values.
+#[allow(unsafe_code)]
+mod wide {
+    use super::Columns;
+
+    #[cfg(target_arch = "x86_64")]
+    fn avx512() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn row_loss_avx512(ai: [f32; 3], pi: [f32; 3], bc: &Columns, pc: &Columns) -> f64 {
+        super::row_loss(ai, pi, bc, pc)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn chunk_grads_avx512(
+        a_rows: &[f32],
+        p_rows: &[f32],
+        bc: &Columns,
+        pc: &Columns,
+        scale: f32,
+    ) -> (Vec<f32>, [Vec<f32>; 4]) {
+        super::chunk_grads(a_rows, p_rows, bc, pc, scale)
+    }
+
+    pub(super) fn row_loss(ai: [f32; 3], pi: [f32; 3], bc: &Columns, pc: &Columns) -> f64 {
+        #[cfg(target_arch = "x86_64")]
+        if avx512() {
+            // SAFETY: the CPU has AVX-512F (checked just now).
+            return unsafe { row_loss_avx512(ai, pi, bc, pc) };
+        }
+        super::row_loss(ai, pi, bc, pc)
+    }
+
+    pub(super) fn chunk_grads(
+        a_rows: &[f32],
+        p_rows: &[f32],
+        bc: &Columns,
+        pc: &Columns,
+        scale: f32,
+    ) -> (Vec<f32>, [Vec<f32>; 4]) {
+        #[cfg(target_arch = "x86_64")]
+        if avx512() {
+            // SAFETY: the CPU has AVX-512F (checked just now).
+            return unsafe { chunk_grads_avx512(a_rows, p_rows, bc, pc, scale) };
+        }
+        super::chunk_grads(a_rows, p_rows, bc, pc, scale)
+    }
 }
 
 impl DistanceLossBackend for Flex {
@@ -170,19 +283,7 @@ impl DistanceLossBackend for Flex {
         let total: f64 = a
             .par_chunks(3)
             .zip(p.par_chunks(3))
-            .map(|(ai, pi)| {
-                let (ai, pi) = (row(ai), row_f64(pi));
-                let mut sums = [0.0f64; LANES];
-                for (bj, pj) in bc.lanes().zip(pc.lanes()) {
-                    let (d, t, _) = block(ai, pi, bj, pj);
-                    for l in 0..LANES {
-                        // Padded columns are masked by p's validity (b's is the same).
-                        let e = (d[l] - t[l]) * pj[3][l];
-                        sums[l] += f64::from(e * e);
-                    }
-                }
-                sums.iter().sum::<f64>()
-            })
+            .map(|(ai, pi)| wide::row_loss(row(ai), row(pi), &bc, &pc))
             .sum();
         let mean = if n == 0 {
             f32::NAN
@@ -211,44 +312,7 @@ impl DistanceLossGrads for Flex {
         let parts: Vec<(Vec<f32>, [Vec<f32>; 4])> = a
             .par_chunks(3 * rows)
             .zip(p.par_chunks(3 * rows))
-            .map(|(a_rows, p_rows)| {
-                let mut ga = vec![0.0f32; a_rows.len()];
-                let mut columns: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0; padded]);
-                for ((ai, pi), g) in a_rows
-                    .chunks_exact(3)
-                    .zip(p_rows.chunks_exact(3))
-                    .zip(ga.chunks_exact_mut(3))
-                {
-                    let (ai, pi) = (row(ai), row_f64(pi));
-                    let mut wsum = [0.0f32; LANES];
-                    let mut wb = [[0.0f32; LANES]; 3];
-                    let [cw, cx, cy, cz] = &mut columns;
-                    let (cw, _) = cw.as_chunks_mut::<LANES>();
-                    let (cx, _) = cx.as_chunks_mut::<LANES>();
-                    let (cy, _) = cy.as_chunks_mut::<LANES>();
-                    let (cz, _) = cz.as_chunks_mut::<LANES>();
-                    let out = cw.iter_mut().zip(cx).zip(cy).zip(cz);
-                    for ((bj, pj), (((cw, cx), cy), cz)) in bc.lanes().zip(pc.lanes()).zip(out) {
-                        let (d, t, free) = block(ai, pi, bj, pj);
-                        for l in 0..LANES {
-                            let w = scale * (d[l] - t[l]) / d[l] * free[l];
-                            wsum[l] += w;
-                            for c in 0..3 {
-                                wb[c][l] += w * bj[c][l];
-                            }
-                            cw[l] += w;
-                            cx[l] += w * ai[0];
-                            cy[l] += w * ai[1];
-                            cz[l] += w * ai[2];
-                        }
-                    }
-                    let wsum: f32 = wsum.iter().sum();
-                    for c in 0..3 {
-                        g[c] = wsum * ai[c] - wb[c].iter().sum::<f32>();
-                    }
-                }
-                (ga, columns)
-            })
+            .map(|(a_rows, p_rows)| wide::chunk_grads(a_rows, p_rows, &bc, &pc, scale))
             .collect();
         let mut ga = Vec::with_capacity(3 * n);
         let mut columns: [Vec<f32>; 4] = std::array::from_fn(|_| vec![0.0; padded]);
