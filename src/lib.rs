@@ -17,6 +17,8 @@
 //! - [`phantom`]: a synthetic abdominal CT with labels, for demos and tests.
 //! - [`retrieval`]: nearest-embedding retrieval, errors per axis, the body-box baseline.
 //! - [`transfer`]: a point carried to another scan: nearest or consensus, with a confidence.
+//! - [`superior_fold`]: whether a map's S–I channel runs back over a range of heights (a fold),
+//!   where points found on it are unreliable.
 //! - [`annotations`]: organ boxes saved as JSON, CSV or 3D Slicer markups; undo/redo.
 //! - [`boxes`]: few-shot organ boxes, the recall-safe enlargement α, volume ratios.
 //! - [`cohort`]: the scans in a folder, labelled cohorts (BTCV layout), the shared data folder.
@@ -44,6 +46,7 @@ pub mod embed;
 pub mod error;
 #[cfg(feature = "full")]
 pub mod evaluation;
+mod fold;
 pub mod geometry;
 pub mod hash;
 pub mod intensity;
@@ -70,5 +73,6 @@ pub mod validate;
 pub mod volume;
 
 pub use error::{GeometryError, VolumeError};
+pub use fold::{SiFault, SuperiorFold, superior_fold};
 pub use geometry::{Affine, WorldBox};
 pub use volume::Volume;

@@ -35,17 +35,12 @@ impl MapIndex {
     }
 
     /// Only the cells inside the body of the mapped scan: cells whose centre, sampled on the
-    /// scan, is above its body threshold ([`Scan::body_threshold_hu`], the body box's). A
+    /// scan, is above its body threshold ([`Scan::is_body_at`], the body box's test). A
     /// landmark is anatomy, and the embeddings of air, table and padding, which training never
     /// asks to mean a position, only add false matches (on the held-out BTCV scans they made
     /// most of the errors above 100 mm). All cells if no cell is inside.
     pub fn build_in_body(map: &ApeMap, scan: &Scan) -> Self {
-        let scan_hu = &scan.volume;
-        let threshold_hu = scan.body_threshold_hu();
-        Self::build_where(map, |world| {
-            crate::resample::sample_linear(scan_hu, scan_hu.world_to_voxel(world))
-                .is_some_and(|hu| hu > threshold_hu)
-        })
+        Self::build_where(map, |world| scan.is_body_at(world))
     }
 
     /// Only the cells whose centre (world mm) satisfies `inside`; all cells if none does.

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use glam::DVec3;
+
 use crate::error::VolumeError;
 use crate::intensity::{HuWindow, Intensity};
 use crate::io::{StorageInfo, StoredVolume};
@@ -81,6 +83,14 @@ impl Scan {
             Intensity::Hounsfield => -500.0,
             Intensity::PreWindowed { window, .. } => window.lower + 1.0,
         }
+    }
+
+    /// Whether the world point (RAS mm) lies inside the body: the scan sampled there
+    /// (trilinear) is above [`Self::body_threshold_hu`], the body box's test. Outside the scan
+    /// is not body.
+    pub fn is_body_at(&self, world: DVec3) -> bool {
+        crate::resample::sample_linear(&self.volume, self.volume.world_to_voxel(world))
+            .is_some_and(|hu| hu > self.body_threshold_hu())
     }
 
     /// The scan as the model sees it: HU through `window`, in [0, 1].

@@ -192,6 +192,11 @@ fn a_perfect_map_finds_landmarks_and_boxes_and_reaches_the_recall() {
         serde_json::from_str(&std::fs::read_to_string(out.path().join("results.json")).unwrap())
             .unwrap();
     assert!(json["all"]["ape"]["mre_c"]["mean"].as_f64().unwrap() < base.mre_c.mean);
+    // A perfect map rises along S–I: no scan is reported folded.
+    for scan in json["scans"].as_array().unwrap() {
+        assert!(scan["si_fault"].is_null(), "{scan}");
+    }
+    assert!(text.contains("| no fold |"), "{text}");
 }
 
 #[test]

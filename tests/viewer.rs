@@ -116,6 +116,48 @@ fn a_clicked_landmark_is_found_on_the_other_scan_and_one_click_jumps_there() {
 }
 
 #[test]
+fn a_map_that_folds_along_s_i_is_flagged_in_the_sidebar_status_and_info_panel() {
+    // The phantoms do not fold (ape embed checks them alike); the worker's event is sent as
+    // it would be for a chest-abdomen scan whose map runs back over the heart.
+    let (mut harness, _dir, _cache) = two_embedded_phantoms();
+    for s in &harness.state().state.cohort {
+        assert!(s.si_fault.is_none(), "{}: {:?}", s.name, s.si_fault);
+    }
+    let fold = ape::SuperiorFold {
+        z_range_mm: [-199.0, -52.0],
+        trough_z_mm: -125.0,
+        same_level_z_mm: -278.0,
+        drop_units: 0.5,
+        depth_mm: 79.0,
+        slope_per_mm: 0.0025,
+    };
+    harness
+        .state_mut()
+        .state
+        .si_fault_found(1, ape::SiFault::Fold(fold));
+    harness.state_mut().state.activate(1);
+    harness.step();
+    harness.step();
+    let app = harness.state();
+    assert!(
+        app.state.message.contains("phantom_01 folds along S–I"),
+        "{}",
+        app.state.message
+    );
+    // The sidebar's entry and the info panel of the active scan both say it, with heights.
+    assert!(harness.query_by_label("S–I fold z -199…-52 mm").is_some());
+    assert!(
+        harness
+            .query_by_label_contains(
+                "warning: the APE map folds along S–I: from z = -199 to -52 mm"
+            )
+            .is_some()
+    );
+    // The other scan stays unflagged.
+    assert!(harness.state().state.cohort[0].si_fault.is_none());
+}
+
+#[test]
 fn without_a_model_the_viewer_still_opens_and_shows_the_scan() {
     // What `ape view` does when the model file is corrupt or foreign: no model, a note.
     let dir = tempfile::tempdir().unwrap();

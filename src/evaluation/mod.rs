@@ -45,6 +45,8 @@ pub struct LabelledScan {
     pub embed_seconds: Option<f64>,
     /// What the readers found odd in the scan or its label map.
     pub warnings: Vec<crate::validate::InputWarning>,
+    /// Where the map runs back along S–I, if it does ([`crate::superior_fold`]).
+    pub si_fault: Option<crate::SiFault>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +156,7 @@ impl LabelledScan {
         }
         Ok(Self {
             index: MapIndex::build_in_body(&map, scan),
+            si_fault: crate::superior_fold(&map, scan),
             map,
             organ_voxels: organ_voxel_points(&labels.volume),
             image: PatchImage::of_scan(scan).ok(),
@@ -340,6 +343,8 @@ pub struct ScanRow {
     pub held_out: bool,
     pub organs: usize,
     pub embed_seconds: Option<f64>,
+    /// Where the scan's map runs back along S–I (`null`: it does not).
+    pub si_fault: Option<crate::SiFault>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -509,6 +514,7 @@ pub fn evaluate(scans: &[LabelledScan], options: &EvalOptions) -> Result<EvalRes
                 held_out,
                 organs: s.organs.len(),
                 embed_seconds: s.embed_seconds,
+                si_fault: s.si_fault,
             })
             .collect(),
         all: Subset {

@@ -156,20 +156,38 @@ pub fn markdown(results: &EvalResults, context: &ReportContext) -> String {
         let _ = writeln!(md);
     }
     let _ = writeln!(md, "## Scans\n");
-    let _ = writeln!(md, "| scan | organs | held out | embedding time |");
-    let _ = writeln!(md, "| --- | --- | --- | --- |");
+    let _ = writeln!(
+        md,
+        "| scan | organs | held out | embedding time | S–I order of the map |"
+    );
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
     for s in &results.scans {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             s.name,
             s.organs,
             if s.held_out { "yes" } else { "" },
             s.embed_seconds
-                .map_or_else(|| "cached".to_owned(), |t| format!("{t:.2} s"))
+                .map_or_else(|| "cached".to_owned(), |t| format!("{t:.2} s")),
+            si_order(s.si_fault.as_ref())
         );
     }
     md
+}
+
+/// A scan's S–I check in a table cell.
+fn si_order(fault: Option<&crate::SiFault>) -> String {
+    match fault {
+        None => "no fold".to_owned(),
+        Some(crate::SiFault::Fold(f)) => format!(
+            "**fold**: z {:.0} … {:.0} mm, {:.0} mm deep (z {:.0} reads as z {:.0})",
+            f.z_range_mm[0], f.z_range_mm[1], f.depth_mm, f.trough_z_mm, f.same_level_z_mm
+        ),
+        Some(crate::SiFault::NotRising { slope_per_mm }) => {
+            format!("**not rising** ({slope_per_mm:.4} units/mm)")
+        }
+    }
 }
 
 fn subset_section(md: &mut String, title: &str, subset: &Subset) {

@@ -77,6 +77,10 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
     if let Some(w) = &embedded.warning {
         eprintln!("warning: {w}");
     }
+    // On the coarse map, before any --full-res resampling: its slices are the model's own.
+    if let Some(fault) = ape::superior_fold(&embedded.map, &scan) {
+        eprintln!("warning: the APE map of {} {fault}", args.scan.display());
+    }
 
     let t = Instant::now();
     let out = if args.full_res {

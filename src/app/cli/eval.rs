@@ -163,6 +163,11 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<ExitCode> {
         if let Some(w) = warning {
             progress.suspend(|| eprintln!("warning: {w}"));
         }
+        if let Some(fault) = &scan.si_fault {
+            progress.suspend(|| {
+                say!("warning: the APE map of {} {fault}", case.scan.display());
+            });
+        }
         scans.push(scan);
         progress.inc(1);
     }

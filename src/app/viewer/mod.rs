@@ -209,6 +209,7 @@ impl ApeApp {
                     }
                     (_, None) => {}
                 },
+                WorkerEvent::SiFault(id, fault) => self.state.si_fault_found(id, fault),
                 WorkerEvent::Warning(id, w) => {
                     if let Some(s) = self.state.cohort.get(id) {
                         self.state.message = format!("{}: {w}", s.name);
@@ -514,6 +515,12 @@ impl ApeApp {
                     format!("warning: {}", w.message),
                 );
             }
+        }
+        if let Some(fault) = &scan.si_fault {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("warning: the APE map {fault}"),
+            );
         }
         ui.label(format!(
             "crosshair ({:.1}, {:.1}, {:.1}) mm RAS",

@@ -90,9 +90,24 @@ fn scan_status(ui: &mut egui::Ui, scan: &CohortScan) {
         ScanStatus::Embedding(p) => {
             ui.add(ProgressBar::new(*p).desired_width(80.0).text("APE"));
         }
-        ScanStatus::Ready => {
-            ui.label(RichText::new("ready").weak());
-        }
+        ScanStatus::Ready => match &scan.si_fault {
+            None => {
+                ui.label(RichText::new("ready").weak());
+            }
+            Some(fault) => {
+                let short = match fault {
+                    ape::SiFault::Fold(f) => {
+                        format!(
+                            "S–I fold z {:.0}…{:.0} mm",
+                            f.z_range_mm[0], f.z_range_mm[1]
+                        )
+                    }
+                    ape::SiFault::NotRising { .. } => "not S–I".to_owned(),
+                };
+                ui.label(RichText::new(short).color(ui.visuals().warn_fg_color))
+                    .on_hover_text(format!("The APE map {fault}"));
+            }
+        },
         ScanStatus::Failed(e) => {
             // A scan that was read but not embedded is still shown: say what is missing.
             let what = if scan.scan.is_some() {

@@ -42,6 +42,8 @@ pub struct CohortScan {
     pub organs: Vec<(String, DVec3)>,
     /// That label map's organs, which serve as few-shot supports.
     pub labelled: Option<Arc<Organs>>,
+    /// Where the map runs back along S–I, once checked (`None`: it does not, or not yet).
+    pub si_fault: Option<ape::SiFault>,
 }
 
 /// How APE maps are drawn over the scan.
@@ -186,6 +188,7 @@ impl ViewerState {
             image: None,
             organs: Vec::new(),
             labelled: None,
+            si_fault: None,
         });
         self.cohort.len() - 1
     }
@@ -246,6 +249,15 @@ impl ViewerState {
         }
         if let Some(l) = self.landmark.clone() {
             self.query(l.source, l.world);
+        }
+    }
+
+    /// A scan's map was found to run back along S–I: kept with the scan (the sidebar and the
+    /// info panel show it) and said in the status bar.
+    pub fn si_fault_found(&mut self, id: usize, fault: ape::SiFault) {
+        if let Some(entry) = self.cohort.get_mut(id) {
+            self.message = format!("warning: the APE map of {} {fault}", entry.name);
+            entry.si_fault = Some(fault);
         }
     }
 

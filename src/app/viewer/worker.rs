@@ -31,6 +31,8 @@ pub enum WorkerEvent {
     /// The organs of the label map beside the scan, or why it could not be read. Not sent for
     /// scans without one.
     Organs(usize, Result<Arc<Organs>, String>),
+    /// The scan's map runs back along S–I (sent after `Embedded`, only when it does).
+    SiFault(usize, ape::SiFault),
 }
 
 struct Job {
@@ -128,10 +130,14 @@ fn run_job(
     if let Some(w) = embedded.warning {
         send(WorkerEvent::Warning(job.id, w));
     }
-    let map = embedded.map;
+    let map = Arc::new(embedded.map);
     let index = Arc::new(MapIndex::build_in_body(&map, &scan));
     let image = PatchImage::of_scan(&scan).ok().map(Arc::new);
-    send(WorkerEvent::Embedded(job.id, Arc::new(map), index, image));
+    send(WorkerEvent::Embedded(job.id, map.clone(), index, image));
+    // After the map is in use: the check only adds a warning.
+    if let Some(fault) = ape::superior_fold(&map, &scan) {
+        send(WorkerEvent::SiFault(job.id, fault));
+    }
 }
 
 /// The organs of a scan's label map, and what its reader found odd.
