@@ -165,10 +165,14 @@ pub fn crop_to_organ(
         source,
     })?;
     warnings.extend(embedded.warning);
-    let index = MapIndex::build_in_body(&embedded.map, &scan);
+    let (map, fault) = crate::fold::unfolded(&embedded.map, &scan);
+    if let Some(fault) = fault {
+        warnings.push(format!("{}: its APE map {fault}", request.scan.display()));
+    }
+    let index = MapIndex::build_in_body(&map, &scan);
     let image = crate::refine::PatchImage::of_scan(&scan).ok();
     let target = crate::retrieval::Target {
-        map: &embedded.map,
+        map: &map,
         index: &index,
         image: image.as_ref(),
     };

@@ -69,26 +69,42 @@ pub enum SiFault {
     NotRising { slope_per_mm: f64 },
 }
 
-impl std::fmt::Display for SiFault {
-    /// The end of a sentence whose subject is the map ("the APE map of X …").
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl SiFault {
+    /// What was found, without what ape did about it: the end of a sentence whose subject is
+    /// the map ("the APE map of X …").
+    pub fn as_found(&self) -> String {
         match self {
-            SiFault::Fold(fold) => write!(
-                f,
-                "folds along S–I: from z = {:.0} to {:.0} mm (RAS) it runs back {:.0} mm deep \
-                 (at z = {:.0} mm it reads as z = {:.0} mm); points found there are unreliable",
+            SiFault::Fold(fold) => format!(
+                "folded along S–I: from z = {:.0} to {:.0} mm (RAS) it ran back {:.0} mm deep \
+                 (z = {:.0} mm read as z = {:.0} mm)",
                 fold.z_range_mm[0],
                 fold.z_range_mm[1],
                 fold.depth_mm,
                 fold.trough_z_mm,
                 fold.same_level_z_mm
             ),
-            SiFault::NotRising { slope_per_mm } => write!(
-                f,
-                "does not run S–I: its S–I channel changes by {:.4} units per mm superiorly \
-                 instead of rising; points found on it are unreliable",
-                slope_per_mm
+            SiFault::NotRising { slope_per_mm } => format!(
+                "does not run S–I: its S–I channel changes by {slope_per_mm:.4} units per mm \
+                 superiorly instead of rising"
             ),
+        }
+    }
+}
+
+impl std::fmt::Display for SiFault {
+    /// [`SiFault::as_found`] and what it means for the points found on the map once
+    /// [`unfolded`] has been applied, as everywhere in ape.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SiFault::Fold(_) => write!(
+                f,
+                "{}; undone by shifting the map above the fold's start to rise on, so points \
+                 found above it are less certain",
+                self.as_found()
+            ),
+            SiFault::NotRising { .. } => {
+                write!(f, "{}; points found on it are unreliable", self.as_found())
+            }
         }
     }
 }
@@ -101,9 +117,123 @@ pub fn superior_fold(map: &ApeMap, scan: &Scan) -> Option<SiFault> {
     judge(&si_profile(map, |world| scan.is_body_at(world)))
 }
 
+/// `map` with its folds along S–I undone, and the first fault found on it as it came.
+///
+/// Within one scan, training asks the S–I channel to rise with height; a fold breaks the
+/// model's own objective, and the scan's affine says which slice lies above which. So the
+/// inferior part is kept (the abdomen, where every training scan has anatomy) and from the
+/// fold's peak up each slice's S–I channel is shifted: over the fold, the profile continues
+/// from the peak at the rate the map rises where it does rise; above it, the map's own rises
+/// resume from there. Cells keep their other channels and their differences within a slice.
+/// Up to three folds are undone, deepest first. A map that does not rise at all is returned
+/// as it is, with its fault.
+pub fn unfolded(map: &ApeMap, scan: &Scan) -> (ApeMap, Option<SiFault>) {
+    let inside = |world: DVec3| scan.is_body_at(world);
+    let first = judge(&si_profile(map, inside));
+    let Some(SiFault::Fold(_)) = first else {
+        return (map.clone(), first);
+    };
+    let mut current = map.clone();
+    for _ in 0..MAX_UNFOLDS {
+        let profile = si_profile(&current, inside);
+        let Some(SiFault::Fold(fold)) = judge(&profile) else {
+            break;
+        };
+        let Some(offsets) = unfolding_offsets(
+            &profile,
+            &fold,
+            current.shape()[superior_axis(current.affine())],
+        ) else {
+            break;
+        };
+        current = shifted(&current, &offsets);
+    }
+    (current, first)
+}
+
+/// At most this many folds are undone in one map: the chest scans seen so far have one.
+const MAX_UNFOLDS: usize = 3;
+
+/// Per grid slice along the superior axis, what to add to the S–I channel to undo `fold`
+/// (slices outside the profile take their nearest profiled neighbour's offset, by height).
+fn unfolding_offsets(
+    profile: &[SliceLevel],
+    fold: &SuperiorFold,
+    slices: usize,
+) -> Option<Vec<f32>> {
+    let peak = profile.iter().position(|s| s.z_mm >= fold.z_range_mm[0])?;
+    // The rate where the map rises: the median of its rising steps (a fitted slope would be
+    // lowered by the fold itself).
+    let mut rates: Vec<f32> = profile
+        .windows(2)
+        .filter(|w| w[1].z_mm > w[0].z_mm && w[1].median > w[0].median)
+        .map(|w| ((w[1].median - w[0].median) / (w[1].z_mm - w[0].z_mm)) as f32)
+        .collect();
+    let rate = median(&mut rates)?;
+    // The first slice above the trough back at the peak's level: there the map's own rises
+    // resume.
+    let trough = profile.iter().position(|s| s.z_mm >= fold.trough_z_mm)?;
+    let level = profile[peak].median;
+    let resume = profile[trough..]
+        .iter()
+        .position(|s| s.median >= level)
+        .map_or(profile.len(), |i| trough + i);
+    let mut wanted: Vec<f64> = profile.iter().map(|s| s.median).collect();
+    for i in peak + 1..profile.len() {
+        wanted[i] = if i < resume {
+            wanted[peak] + rate * (profile[i].z_mm - profile[peak].z_mm)
+        } else {
+            let step = if i == resume {
+                rate * (profile[i].z_mm - profile[i - 1].z_mm)
+            } else {
+                profile[i].median - profile[i - 1].median
+            };
+            wanted[i - 1] + step
+        };
+    }
+    let by_index: Vec<(usize, f64, f32)> = profile
+        .iter()
+        .zip(&wanted)
+        .map(|(s, w)| (s.index, s.z_mm, (w - s.median) as f32))
+        .collect();
+    // Slices left out of the profile (too little body): the offset of the nearest profiled
+    // slice by index, which runs monotonically with height along the superior axis.
+    Some(
+        (0..slices)
+            .map(|index| {
+                by_index
+                    .iter()
+                    .min_by_key(|(i, _, _)| i.abs_diff(index))
+                    .map_or(0.0, |&(_, _, offset)| offset)
+            })
+            .collect(),
+    )
+}
+
+/// `map` with `offsets[s]` added to the S–I channel of every cell of slice `s` along its
+/// superior axis.
+fn shifted(map: &ApeMap, offsets: &[f32]) -> ApeMap {
+    let axis = superior_axis(map.affine());
+    let mut cells = map.cells().clone();
+    let shape = cells.shape();
+    for (index, e) in cells.data_mut().iter_mut().enumerate() {
+        let voxel = [
+            index % shape[0],
+            (index / shape[0]) % shape[1],
+            index / (shape[0] * shape[1]),
+        ];
+        if let Some(offset) = offsets.get(voxel[axis]) {
+            e[SI_CHANNEL] += offset;
+        }
+    }
+    ApeMap::new(cells)
+}
+
 /// One slice of the map across S: its height and the median of its S–I channel.
 #[derive(Debug, Clone, Copy)]
 struct SliceLevel {
+    /// The slice's index along the map's superior grid axis.
+    index: usize,
     /// Mean RAS z of its body cells (a slice of an oblique grid is not level).
     z_mm: f64,
     median: f64,
@@ -156,9 +286,11 @@ fn si_profile(map: &ApeMap, inside: impl Fn(DVec3) -> bool + Sync) -> Vec<SliceL
     let min_cells = MIN_BODY_CELLS.max((fullest as f64 * MIN_BODY_SHARE).ceil() as usize);
     let mut profile: Vec<SliceLevel> = slices
         .into_iter()
-        .filter(|(values, _)| values.len() >= min_cells)
-        .filter_map(|(mut values, z_sum)| {
+        .enumerate()
+        .filter(|(_, (values, _))| values.len() >= min_cells)
+        .filter_map(|(index, (mut values, z_sum))| {
             Some(SliceLevel {
+                index,
                 z_mm: z_sum / values.len() as f64,
                 median: median(&mut values)?,
             })
@@ -436,6 +568,48 @@ mod tests {
             panic!("{:?}", superior_fold(&map, &scan));
         };
         assert!((slope_per_mm + 0.01).abs() < 1e-6);
+    }
+
+    #[test]
+    fn unfolding_keeps_the_inferior_part_and_makes_the_map_rise() {
+        let body = whole_body();
+        let scan = scan_with_body(body);
+        let map = map_with(|i| FOLDED[i], |i| i as f32, in_box(body));
+        let (unfolded_map, fault) = unfolded(&map, &scan);
+        assert!(matches!(fault, Some(SiFault::Fold(_))), "{fault:?}");
+        assert_eq!(superior_fold(&unfolded_map, &scan), None);
+        let profile = si_profile(&unfolded_map, |w| scan.is_body_at(w));
+        assert_eq!(profile.len(), SLICES);
+        // Up to the peak (slice 8) nothing moves; above it the profile rises at every step.
+        for (i, s) in profile.iter().enumerate() {
+            if i <= 8 {
+                assert!((s.median - f64::from(FOLDED[i])).abs() < 1e-6, "{i}: {s:?}");
+            } else {
+                assert!(s.median > profile[i - 1].median, "{i}: {profile:?}");
+            }
+        }
+        // The median of the profile's 17 rising steps is 0.11 units a slice: the fold's slices
+        // continue the peak at it, and above the fold the map's own steps resume.
+        assert!(
+            (profile[12].median - (0.92 + 4.0 * 0.11)).abs() < 1e-5,
+            "{profile:?}"
+        );
+        let above = profile[20].median - profile[19].median;
+        assert!((above - f64::from(FOLDED[20] - FOLDED[19])).abs() < 1e-5);
+        // Only the S–I channel moves, by one offset per slice.
+        for (a, b) in map.cells().data().iter().zip(unfolded_map.cells().data()) {
+            assert_eq!((a[0], a[1]), (b[0], b[1]));
+        }
+    }
+
+    #[test]
+    fn a_map_without_a_fold_is_left_as_it_is() {
+        let body = whole_body();
+        let scan = scan_with_body(body);
+        let map = map_with(|i| 0.2 + 0.15 * i as f32, |_| 0.0, in_box(body));
+        let (same, fault) = unfolded(&map, &scan);
+        assert_eq!(fault, None);
+        assert_eq!(same, map);
     }
 
     #[test]

@@ -73,6 +73,6 @@ pub mod validate;
 pub mod volume;
 
 pub use error::{GeometryError, VolumeError};
-pub use fold::{SiFault, SuperiorFold, superior_fold};
+pub use fold::{SiFault, SuperiorFold, superior_fold, unfolded};
 pub use geometry::{Affine, WorldBox};
 pub use volume::Volume;

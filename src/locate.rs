@@ -148,9 +148,17 @@ fn searchable(
             w,
         ));
     }
-    let index = MapIndex::build_in_body(&embedded.map, &scan);
+    let (map, fault) = crate::fold::unfolded(&embedded.map, &scan);
+    if let Some(fault) = fault {
+        warnings.push(InputWarning::new(
+            crate::validate::WarningKind::Other,
+            path.display().to_string(),
+            format!("its APE map {fault}"),
+        ));
+    }
+    let index = MapIndex::build_in_body(&map, &scan);
     Ok(Searchable {
-        map: embedded.map,
+        map,
         index,
         image: PatchImage::of_scan(&scan).ok(),
     })

@@ -81,6 +81,75 @@ fn perfect_scans(dir: &Path) -> Vec<LabelledScan> {
         .collect()
 }
 
+/// `map` with its S–I channel folded as a chest scan's can be: rising to `start`, falling back
+/// by `depth` (both in map units), then rising again at the same rate.
+fn folded(map: &ApeMap, start: f32, depth: f32) -> ApeMap {
+    let mut cells = map.cells().clone();
+    for e in cells.data_mut() {
+        let z = e[2];
+        e[2] = if z <= start {
+            z
+        } else if z <= start + depth {
+            start - (z - start)
+        } else {
+            z - 2.0 * depth
+        };
+    }
+    ApeMap::new(cells)
+}
+
+#[test]
+fn a_folded_map_is_undone_before_landmarks_are_searched_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_cohort(dir.path(), 3);
+    let options = EvalOptions {
+        shots: 1,
+        held_out: Vec::new(),
+        label_names: Default::default(),
+        transfer: ape::transfer::TransferMode::Consensus,
+        consensus: Default::default(),
+        prior: None,
+    };
+    let perfect = evaluate(&perfect_scans(dir.path()), &options).unwrap();
+    // Phantom 1's map folds 50 mm deep (0.5 units of 100 mm) a little above its body's centre,
+    // which puts the organs above the fold where those below it belong.
+    let scans: Vec<LabelledScan> = labelled_cases(dir.path())
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, case)| {
+            let scan = Scan::read(&case.scan).unwrap();
+            let labels = LabelMap::read(&case.labels).unwrap();
+            let mut map = perfect_map(&scan.volume, i);
+            if i == 1 {
+                map = folded(&map, 0.05, 0.5);
+                assert!(matches!(
+                    ape::superior_fold(&map, &scan),
+                    Some(ape::SiFault::Fold(_))
+                ));
+            }
+            let loaded = LabelledScan::new(case.name.clone(), &scan, &labels, map, None).unwrap();
+            // The fold is reported, and the map searched is undone.
+            assert_eq!(loaded.si_fault.is_some(), i == 1, "{}", case.name);
+            assert_eq!(
+                ape::superior_fold(&loaded.map, &scan),
+                None,
+                "{}",
+                case.name
+            );
+            loaded
+        })
+        .collect();
+    let results = evaluate(&scans, &options).unwrap();
+    let (a, b) = (&perfect.all.ape.mre_c, &results.all.ape.mre_c);
+    assert_eq!(a.count, b.count);
+    assert!(
+        (a.mean - b.mean).abs() < 0.5,
+        "perfect {a}, folded and undone {b}"
+    );
+    assert!(results.scans[1].si_fault.is_some());
+}
+
 #[test]
 fn a_perfect_map_finds_landmarks_and_boxes_and_reaches_the_recall() {
     let dir = tempfile::tempdir().unwrap();

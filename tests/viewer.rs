@@ -140,7 +140,7 @@ fn a_map_that_folds_along_s_i_is_flagged_in_the_sidebar_status_and_info_panel() 
     harness.step();
     let app = harness.state();
     assert!(
-        app.state.message.contains("phantom_01 folds along S–I"),
+        app.state.message.contains("phantom_01 folded along S–I"),
         "{}",
         app.state.message
     );
@@ -149,7 +149,7 @@ fn a_map_that_folds_along_s_i_is_flagged_in_the_sidebar_status_and_info_panel() 
     assert!(
         harness
             .query_by_label_contains(
-                "warning: the APE map folds along S–I: from z = -199 to -52 mm"
+                "warning: the APE map folded along S–I: from z = -199 to -52 mm"
             )
             .is_some()
     );

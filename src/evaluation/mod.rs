@@ -45,7 +45,8 @@ pub struct LabelledScan {
     pub embed_seconds: Option<f64>,
     /// What the readers found odd in the scan or its label map.
     pub warnings: Vec<crate::validate::InputWarning>,
-    /// Where the map runs back along S–I, if it does ([`crate::superior_fold`]).
+    /// Where the map as the network gave it ran back along S–I, if it did
+    /// ([`crate::superior_fold`]); `map` has it undone ([`crate::unfolded`]).
     pub si_fault: Option<crate::SiFault>,
 }
 
@@ -154,9 +155,11 @@ impl LabelledScan {
         if organs.is_empty() {
             return Err(EvalError::NoOrgans { name });
         }
+        // A fold sends points of the abdomen into the chest (Session 22 of training/README).
+        let (map, si_fault) = crate::fold::unfolded(&map, scan);
         Ok(Self {
             index: MapIndex::build_in_body(&map, scan),
-            si_fault: crate::superior_fold(&map, scan),
+            si_fault,
             map,
             organ_voxels: organ_voxel_points(&labels.volume),
             image: PatchImage::of_scan(scan).ok(),

@@ -181,7 +181,7 @@ fn si_order(fault: Option<&crate::SiFault>) -> String {
     match fault {
         None => "no fold".to_owned(),
         Some(crate::SiFault::Fold(f)) => format!(
-            "**fold**: z {:.0} … {:.0} mm, {:.0} mm deep (z {:.0} reads as z {:.0})",
+            "**fold**, undone: z {:.0} … {:.0} mm, {:.0} mm deep (z {:.0} read as z {:.0})",
             f.z_range_mm[0], f.z_range_mm[1], f.depth_mm, f.trough_z_mm, f.same_level_z_mm
         ),
         Some(crate::SiFault::NotRising { slope_per_mm }) => {

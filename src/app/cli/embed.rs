@@ -26,6 +26,10 @@ pub struct EmbedArgs {
     /// Recompute even if the map is cached.
     #[arg(long)]
     no_cache: bool,
+    /// Write the map as the network gave it, a fold along S–I included (by default a fold is
+    /// undone as everywhere else in ape: the part above it shifted to rise on).
+    #[arg(long)]
+    keep_folds: bool,
 }
 
 pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
@@ -78,17 +82,29 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         eprintln!("warning: {w}");
     }
     // On the coarse map, before any --full-res resampling: its slices are the model's own.
-    if let Some(fault) = ape::superior_fold(&embedded.map, &scan) {
-        eprintln!("warning: the APE map of {} {fault}", args.scan.display());
-    }
+    let map = if args.keep_folds {
+        if let Some(fault) = ape::superior_fold(&embedded.map, &scan) {
+            eprintln!(
+                "warning: the APE map of {} {}; written as the network gave it (--keep-folds): \
+                 points found in the fold are unreliable",
+                args.scan.display(),
+                fault.as_found()
+            );
+        }
+        embedded.map
+    } else {
+        let (map, fault) = ape::unfolded(&embedded.map, &scan);
+        if let Some(fault) = fault {
+            eprintln!("warning: the APE map of {} {fault}", args.scan.display());
+        }
+        map
+    };
 
     let t = Instant::now();
     let out = if args.full_res {
-        embedded
-            .map
-            .resampled_onto(scan.volume.shape(), *scan.volume.affine())?
+        map.resampled_onto(scan.volume.shape(), *scan.volume.affine())?
     } else {
-        embedded.map
+        map
     };
     drop(scan);
     out.write_nifti(&args.output)

@@ -130,12 +130,13 @@ fn run_job(
     if let Some(w) = embedded.warning {
         send(WorkerEvent::Warning(job.id, w));
     }
-    let map = Arc::new(embedded.map);
+    // A fold sends points of the abdomen into the chest: undone before anything searches.
+    let (map, fault) = ape::unfolded(&embedded.map, &scan);
+    let map = Arc::new(map);
     let index = Arc::new(MapIndex::build_in_body(&map, &scan));
     let image = PatchImage::of_scan(&scan).ok().map(Arc::new);
-    send(WorkerEvent::Embedded(job.id, map.clone(), index, image));
-    // After the map is in use: the check only adds a warning.
-    if let Some(fault) = ape::superior_fold(&map, &scan) {
+    send(WorkerEvent::Embedded(job.id, map, index, image));
+    if let Some(fault) = fault {
         send(WorkerEvent::SiFault(job.id, fault));
     }
 }
