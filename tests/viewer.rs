@@ -155,6 +155,7 @@ fn a_map_that_folds_along_s_i_is_flagged_in_the_sidebar_status_and_info_panel() 
     );
     // The other scan stays unflagged.
     assert!(harness.state().state.cohort[0].si_fault.is_none());
+    snapshot(&mut harness, "viewer_fold_warning");
 }
 
 #[test]
