@@ -27,6 +27,10 @@ impl ApeMap {
         &self.cells
     }
 
+    pub fn into_cells(self) -> Volume<Embedding> {
+        self.cells
+    }
+
     pub fn affine(&self) -> &Affine {
         self.cells.affine()
     }

@@ -165,7 +165,7 @@ pub fn crop_to_organ(
         source,
     })?;
     warnings.extend(embedded.warning);
-    let (map, fault) = crate::fold::unfolded(&embedded.map, &scan);
+    let (map, fault) = crate::fold::unfolded(embedded.map, &scan);
     if let Some(fault) = fault {
         warnings.push(format!("{}: its APE map {fault}", request.scan.display()));
     }

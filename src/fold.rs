@@ -127,26 +127,23 @@ pub fn superior_fold(map: &ApeMap, scan: &Scan) -> Option<SiFault> {
 /// resume from there. Cells keep their other channels and their differences within a slice.
 /// Up to three folds are undone, deepest first. A map that does not rise at all is returned
 /// as it is, with its fault.
-pub fn unfolded(map: &ApeMap, scan: &Scan) -> (ApeMap, Option<SiFault>) {
+pub fn unfolded(map: ApeMap, scan: &Scan) -> (ApeMap, Option<SiFault>) {
     let inside = |world: DVec3| scan.is_body_at(world);
-    let first = judge(&si_profile(map, inside));
-    let Some(SiFault::Fold(_)) = first else {
-        return (map.clone(), first);
-    };
-    let mut current = map.clone();
+    let slices = map.shape()[superior_axis(map.affine())];
+    let mut profile = si_profile(&map, inside);
+    let first = judge(&profile);
+    let mut fault = first;
+    let mut current = map;
     for _ in 0..MAX_UNFOLDS {
-        let profile = si_profile(&current, inside);
-        let Some(SiFault::Fold(fold)) = judge(&profile) else {
+        let Some(SiFault::Fold(fold)) = fault else {
             break;
         };
-        let Some(offsets) = unfolding_offsets(
-            &profile,
-            &fold,
-            current.shape()[superior_axis(current.affine())],
-        ) else {
+        let Some(offsets) = unfolding_offsets(&profile, &fold, slices) else {
             break;
         };
-        current = shifted(&current, &offsets);
+        current = shifted(current, &offsets);
+        profile = si_profile(&current, inside);
+        fault = judge(&profile);
     }
     (current, first)
 }
@@ -212,18 +209,12 @@ fn unfolding_offsets(
 
 /// `map` with `offsets[s]` added to the S–I channel of every cell of slice `s` along its
 /// superior axis.
-fn shifted(map: &ApeMap, offsets: &[f32]) -> ApeMap {
+fn shifted(map: ApeMap, offsets: &[f32]) -> ApeMap {
     let axis = superior_axis(map.affine());
-    let mut cells = map.cells().clone();
-    let shape = cells.shape();
-    for (index, e) in cells.data_mut().iter_mut().enumerate() {
-        let voxel = [
-            index % shape[0],
-            (index / shape[0]) % shape[1],
-            index / (shape[0] * shape[1]),
-        ];
-        if let Some(offset) = offsets.get(voxel[axis]) {
-            e[SI_CHANNEL] += offset;
+    let mut cells = map.into_cells();
+    for index in 0..cells.data().len() {
+        if let Some(offset) = offsets.get(cells.voxel_of(index)[axis]) {
+            cells.data_mut()[index][SI_CHANNEL] += offset;
         }
     }
     ApeMap::new(cells)
@@ -398,8 +389,6 @@ mod tests {
     use glam::DMat3;
 
     use super::*;
-    use crate::io::nifti::TransformSource;
-    use crate::io::{StorageInfo, StoredVolume};
     use crate::volume::Volume;
 
     /// The slice medians of a folded chest-abdomen map, inferior to superior, 15 mm apart.
@@ -450,27 +439,8 @@ mod tests {
     fn scan_with_body(body: (DVec3, DVec3)) -> Scan {
         let origin = DVec3::new(-70.0, -60.0, TOP_Z - 15.0 * SLICES as f64);
         let affine = Affine::from_spacing(DVec3::new(4.0, 4.0, 5.0), origin).unwrap();
-        let volume = Volume::from_fn([40, 35, 75], affine, |i, j, k| {
-            let w = affine.to_world(DVec3::new(i as f64, j as f64, k as f64));
-            if w.cmpge(body.0).all() && w.cmple(body.1).all() {
-                40.0
-            } else {
-                -1000.0
-            }
-        })
-        .unwrap();
-        let info = StorageInfo {
-            path: "synthetic.nii".into(),
-            datatype: "float32",
-            scl_slope: 1.0,
-            scl_inter: 0.0,
-            transform: TransformSource::Sform { code: 1 },
-            gzipped: false,
-            description: String::new(),
-            channels: 1,
-            warnings: Vec::new(),
-        };
-        Scan::from_nifti(StoredVolume { info, volume }).unwrap()
+        let volume = crate::phantom::box_body([40, 35, 75], affine, body).unwrap();
+        Scan::from_hu(volume, "synthetic.nii").unwrap()
     }
 
     /// A body over the whole map along S, filling part of each slice.
@@ -575,7 +545,7 @@ mod tests {
         let body = whole_body();
         let scan = scan_with_body(body);
         let map = map_with(|i| FOLDED[i], |i| i as f32, in_box(body));
-        let (unfolded_map, fault) = unfolded(&map, &scan);
+        let (unfolded_map, fault) = unfolded(map.clone(), &scan);
         assert!(matches!(fault, Some(SiFault::Fold(_))), "{fault:?}");
         assert_eq!(superior_fold(&unfolded_map, &scan), None);
         let profile = si_profile(&unfolded_map, |w| scan.is_body_at(w));
@@ -607,7 +577,7 @@ mod tests {
         let body = whole_body();
         let scan = scan_with_body(body);
         let map = map_with(|i| 0.2 + 0.15 * i as f32, |_| 0.0, in_box(body));
-        let (same, fault) = unfolded(&map, &scan);
+        let (same, fault) = unfolded(map.clone(), &scan);
         assert_eq!(fault, None);
         assert_eq!(same, map);
     }

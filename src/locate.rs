@@ -148,7 +148,7 @@ fn searchable(
             w,
         ));
     }
-    let (map, fault) = crate::fold::unfolded(&embedded.map, &scan);
+    let (map, fault) = crate::fold::unfolded(embedded.map, &scan);
     if let Some(fault) = fault {
         warnings.push(InputWarning::new(
             crate::validate::WarningKind::Other,

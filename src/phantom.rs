@@ -194,6 +194,24 @@ fn noise(i: usize, j: usize, k: usize) -> f32 {
     (h % 25) as f32 - 12.0
 }
 
+/// The simplest body (HU) on the grid of `shape` voxels under `affine`: soft tissue (40 HU)
+/// inside the world box `body` (lowest and highest corner, RAS mm), air elsewhere. For tests of
+/// what lies inside the body.
+pub fn box_body(
+    shape: [usize; 3],
+    affine: Affine,
+    body: (DVec3, DVec3),
+) -> Result<Volume<f32>, GeometryError> {
+    Volume::from_fn(shape, affine, |i, j, k| {
+        let w = affine.to_world(DVec3::new(i as f64, j as f64, k as f64));
+        if w.cmpge(body.0).all() && w.cmple(body.1).all() {
+            40.0
+        } else {
+            -1000.0
+        }
+    })
+}
+
 /// A phantom scan (HU) and its label map on the grid of `shape` voxels under `affine`, with the
 /// body centred on world point `centre` and scaled by `scale`.
 pub fn phantom(

@@ -34,6 +34,23 @@ impl Scan {
 
     /// A scan from a volume already read; refused when a `labels.json` beside it is invalid.
     /// Intensities unlike CT are read with a warning in [`Self::warnings`].
+    /// A scan of voxels already in HU, held in memory (a synthetic volume): stored as float32,
+    /// its affine taken as the sform; `path` names it in messages.
+    pub fn from_hu(volume: Volume<f32>, path: impl AsRef<Path>) -> Result<Self, VolumeError> {
+        let info = StorageInfo {
+            path: path.as_ref().to_owned(),
+            datatype: "float32",
+            scl_slope: 1.0,
+            scl_inter: 0.0,
+            transform: crate::io::nifti::TransformSource::Sform { code: 1 },
+            gzipped: false,
+            description: String::new(),
+            channels: 1,
+            warnings: Vec::new(),
+        };
+        Self::from_nifti(StoredVolume { info, volume })
+    }
+
     pub fn from_nifti(nifti: StoredVolume) -> Result<Self, VolumeError> {
         let sidecar = DatasetSidecar::find_for(&nifti.info.path)?;
         let intensity = detect_intensity(&nifti.info, sidecar.as_ref());

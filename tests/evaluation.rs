@@ -68,6 +68,11 @@ fn perfect_map(scan: &Volume<f32>, i: usize) -> ApeMap {
 
 /// The cohort in `dir` read as evaluation scans with perfect maps.
 fn perfect_scans(dir: &Path) -> Vec<LabelledScan> {
+    scans_with_maps(dir, |i, scan| perfect_map(&scan.volume, i))
+}
+
+/// The cohort in `dir` read as evaluation scans, scan `i` with the map `map_of(i, scan)`.
+fn scans_with_maps(dir: &Path, map_of: impl Fn(usize, &Scan) -> ApeMap) -> Vec<LabelledScan> {
     labelled_cases(dir)
         .unwrap()
         .iter()
@@ -75,7 +80,7 @@ fn perfect_scans(dir: &Path) -> Vec<LabelledScan> {
         .map(|(i, case)| {
             let scan = Scan::read(&case.scan).unwrap();
             let labels = LabelMap::read(&case.labels).unwrap();
-            let map = perfect_map(&scan.volume, i);
+            let map = map_of(i, &scan);
             LabelledScan::new(case.name.clone(), &scan, &labels, map, Some(0.0)).unwrap()
         })
         .collect()
@@ -113,33 +118,30 @@ fn a_folded_map_is_undone_before_landmarks_are_searched_on_it() {
     let perfect = evaluate(&perfect_scans(dir.path()), &options).unwrap();
     // Phantom 1's map folds 50 mm deep (0.5 units of 100 mm) a little above its body's centre,
     // which puts the organs above the fold where those below it belong.
-    let scans: Vec<LabelledScan> = labelled_cases(dir.path())
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, case)| {
-            let scan = Scan::read(&case.scan).unwrap();
-            let labels = LabelMap::read(&case.labels).unwrap();
-            let mut map = perfect_map(&scan.volume, i);
-            if i == 1 {
-                map = folded(&map, 0.05, 0.5);
-                assert!(matches!(
-                    ape::superior_fold(&map, &scan),
-                    Some(ape::SiFault::Fold(_))
-                ));
-            }
-            let loaded = LabelledScan::new(case.name.clone(), &scan, &labels, map, None).unwrap();
-            // The fold is reported, and the map searched is undone.
-            assert_eq!(loaded.si_fault.is_some(), i == 1, "{}", case.name);
-            assert_eq!(
-                ape::superior_fold(&loaded.map, &scan),
-                None,
-                "{}",
-                case.name
-            );
-            loaded
-        })
-        .collect();
+    let scans = scans_with_maps(dir.path(), |i, scan| {
+        let map = perfect_map(&scan.volume, i);
+        if i != 1 {
+            return map;
+        }
+        let map = folded(&map, 0.05, 0.5);
+        assert!(matches!(
+            ape::superior_fold(&map, scan),
+            Some(ape::SiFault::Fold(_))
+        ));
+        map
+    });
+    // The fold is reported, and the map searched is undone.
+    let cases = labelled_cases(dir.path()).unwrap();
+    for (i, (case, loaded)) in cases.iter().zip(&scans).enumerate() {
+        let scan = Scan::read(&case.scan).unwrap();
+        assert_eq!(loaded.si_fault.is_some(), i == 1, "{}", case.name);
+        assert_eq!(
+            ape::superior_fold(&loaded.map, &scan),
+            None,
+            "{}",
+            case.name
+        );
+    }
     let results = evaluate(&scans, &options).unwrap();
     let (a, b) = (&perfect.all.ape.mre_c, &results.all.ape.mre_c);
     assert_eq!(a.count, b.count);

@@ -4,8 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may fail loudly
 
 use ape::ape_map::ApeMap;
-use ape::io::nifti::TransformSource;
-use ape::io::{StorageInfo, StoredVolume};
 use ape::retrieval::{MapIndex, nearest_cell};
 use ape::scan::Scan;
 use ape::{Affine, Volume};
@@ -106,27 +104,8 @@ fn retrieval_on_a_shifted_scan_returns_the_shifted_point() {
 /// the world box `body`.
 fn scan_with_body(origin: DVec3, body: (DVec3, DVec3)) -> Scan {
     let affine = Affine::from_spacing(DVec3::new(2.0, 2.0, 3.0), origin).unwrap();
-    let volume = Volume::from_fn([160, 120, 100], affine, |i, j, k| {
-        let w = affine.to_world(DVec3::new(i as f64, j as f64, k as f64));
-        if w.cmpge(body.0).all() && w.cmple(body.1).all() {
-            40.0
-        } else {
-            -1000.0
-        }
-    })
-    .unwrap();
-    let info = StorageInfo {
-        path: "synthetic.nii".into(),
-        datatype: "float32",
-        scl_slope: 1.0,
-        scl_inter: 0.0,
-        transform: TransformSource::Sform { code: 1 },
-        gzipped: false,
-        description: String::new(),
-        channels: 1,
-        warnings: Vec::new(),
-    };
-    Scan::from_nifti(StoredVolume { info, volume }).unwrap()
+    let volume = ape::phantom::box_body([160, 120, 100], affine, body).unwrap();
+    Scan::from_hu(volume, "synthetic.nii").unwrap()
 }
 
 #[test]

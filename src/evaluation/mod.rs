@@ -156,7 +156,7 @@ impl LabelledScan {
             return Err(EvalError::NoOrgans { name });
         }
         // A fold sends points of the abdomen into the chest (Session 22 of training/README).
-        let (map, si_fault) = crate::fold::unfolded(&map, scan);
+        let (map, si_fault) = crate::fold::unfolded(map, scan);
         Ok(Self {
             index: MapIndex::build_in_body(&map, scan),
             si_fault,

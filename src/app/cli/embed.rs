@@ -93,7 +93,7 @@ pub fn run(args: &EmbedArgs) -> anyhow::Result<ExitCode> {
         }
         embedded.map
     } else {
-        let (map, fault) = ape::unfolded(&embedded.map, &scan);
+        let (map, fault) = ape::unfolded(embedded.map, &scan);
         if let Some(fault) = fault {
             eprintln!("warning: the APE map of {} {fault}", args.scan.display());
         }

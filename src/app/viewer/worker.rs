@@ -131,7 +131,7 @@ fn run_job(
         send(WorkerEvent::Warning(job.id, w));
     }
     // A fold sends points of the abdomen into the chest: undone before anything searches.
-    let (map, fault) = ape::unfolded(&embedded.map, &scan);
+    let (map, fault) = ape::unfolded(embedded.map, &scan);
     let map = Arc::new(map);
     let index = Arc::new(MapIndex::build_in_body(&map, &scan));
     let image = PatchImage::of_scan(&scan).ok().map(Arc::new);
